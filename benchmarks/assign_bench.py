@@ -1,0 +1,671 @@
+"""Benchmark: ota_jax's batched assigners against the PyTorch reference loops.
+
+For each workload (see ``workloads.py``) and assigner (OTA, SimOTA) this times
+``ota_jax.ota_assign_batch`` / ``ota_jax.simota_assign_batch`` and the
+per-image PyTorch loops of ``torch_loops.py`` on the same inputs, checks that
+they assign the same anchors, and measures peak memory. It prints a markdown
+table and writes everything to JSON.
+
+Timing: warm-up calls first (the first JAX call includes compilation and is
+reported apart), then the median of ``--repeats`` calls, each ended by
+``block_until_ready`` (JAX) or ``torch.cuda.synchronize`` (PyTorch on GPU).
+
+Agreement: over the anchors the PyTorch loop makes positive (``gt_index >= 0``),
+the fraction where ota_jax picks the same gt. Both sides get the same
+hyperparameters (those of ``OTAConfig()`` / ``SimOTAConfig()``). For OTA the
+JSON also holds the agreement with the loop whose gt rows are shifted by their
+minimum cost (ASSIGNERS.md, OTA step 5), computed once, untimed.
+
+Peak memory is measured for one call in a fresh subprocess per side, so that
+nothing an earlier run left behind hides it:
+
+* GPU: ``torch.cuda.max_memory_allocated`` (after a reset) minus the memory in
+  use before the call; for JAX, ``memory_stats()["peak_bytes_in_use"]`` minus
+  ``bytes_in_use`` before the call (inputs excluded; the first call, compile
+  included, runs before so the peak is of a warm call only where the allocator
+  shrinks back; see ``memory_method`` in the JSON).
+* CPU: the process's resident-set high-water mark (``VmHWM``, reset through
+  ``/proc/self/clear_refs`` just before the call) minus the resident set
+  before it, with glibc's mmap threshold pinned at 256 KiB so that freed big
+  buffers go back to the OS and a second call's buffers count again.
+* JAX on any backend, also: XLA's compile-time ``memory_analysis()`` temp bytes.
+
+Examples::
+
+    python benchmarks/assign_bench.py                       # the three BENCHMARKS.md workloads
+    python benchmarks/assign_bench.py --quick --out /tmp/q.json
+    python benchmarks/assign_bench.py --workloads crowd500 --batch 4 --skip-torch
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+_HERE = Path(__file__).resolve().parent
+_ROOT = _HERE.parent
+# Run as a script, only benchmarks/ is on sys.path; put the repository root first
+# so that ``import ota_jax`` finds the working tree's package.
+for _path in (str(_HERE), str(_ROOT)):
+    if _path in sys.path:
+        sys.path.remove(_path)
+    sys.path.insert(0, _path)
+
+import workloads as wl  # noqa: E402
+
+import ota_jax  # noqa: E402
+
+ASSIGNERS = ("ota", "simota")
+# Rough bytes per [M, A, C] float32 element alive at the peak of each loop,
+# measured on CPU (used only to skip loops that would not fit).
+_TORCH_BYTES_PER_MAC = {"ota": 4 * 7, "simota": 4 * 5}
+
+
+# --------------------------------------------------------------------------- devices
+
+
+@dataclasses.dataclass
+class Devices:
+    kind: str  # "cpu" or "cuda" (the PyTorch side)
+    torch_device: str
+    jax_device: object
+    name: str
+    slug: str
+
+
+def _cpu_name() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "cpu"
+
+
+def pick_devices(requested: str) -> Devices:
+    import jax
+
+    want_gpu = requested in ("auto", "cuda", "gpu")
+    torch_cuda = False
+    if want_gpu:
+        with contextlib.suppress(ImportError):
+            import torch
+
+            torch_cuda = torch.cuda.is_available()
+    if requested in ("cuda", "gpu") and not torch_cuda:
+        raise SystemExit("--device cuda: PyTorch sees no CUDA device")
+    if requested == "cpu":
+        jax_device = jax.devices("cpu")[0]
+    else:
+        jax_device = jax.devices()[0]
+        if requested in ("cuda", "gpu") and jax_device.platform != "gpu":
+            raise SystemExit("--device cuda: JAX sees no GPU")
+    if jax_device.platform == "cpu":
+        cores = os.cpu_count() or 1
+        name = f"{_cpu_name()} ({cores} cores)"
+        slug = f"cpu-{cores}core"
+    else:
+        name = jax_device.device_kind
+        slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+        while "--" in slug:
+            slug = slug.replace("--", "-")
+    if torch_cuda:
+        import torch
+
+        name = torch.cuda.get_device_name(0)
+    kind = "cuda" if torch_cuda else "cpu"
+    return Devices(kind, "cuda:0" if torch_cuda else "cpu", jax_device, name, slug)
+
+
+# --------------------------------------------------------------------------- runners
+
+
+def _jax_call(assigner: str, arrays: dict, config) -> Callable[[], object]:
+    args = (
+        arrays["pred_boxes"],
+        arrays["cls_logits"],
+        arrays["points"],
+        arrays["strides"],
+        arrays["gt_boxes"],
+        arrays["gt_labels"],
+        arrays["gt_mask"],
+    )
+    if assigner == "ota":
+        return lambda: ota_jax.ota_assign_batch(*args, config=config)
+    return lambda: ota_jax.simota_assign_batch(
+        *args, obj_logits=arrays["obj_logits"], config=config
+    )
+
+
+def _jax_lowerable(assigner: str):
+    return ota_jax.ota_assign_batch if assigner == "ota" else ota_jax.simota_assign_batch
+
+
+def _torch_call(assigner: str, tensors: dict, kwargs: dict) -> Callable[[], object]:
+    import torch_loops
+
+    args = (
+        tensors["pred_boxes"],
+        tensors["cls_logits"],
+        tensors["points"],
+        tensors["strides"],
+        tensors["gt_boxes"],
+        tensors["gt_labels"],
+        tensors["gt_mask"],
+    )
+    if assigner == "ota":
+        return lambda: torch_loops.ota_loop(*args, **kwargs)
+    return lambda: torch_loops.simota_loop(*args, tensors["obj_logits"], **kwargs)
+
+
+def configs(args) -> dict:
+    """The JAX configs and the matching keyword arguments of the torch loops."""
+    ota_cfg = ota_jax.OTAConfig()
+    if args.simota_variant == "2023":
+        simota_cfg = ota_jax.SimOTAConfig()
+    else:
+        simota_cfg = ota_jax.SimOTAConfig(prior="box_and_center", center_radius=2.5, penalty=1e5)
+    ota_kwargs = {
+        "center_radius": ota_cfg.center_radius,
+        "candidate_topk": ota_cfg.candidate_topk,
+        "reg_weight": ota_cfg.reg_weight,
+        "epsilon": ota_cfg.epsilon,
+        "num_iters": ota_cfg.num_iters,
+        "focal_alpha": ota_cfg.focal_alpha,
+        "focal_gamma": ota_cfg.focal_gamma,
+        "penalty": ota_cfg.penalty,
+        "iou_eps": ota_cfg.iou_eps,
+    }
+    simota_kwargs = {
+        "variant": args.simota_variant,
+        "center_radius": simota_cfg.center_radius,
+        "candidate_topk": simota_cfg.candidate_topk,
+        "iou_weight": simota_cfg.iou_weight,
+        "penalty": simota_cfg.penalty,
+    }
+    return {
+        "ota": (ota_cfg, ota_kwargs),
+        "simota": (simota_cfg, simota_kwargs),
+    }
+
+
+def _sync_torch(kind: str) -> None:
+    if kind == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def time_calls(
+    call: Callable[[], object], finish: Callable[[object], object], warmup: int, repeats: int
+) -> dict:
+    """Times ``finish(call())``: the first call, then warm-up, then ``repeats`` calls."""
+    times, first_ms, result = [], None, None
+    for i in range(warmup + repeats):
+        start = time.perf_counter()
+        result = finish(call())
+        elapsed = (time.perf_counter() - start) * 1e3
+        if i == 0:
+            first_ms = elapsed
+        if i >= warmup:
+            times.append(elapsed)
+    return {
+        "ms": statistics.median(times),
+        "ms_min": min(times),
+        "ms_all": [round(t, 3) for t in times],
+        "first_call_ms": first_ms,
+        "result": result,
+    }
+
+
+def agreement(reference: np.ndarray, test: np.ndarray) -> dict:
+    """How well ``test`` reproduces ``reference`` (both ``[B, A]`` gt indices, -1 bg)."""
+    ref_pos = reference >= 0
+    test_pos = test >= 0
+    same = ref_pos & (test == reference)
+    num_ref = int(ref_pos.sum())
+    return {
+        "agreement": float(same.sum() / num_ref) if num_ref else 1.0,
+        "ref_positives": num_ref,
+        "positives": int(test_pos.sum()),
+        "same_gt": int(same.sum()),
+        "other_gt": int((ref_pos & test_pos & ~same).sum()),
+        "missed": int((ref_pos & ~test_pos).sum()),
+        "extra": int((~ref_pos & test_pos).sum()),
+        "identical": bool(np.array_equal(reference, test)),
+    }
+
+
+def _xla_temp_bytes(assigner: str, arrays: dict, config) -> int | None:
+    fn = _jax_lowerable(assigner)
+    kwargs = {"config": config}
+    if assigner == "simota":
+        kwargs["obj_logits"] = arrays["obj_logits"]
+    try:
+        compiled = fn.lower(
+            arrays["pred_boxes"],
+            arrays["cls_logits"],
+            arrays["points"],
+            arrays["strides"],
+            arrays["gt_boxes"],
+            arrays["gt_labels"],
+            arrays["gt_mask"],
+            **kwargs,
+        ).compile()
+        analysis = compiled.memory_analysis()
+        return None if analysis is None else int(analysis.temp_size_in_bytes)
+    except Exception:  # memory_analysis is optional per backend
+        return None
+
+
+# --------------------------------------------------------------------------- memory probe
+
+
+def _proc_status_kib(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def _pin_malloc() -> bool:
+    """Pins glibc's mmap threshold (so big frees return memory to the OS)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        ok = libc.mallopt(m_mmap_threshold, 256 * 1024) == 1
+        return ok and libc.mallopt(m_trim_threshold, 1024 * 1024) == 1
+    except OSError:
+        return False
+
+
+def _probe(spec: str, args) -> dict:
+    """One memory measurement in this (fresh) process: ``side:assigner:workload``."""
+    side, assigner, name = spec.split(":")
+    pinned = _pin_malloc() if sys.platform.startswith("linux") else False
+    devices = pick_devices(args.device)
+    workload = wl.make_workload(name, args.batch, seed=args.seed)
+    config, torch_kwargs = configs(args)[assigner]
+    out: dict = {}
+    if side == "torch":
+        import torch
+
+        tensors = workload.to_torch(devices.torch_device)
+        call = _torch_call(assigner, tensors, torch_kwargs)
+        if devices.kind == "cuda":
+            call()
+            torch.cuda.synchronize()
+            before = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            call()
+            torch.cuda.synchronize()
+            out["peak_bytes"] = int(torch.cuda.max_memory_allocated() - before)
+            out["memory_method"] = "torch.cuda.max_memory_allocated minus allocated before"
+            return out
+        finish = lambda r: r
+    else:
+        import jax
+
+        arrays = workload.to_jax(devices.jax_device)
+        call = _jax_call(assigner, arrays, config)
+        finish = lambda r: jax.block_until_ready(r)
+        if devices.jax_device.platform != "cpu":
+            stats = devices.jax_device.memory_stats()
+            if not stats or "peak_bytes_in_use" not in stats:
+                out["peak_bytes"] = None
+                out["memory_method"] = "n/a (no memory_stats on this backend)"
+                return out
+            before = stats["bytes_in_use"]
+            finish(call())
+            out["peak_bytes"] = int(devices.jax_device.memory_stats()["peak_bytes_in_use"] - before)
+            out["memory_method"] = (
+                "JAX memory_stats peak_bytes_in_use minus bytes_in_use before (first call)"
+            )
+            return out
+    # CPU: resident-set high-water mark around a second (warm) call.
+    finish(call())
+    rss = _proc_status_kib("VmRSS")
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        out["peak_bytes"] = None
+        out["memory_method"] = "n/a (cannot reset VmHWM)"
+        return out
+    before = _proc_status_kib("VmRSS")
+    finish(call())
+    out["peak_bytes"] = int(max(_proc_status_kib("VmHWM") - before, 0) * 1024)
+    out["memory_method"] = (
+        "CPU VmHWM (reset via /proc/self/clear_refs) minus VmRSS before a warm call"
+        + (", glibc mmap threshold 256 KiB" if pinned else "")
+    )
+    out["rss_before_bytes"] = rss * 1024
+    return out
+
+
+def measure_memory(side: str, assigner: str, name: str, args) -> dict:
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--probe",
+        f"{side}:{assigner}:{name}",
+        "--batch",
+        str(args.batch),
+        "--seed",
+        str(args.seed),
+        "--device",
+        args.device,
+        "--simota-variant",
+        args.simota_variant,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout)[-500:]
+        return {"peak_bytes": None, "memory_method": f"probe failed: {tail}"}
+    return json.loads(lines[-1])
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _fmt_bytes(value) -> str:
+    if value is None:
+        return "n/a"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return "n/a"
+
+
+def _fmt_ms(value) -> str:
+    return "n/a" if value is None else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = [
+        "| workload | assigner | torch ms | jax ms | speed-up | agreement | "
+        "torch peak mem | jax peak mem (XLA temp) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        speedup = row.get("speedup")
+        agree = row.get("agreement")
+        lines.append(
+            "| {w} | {a} | {t} | {j} | {s} | {g} | {tm} | {jm} ({xt}) |".format(
+                w=row["workload"],
+                a=row["assigner"],
+                t=_fmt_ms(row.get("torch_ms")),
+                j=_fmt_ms(row.get("jax_ms")),
+                s="n/a" if speedup is None else f"{speedup:.1f}x",
+                g="n/a" if agree is None else f"{100 * agree:.3f}%",
+                tm=_fmt_bytes(row.get("torch_peak_bytes")),
+                jm=_fmt_bytes(row.get("jax_peak_bytes")),
+                xt=_fmt_bytes(row.get("jax_xla_temp_bytes")),
+            )
+        )
+    return "\n".join(lines)
+
+
+def _versions() -> dict:
+    import jax
+
+    out = {"python": platform.python_version(), "numpy": np.__version__, "jax": jax.__version__}
+    out["ota_jax"] = getattr(ota_jax, "__version__", None)
+    with contextlib.suppress(ImportError):
+        import jaxlib
+
+        out["jaxlib"] = jaxlib.__version__
+    with contextlib.suppress(ImportError):
+        import ott
+
+        out["ott-jax"] = ott.__version__
+    with contextlib.suppress(ImportError):
+        import torch
+
+        out["torch"] = torch.__version__
+    return out
+
+
+def _git_commit() -> str | None:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        proc = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=_ROOT, capture_output=True, text=True, check=False
+        )
+        if proc.returncode == 0:
+            return proc.stdout.strip()
+    return None
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--workloads",
+        default=None,
+        help="comma-separated names from workloads.WORKLOADS (default: "
+        + ",".join(wl.DEFAULT_WORKLOADS)
+        + "; with --quick: "
+        + ",".join(wl.QUICK_WORKLOADS)
+        + ")",
+    )
+    parser.add_argument("--assigners", default=",".join(ASSIGNERS), help="ota,simota")
+    parser.add_argument("--batch", type=int, default=None, help="images per batch (16; quick 2)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed JAX calls (10; quick 2)")
+    parser.add_argument(
+        "--torch-repeats", type=int, default=None, help="timed torch loop calls (3; quick 1)"
+    )
+    parser.add_argument("--warmup", type=int, default=None, help="untimed warm-up calls (1)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "gpu"))
+    parser.add_argument("--seed", type=int, default=0, help="workload seed")
+    parser.add_argument("--out", default=None, help="JSON path (benchmarks/results/<device>.json)")
+    parser.add_argument("--skip-torch", action="store_true", help="time only ota_jax")
+    parser.add_argument("--skip-jax", action="store_true", help="time only the torch loops")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory probes")
+    parser.add_argument(
+        "--no-row-shift-check",
+        action="store_true",
+        help="skip the extra (untimed) OTA loop with row-min-shifted costs",
+    )
+    parser.add_argument(
+        "--simota-variant",
+        default="2023",
+        choices=("2023", "2021"),
+        help="YOLOX head: 2023 centre prior (default) or 2021 box_and_center",
+    )
+    parser.add_argument(
+        "--torch-mem-limit-gb",
+        type=float,
+        default=None,
+        help="skip a torch loop whose estimated peak exceeds this (CPU 8, GPU 60)",
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run (seconds)")
+    parser.add_argument("--probe", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    quick = args.quick
+    if args.workloads is None:
+        args.workloads = ",".join(wl.QUICK_WORKLOADS if quick else wl.DEFAULT_WORKLOADS)
+    if args.batch is None:
+        args.batch = 2 if quick else 16
+    if args.repeats is None:
+        args.repeats = 2 if quick else 10
+    if args.torch_repeats is None:
+        args.torch_repeats = 1 if quick else 3
+    if args.warmup is None:
+        args.warmup = 1
+    return args
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _estimated_torch_bytes(assigner: str, workload: wl.Workload) -> int:
+    max_real = int(workload.gt_mask.sum(axis=1).max())
+    size = max_real * workload.num_anchors * workload.spec.num_classes
+    return size * _TORCH_BYTES_PER_MAC[assigner]
+
+
+def run(args) -> dict:
+    import jax
+
+    devices = pick_devices(args.device)
+    cfgs = configs(args)
+    names = [n.strip() for n in args.workloads.split(",") if n.strip()]
+    unknown = [n for n in names if n not in wl.WORKLOADS]
+    if unknown:
+        raise SystemExit(f"unknown workloads {unknown}; known: {sorted(wl.WORKLOADS)}")
+    assigners = [a.strip() for a in args.assigners.split(",") if a.strip()]
+    if set(assigners) - set(ASSIGNERS):
+        raise SystemExit(f"--assigners must be among {ASSIGNERS}")
+    limit_gb = args.torch_mem_limit_gb
+    if limit_gb is None:
+        limit_gb = 60.0 if devices.kind == "cuda" else 8.0
+    if not args.skip_torch:
+        import torch
+
+    _log(f"device: {devices.name} (torch on {devices.torch_device}, jax on {devices.jax_device})")
+    rows, workload_info = [], []
+    for name in names:
+        start = time.perf_counter()
+        workload = wl.make_workload(name, args.batch, seed=args.seed)
+        workload_info.append(workload.summary())
+        _log(
+            f"[{name}] batch {workload.batch_size}, {workload.num_anchors} anchors, "
+            f"{workload.gt_mask.sum()} gts (made in {time.perf_counter() - start:.1f} s)"
+        )
+        arrays = None if args.skip_jax else workload.to_jax(devices.jax_device)
+        tensors = None if args.skip_torch else workload.to_torch(devices.torch_device)
+        for assigner in assigners:
+            config, torch_kwargs = cfgs[assigner]
+            row: dict = {
+                "workload": name,
+                "assigner": assigner,
+                "batch": workload.batch_size,
+                "num_anchors": workload.num_anchors,
+                "num_gts": int(workload.gt_mask.sum()),
+                "max_gt": int(workload.gt_mask.shape[1]),
+            }
+            jax_index = torch_index = None
+            if not args.skip_jax:
+                call = _jax_call(assigner, arrays, config)
+                timing = time_calls(call, jax.block_until_ready, args.warmup, args.repeats)
+                jax_index = np.asarray(timing.pop("result").gt_index)
+                row.update(
+                    jax_ms=timing["ms"],
+                    jax_ms_min=timing["ms_min"],
+                    jax_ms_all=timing["ms_all"],
+                    jax_first_call_ms=timing["first_call_ms"],
+                    jax_xla_temp_bytes=_xla_temp_bytes(assigner, arrays, config),
+                )
+                _log(f"[{name}] {assigner} jax: {timing['ms']:.2f} ms (median)")
+            estimate = _estimated_torch_bytes(assigner, workload)
+            if not args.skip_torch and estimate > limit_gb * 2**30:
+                row["torch_skipped"] = (
+                    f"estimated peak {estimate / 2**30:.1f} GiB > --torch-mem-limit-gb {limit_gb}"
+                )
+                _log(f"[{name}] {assigner} torch skipped: {row['torch_skipped']}")
+            elif not args.skip_torch:
+                call = _torch_call(assigner, tensors, torch_kwargs)
+
+                def finish(result):
+                    _sync_torch(devices.kind)
+                    return result
+
+                _log(f"[{name}] {assigner} torch loop ...")
+                timing = time_calls(call, finish, args.warmup, args.torch_repeats)
+                torch_index = timing.pop("result").cpu().numpy()
+                row.update(
+                    torch_ms=timing["ms"],
+                    torch_ms_min=timing["ms_min"],
+                    torch_ms_all=timing["ms_all"],
+                    torch_first_call_ms=timing["first_call_ms"],
+                )
+                _log(f"[{name}] {assigner} torch: {timing['ms']:.1f} ms (median)")
+                if assigner == "ota" and not args.skip_jax and not args.no_row_shift_check:
+                    shifted = _torch_call(assigner, tensors, {**torch_kwargs, "shift_rows": True})
+                    shifted_index = shifted().cpu().numpy()
+                    row["vs_row_shifted_loop"] = agreement(shifted_index, jax_index)
+            if jax_index is not None and torch_index is not None:
+                row.update(agreement(torch_index, jax_index))
+                row["speedup"] = row["torch_ms"] / row["jax_ms"]
+            if not args.no_memory:
+                for side, skipped in (("jax", args.skip_jax), ("torch", args.skip_torch)):
+                    if skipped or (side == "torch" and "torch_skipped" in row):
+                        continue
+                    _log(f"[{name}] {assigner} {side} memory probe ...")
+                    probe = measure_memory(side, assigner, name, args)
+                    row[f"{side}_peak_bytes"] = probe.get("peak_bytes")
+                    row[f"{side}_memory_method"] = probe.get("memory_method")
+            rows.append(row)
+            if "agreement" in row:
+                _log(f"[{name}] {assigner} agreement {100 * row['agreement']:.3f}%")
+
+    torch_threads = None
+    if not args.skip_torch:
+        torch_threads = torch.get_num_threads()
+    return {
+        "device": devices.name,
+        "device_slug": devices.slug,
+        "torch_device": None if args.skip_torch else devices.torch_device,
+        "jax_device": str(devices.jax_device),
+        "jax_backend": devices.jax_device.platform,
+        "torch_num_threads": torch_threads,
+        "cpu_count": os.cpu_count(),
+        "versions": _versions(),
+        "git_commit": _git_commit(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "settings": {
+            "batch": args.batch,
+            "repeats": args.repeats,
+            "torch_repeats": args.torch_repeats,
+            "warmup": args.warmup,
+            "seed": args.seed,
+            "quick": args.quick,
+            "simota_variant": args.simota_variant,
+            "timing": "median of repeats after warm-up; block_until_ready / cuda.synchronize",
+            "agreement": "fraction of the torch loop's positive anchors with the same gt in jax",
+        },
+        "configs": {
+            "ota": dataclasses.asdict(cfgs["ota"][0]),
+            "simota": dataclasses.asdict(cfgs["simota"][0]),
+            "torch_ota_kwargs": cfgs["ota"][1],
+            "torch_simota_kwargs": cfgs["simota"][1],
+        },
+        "workloads": workload_info,
+        "results": rows,
+    }
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.probe:
+        result = _probe(args.probe, args)
+        print(json.dumps(result))
+        return result
+    report = run(args)
+    out = Path(args.out) if args.out else _HERE / "results" / f"{report['device_slug']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.replace(out)
+    print(markdown_table(report["results"]))
+    print(f"\n{report['device']}; batch {args.batch}; JSON: {out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""The result every assigner returns, and the input handling they share."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+from ota_jax.boxes import pairwise_iou
+from ota_jax.transport import Transport
+
+__all__ = ["Assignment", "AssignInputs", "prepare_inputs"]
+
+# Stands in for a non-finite cost (NaN or inf predictions): larger than any
+# penalised pair, so such a pair is chosen only when nothing else is left.
+NONFINITE_COST = 1e8
+
+
+class Assignment(NamedTuple):
+    """Which gt each anchor point trains on, and its targets. One image: leading dims
+    are absent; a batch adds a leading ``[B]`` to every field.
+
+    Attributes:
+      gt_index: ``[A]`` int32, the gt each anchor is assigned to, -1 for background.
+      fg_mask: ``[A]`` bool, ``gt_index >= 0``.
+      labels: ``[A]`` int32 class of the assigned gt, -1 for background
+        (``jax.nn.one_hot`` turns -1 into an all-zero target).
+      box_targets: ``[A, 4]`` float32 xyxy box of the assigned gt, zeros for background.
+      ious: ``[A]`` float32 IoU of each positive's predicted box with its gt, 0 for
+        background (the target of an IoU branch).
+      num_fg: ``[]`` int32 number of positive anchors.
+      dynamic_k: ``[M]`` int32 labels each gt supplies, 0 for padded gts.
+      transport: OTA only, when asked for (``OTAConfig(return_transport=True)``) and M > 0:
+        the solved problem, cost and plan ``[M+1, A]`` with the background row last.
+    """
+
+    gt_index: Array
+    fg_mask: Array
+    labels: Array
+    box_targets: Array
+    ious: Array
+    num_fg: Array
+    dynamic_k: Array
+    transport: Transport | None = None
+
+
+class AssignInputs(NamedTuple):
+    """Checked and cleaned inputs of one image (see `prepare_inputs`)."""
+
+    pred_boxes: Array  # [A, 4] float32, non-finite values replaced
+    cls_logits: Array  # [A, C] float32
+    obj_logits: Array | None  # [A] float32
+    points: Array  # [A, 2] float32
+    strides: Array  # [A] float32
+    gt_boxes: Array  # [M, 4] float32, invalid rows zeroed
+    gt_labels: Array  # [M] int32, clipped into [0, C)
+    gt_mask: Array  # [M] bool, real and valid gts
+    ious: Array  # [M, A] float32 IoU of each gt with each predicted box, finite
+
+
+def _check_shapes(pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask,
+                  obj_logits) -> None:
+    """Raises ValueError/TypeError naming the offending argument; runs at trace time."""
+    num_anchors = points.shape[0] if points.ndim == 2 else None
+    expected = {
+        "points": (points, (num_anchors, 2)),
+        "strides": (strides, (num_anchors,)),
+        "pred_boxes": (pred_boxes, (num_anchors, 4)),
+        "cls_logits": (cls_logits, (num_anchors, None)),
+        "gt_boxes": (gt_boxes, (None, 4)),
+        "gt_labels": (gt_labels, (gt_boxes.shape[0],)),
+        "gt_mask": (gt_mask, (gt_boxes.shape[0],)),
+    }
+    if obj_logits is not None:
+        expected["obj_logits"] = (obj_logits, (num_anchors,))
+    for name, (value, shape) in expected.items():
+        if value.ndim != len(shape) or any(
+            want is not None and have != want for have, want in zip(value.shape, shape, strict=True)
+        ):
+            pretty = ", ".join("A" if d == num_anchors else ("*" if d is None else str(d))
+                               for d in shape)
+            raise ValueError(
+                f"{name} has shape {tuple(value.shape)}, expected [{pretty}] "
+                f"(A={num_anchors} anchor points, M={gt_boxes.shape[0]} gts; one image, "
+                "use the *_batch function for a leading batch axis)"
+            )
+    if cls_logits.shape[1] == 0:
+        raise ValueError("cls_logits has no classes")
+    if not jnp.issubdtype(gt_labels.dtype, jnp.integer):
+        raise TypeError(f"gt_labels must be integers, got {gt_labels.dtype}")
+    if gt_mask.dtype != jnp.bool_:
+        raise TypeError(f"gt_mask must be bool, got {gt_mask.dtype}")
+
+
+def prepare_inputs(pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask,
+                   obj_logits=None) -> AssignInputs:
+    """Check shapes and dtypes, cast to float32, and make bad values harmless.
+
+    - A gt is used only if ``gt_mask`` is set, its box is finite with positive
+      width and height, and its label lies in ``[0, C)``; any other gt is treated
+      as padding (it supplies nothing and is assigned nothing).
+    - Non-finite predicted boxes get IoU 0 with every gt; non-finite logits are
+      left for each assigner's cost, which maps non-finite costs to a large value.
+    """
+    pred_boxes, cls_logits, points, strides, gt_boxes = (
+        jnp.asarray(x, jnp.float32) for x in (pred_boxes, cls_logits, points, strides, gt_boxes)
+    )
+    gt_labels, gt_mask = jnp.asarray(gt_labels), jnp.asarray(gt_mask)
+    if obj_logits is not None:
+        obj_logits = jnp.asarray(obj_logits, jnp.float32)
+    _check_shapes(pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask,
+                  obj_logits)
+
+    num_classes = cls_logits.shape[1]
+    valid = (
+        gt_mask
+        & jnp.all(jnp.isfinite(gt_boxes), axis=-1)
+        & (gt_boxes[:, 2] > gt_boxes[:, 0])
+        & (gt_boxes[:, 3] > gt_boxes[:, 1])
+        & (gt_labels >= 0)
+        & (gt_labels < num_classes)
+    )
+    gt_boxes = jnp.where(valid[:, None], gt_boxes, 0.0)
+    gt_labels = jnp.clip(gt_labels, 0, num_classes - 1).astype(jnp.int32)
+    ious = pairwise_iou(gt_boxes, pred_boxes)
+    ious = jnp.where(valid[:, None] & jnp.isfinite(ious), ious, 0.0)
+    return AssignInputs(pred_boxes, cls_logits, obj_logits, points, strides, gt_boxes,
+                        gt_labels, valid, ious)
+
+
+def background_assignment(num_anchors: int) -> Assignment:
+    """The assignment of an image without any gt slot (``M == 0``): all background."""
+    return Assignment(
+        gt_index=jnp.full((num_anchors,), -1, jnp.int32),
+        fg_mask=jnp.zeros((num_anchors,), bool),
+        labels=jnp.full((num_anchors,), -1, jnp.int32),
+        box_targets=jnp.zeros((num_anchors, 4), jnp.float32),
+        ious=jnp.zeros((num_anchors,), jnp.float32),
+        num_fg=jnp.zeros((), jnp.int32),
+        dynamic_k=jnp.zeros((0,), jnp.int32),
+    )
+
+
+def finite_cost(cost: Array) -> Array:
+    """Replace NaN and inf entries of a cost by `NONFINITE_COST`."""
+    return jnp.where(jnp.isfinite(cost), cost, NONFINITE_COST)
+
+
+def make_assignment(
+    gt_index: Array, inputs: AssignInputs, dynamic_k: Array, transport: Transport | None = None
+) -> Assignment:
+    """Targets of every anchor from ``gt_index [A]`` (-1 background)."""
+    fg_mask = gt_index >= 0
+    safe_index = jnp.maximum(gt_index, 0)
+    anchor_ids = np.arange(gt_index.shape[0])
+    box_targets = jnp.where(fg_mask[:, None], inputs.gt_boxes[safe_index], 0.0)
+    labels = jnp.where(fg_mask, inputs.gt_labels[safe_index], -1)
+    ious = jnp.where(fg_mask, inputs.ious[safe_index, anchor_ids], 0.0)
+    return Assignment(
+        gt_index=gt_index.astype(jnp.int32),
+        fg_mask=fg_mask,
+        labels=labels.astype(jnp.int32),
+        box_targets=box_targets,
+        ious=ious,
+        num_fg=fg_mask.sum(dtype=jnp.int32),
+        dynamic_k=dynamic_k,
+        transport=transport,
+    )

@@ -1,0 +1,446 @@
+"""FCOS (Tian et al. 2019) in Flax NNX: ResNet backbone, FPN, shared head with an IoU branch.
+
+The head follows the official OTA code (an FCOS head on cvpods): two towers of
+conv + GroupNorm + ReLU shared by all levels, class logits with the focal-loss
+prior bias, ``ltrb`` distances scaled per level, and an IoU logit on the box
+tower in place of FCOS's centerness.
+
+Layout is channels-last (NHWC). ``FCOSConfig.dtype`` sets the compute dtype
+(bfloat16 on accelerators); parameters stay float32 and the outputs are always
+float32, since the assignment and the losses run in float32.
+
+The module tree holds no shared submodules and keeps lists of modules in
+``nnx.List``, so it works in both NNX graph mode and tree mode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax import Array
+
+from ota_jax.anchors import anchor_points, feature_sizes
+
+__all__ = [
+    "FCOS",
+    "FCOSConfig",
+    "FCOSOutput",
+    "ResNet",
+    "decode_ltrb",
+    "fcos_config",
+]
+
+# Per-backbone block type, blocks per stage and stem width (He et al. 2016).
+_RESNETS: dict[str, tuple[str, tuple[int, ...], int]] = {
+    "tiny": ("basic", (1, 1, 1, 1), 8),  # CPU tests and toy training on small images
+    "resnet18": ("basic", (2, 2, 2, 2), 64),
+    "resnet34": ("basic", (3, 4, 6, 3), 64),
+    "resnet50": ("bottleneck", (3, 4, 6, 3), 64),
+    "resnet101": ("bottleneck", (3, 4, 23, 3), 64),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class FCOSConfig:
+    """Static description of an FCOS model (hashable: usable as a static jit argument).
+
+    Attributes:
+      num_classes: number of foreground classes C.
+      backbone: one of ``"tiny"``, ``"resnet18"``, ``"resnet34"``, ``"resnet50"``,
+        ``"resnet101"``.
+      backbone_width: stem width; ``None`` takes the backbone's own (64, or 8 for tiny).
+        Stage widths are ``width * 2**i`` (times 4 for bottleneck outputs).
+      backbone_norm: ``"group"`` (GroupNorm, trains from scratch, batch independent)
+        or ``"frozen_batch"`` (a fixed affine with running statistics as non-trainable
+        variables, for ImageNet-pretrained weights as in detectron2/cvpods).
+      fpn_width: channels of the FPN outputs and of the head towers (256 in FCOS).
+      strides: FPN level strides, finest first: ``8 * 2**i`` for ``i < len(strides)``.
+        Up to three levels come from C3-C5; more levels (P6, P7, ...) are made by
+        stride-2 convs.
+      extra_levels_from: ``"p5"`` (FCOS: P6 from the FPN output P5) or ``"c5"``
+        (RetinaNet: P6 from the backbone's C5).
+      num_convs: conv + GroupNorm + ReLU layers in each head tower (4 in FCOS).
+      num_groups: GroupNorm groups (32); reduced to ``gcd(num_groups, channels)``
+        for narrow layers.
+      reg_activation: ``"relu"`` (FCOS ``norm_reg_targets``, the OTA default:
+        ``relu(x * scale) * stride``) or ``"exp"`` (``exp(x * scale)``).
+      prior_prob: initial foreground probability of the class logits (0.01).
+      anchor_offset: where an anchor point sits in its cell, in strides (see
+        `ota_jax.anchors.anchor_points`); 0.5 is cvpods' ``stride // 2`` shift.
+      dtype: compute dtype (``"float32"`` or ``"bfloat16"``); parameters are float32.
+    """
+
+    num_classes: int
+    backbone: str = "resnet50"
+    backbone_width: int | None = None
+    backbone_norm: Literal["group", "frozen_batch"] = "group"
+    fpn_width: int = 256
+    strides: tuple[int, ...] = (8, 16, 32, 64, 128)
+    extra_levels_from: Literal["p5", "c5"] = "p5"
+    num_convs: int = 4
+    num_groups: int = 32
+    reg_activation: Literal["relu", "exp"] = "relu"
+    prior_prob: float = 0.01
+    anchor_offset: float = 0.5
+    dtype: Any = "float32"
+
+    def __post_init__(self) -> None:
+        if self.backbone not in _RESNETS:
+            raise ValueError(f"unknown backbone {self.backbone!r}; one of {sorted(_RESNETS)}")
+        expected = tuple(8 * 2**i for i in range(len(self.strides)))
+        if not self.strides or tuple(self.strides) != expected:
+            raise ValueError(f"strides must be 8, 16, 32, ... (got {self.strides})")
+        if self.backbone_norm not in ("group", "frozen_batch"):
+            raise ValueError(f"unknown backbone_norm {self.backbone_norm!r}")
+        if self.extra_levels_from not in ("p5", "c5"):
+            raise ValueError(f"unknown extra_levels_from {self.extra_levels_from!r}")
+        if self.reg_activation not in ("relu", "exp"):
+            raise ValueError(f"unknown reg_activation {self.reg_activation!r}")
+        if self.num_classes < 1 or self.num_convs < 0:
+            raise ValueError("num_classes must be >= 1 and num_convs >= 0")
+
+
+def fcos_config(name: str, num_classes: int, **overrides: Any) -> FCOSConfig:
+    """A named preset: ``"tiny"`` (3 levels, 32 channels, 2 convs: CPU, 64x64 images),
+    ``"resnet18"`` or ``"resnet50"`` (5 levels, 256 channels, 4 convs, as FCOS/OTA).
+
+    >>> fcos_config("tiny", num_classes=3).strides
+    (8, 16, 32)
+    """
+    presets: dict[str, dict[str, Any]] = {
+        "tiny": dict(backbone="tiny", fpn_width=32, strides=(8, 16, 32), num_convs=2,
+                     num_groups=8),
+        "resnet18": dict(backbone="resnet18"),
+        "resnet50": dict(backbone="resnet50"),
+    }
+    if name not in presets:
+        raise ValueError(f"unknown preset {name!r}; one of {sorted(presets)}")
+    return FCOSConfig(num_classes=num_classes, **{**presets[name], **overrides})
+
+
+class FCOSOutput(NamedTuple):
+    """Per-image predictions flattened over levels in `ota_jax.anchors` order, all float32.
+
+    Attributes:
+      cls_logits: ``[B, A, C]`` class logits.
+      pred_boxes: ``[B, A, 4]`` decoded xyxy boxes in pixels.
+      iou_logits: ``[B, A]`` logit of the predicted box's IoU with its object.
+      ltrb: ``[B, A, 4]`` predicted distances (left, top, right, bottom) in pixels.
+    """
+
+    cls_logits: Array
+    pred_boxes: Array
+    iou_logits: Array
+    ltrb: Array
+
+
+def decode_ltrb(points: Array, ltrb: Array) -> Array:
+    """Boxes from distances to the four sides: ``[..., 4]`` xyxy.
+
+    Args:
+      points: ``[..., 2]`` anchor centres ``(x, y)`` in pixels (broadcastable).
+      ltrb: ``[..., 4]`` distances (left, top, right, bottom) in pixels.
+
+    >>> decode_ltrb(jnp.array([10., 20.]), jnp.array([1., 2., 3., 4.]))
+    Array([ 9., 18., 13., 24.], dtype=float32)
+    """
+    return jnp.concatenate([points - ltrb[..., :2], points + ltrb[..., 2:]], axis=-1)
+
+
+def _groups(num_groups: int, channels: int) -> int:
+    return math.gcd(num_groups, channels)
+
+
+class FrozenBatchNorm(nnx.Module):
+    """A fixed per-channel affine ``(x - mean) / sqrt(var + eps) * scale + bias``.
+
+    Pretrained ResNets ship BatchNorm statistics that detection fine-tuning keeps
+    frozen (small per-device batches make batch statistics noisy). All four arrays
+    are `nnx.BatchStat`, so an optimizer over `nnx.Param` never touches them.
+    """
+
+    def __init__(self, channels: int, *, dtype: Any, epsilon: float = 1e-5):
+        self.scale = nnx.BatchStat(jnp.ones((channels,), jnp.float32))
+        self.bias = nnx.BatchStat(jnp.zeros((channels,), jnp.float32))
+        self.mean = nnx.BatchStat(jnp.zeros((channels,), jnp.float32))
+        self.var = nnx.BatchStat(jnp.ones((channels,), jnp.float32))
+        self.epsilon = epsilon
+        self.dtype = dtype
+
+    def __call__(self, x: Array) -> Array:
+        multiplier = self.scale[...] * jax.lax.rsqrt(self.var[...] + self.epsilon)
+        shift = self.bias[...] - self.mean[...] * multiplier
+        return x * multiplier.astype(self.dtype) + shift.astype(self.dtype)
+
+
+def _norm(kind: str, channels: int, num_groups: int, dtype: Any, *, rngs: nnx.Rngs,
+          zero_init: bool = False) -> nnx.Module:
+    if kind == "frozen_batch":
+        return FrozenBatchNorm(channels, dtype=dtype)
+    # Zero-initialising the last norm of a residual branch makes every block start
+    # as the identity, which helps training from scratch (Goyal et al. 2017).
+    scale_init = nnx.initializers.zeros if zero_init else nnx.initializers.ones
+    return nnx.GroupNorm(channels, num_groups=_groups(num_groups, channels), dtype=dtype,
+                         scale_init=scale_init, rngs=rngs)
+
+
+def _conv(in_ch: int, out_ch: int, kernel: int, stride: int = 1, *, dtype: Any,
+          rngs: nnx.Rngs, use_bias: bool = False, **kwargs: Any) -> nnx.Conv:
+    return nnx.Conv(in_ch, out_ch, (kernel, kernel), strides=stride, padding="SAME",
+                    use_bias=use_bias, dtype=dtype, rngs=rngs, **kwargs)
+
+
+class BasicBlock(nnx.Module):
+    """Two 3x3 convs with a residual connection (ResNet-18/34)."""
+
+    expansion = 1
+
+    def __init__(self, in_ch: int, width: int, stride: int, *, norm: str, num_groups: int,
+                 dtype: Any, rngs: nnx.Rngs):
+        out_ch = width * self.expansion
+        self.conv1 = _conv(in_ch, width, 3, stride, dtype=dtype, rngs=rngs)
+        self.norm1 = _norm(norm, width, num_groups, dtype, rngs=rngs)
+        self.conv2 = _conv(width, out_ch, 3, dtype=dtype, rngs=rngs)
+        self.norm2 = _norm(norm, out_ch, num_groups, dtype, rngs=rngs, zero_init=True)
+        self.shortcut = _Projection(in_ch, out_ch, stride, norm=norm, num_groups=num_groups,
+                                    dtype=dtype, rngs=rngs) if (
+            stride != 1 or in_ch != out_ch) else None
+
+    def __call__(self, x: Array) -> Array:
+        residual = x if self.shortcut is None else self.shortcut(x)
+        y = nnx.relu(self.norm1(self.conv1(x)))
+        y = self.norm2(self.conv2(y))
+        return nnx.relu(y + residual)
+
+
+class BottleneckBlock(nnx.Module):
+    """1x1 -> 3x3 (strided, as torchvision's ResNet v1.5) -> 1x1 with a residual (ResNet-50+)."""
+
+    expansion = 4
+
+    def __init__(self, in_ch: int, width: int, stride: int, *, norm: str, num_groups: int,
+                 dtype: Any, rngs: nnx.Rngs):
+        out_ch = width * self.expansion
+        self.conv1 = _conv(in_ch, width, 1, dtype=dtype, rngs=rngs)
+        self.norm1 = _norm(norm, width, num_groups, dtype, rngs=rngs)
+        self.conv2 = _conv(width, width, 3, stride, dtype=dtype, rngs=rngs)
+        self.norm2 = _norm(norm, width, num_groups, dtype, rngs=rngs)
+        self.conv3 = _conv(width, out_ch, 1, dtype=dtype, rngs=rngs)
+        self.norm3 = _norm(norm, out_ch, num_groups, dtype, rngs=rngs, zero_init=True)
+        self.shortcut = _Projection(in_ch, out_ch, stride, norm=norm, num_groups=num_groups,
+                                    dtype=dtype, rngs=rngs) if (
+            stride != 1 or in_ch != out_ch) else None
+
+    def __call__(self, x: Array) -> Array:
+        residual = x if self.shortcut is None else self.shortcut(x)
+        y = nnx.relu(self.norm1(self.conv1(x)))
+        y = nnx.relu(self.norm2(self.conv2(y)))
+        y = self.norm3(self.conv3(y))
+        return nnx.relu(y + residual)
+
+
+class _Projection(nnx.Module):
+    """Strided 1x1 conv + norm on the shortcut when the shape changes."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, *, norm: str, num_groups: int,
+                 dtype: Any, rngs: nnx.Rngs):
+        self.conv = _conv(in_ch, out_ch, 1, stride, dtype=dtype, rngs=rngs)
+        self.norm = _norm(norm, out_ch, num_groups, dtype, rngs=rngs)
+
+    def __call__(self, x: Array) -> Array:
+        return self.norm(self.conv(x))
+
+
+class ResNet(nnx.Module):
+    """ResNet trunk returning the outputs of stages 2.. (C3 at stride 8, C4, C5).
+
+    Only the stages that feed the FPN are built: ``num_outputs`` of C3, C4, C5.
+    """
+
+    def __init__(self, name: str, *, width: int | None = None, num_outputs: int = 3,
+                 norm: str = "group", num_groups: int = 32, dtype: Any = jnp.float32,
+                 rngs: nnx.Rngs):
+        block_kind, stage_sizes, default_width = _RESNETS[name]
+        block_cls = BasicBlock if block_kind == "basic" else BottleneckBlock
+        width = width or default_width
+        self.stem_conv = _conv(3, width, 7, 2, dtype=dtype, rngs=rngs)
+        self.stem_norm = _norm(norm, width, num_groups, dtype, rngs=rngs)
+        stages, in_ch = [], width
+        self.out_channels: tuple[int, ...] = ()
+        for i, num_blocks in enumerate(stage_sizes[: 1 + num_outputs]):
+            blocks = []
+            for j in range(num_blocks):
+                stride = 2 if (i > 0 and j == 0) else 1
+                blocks.append(block_cls(in_ch, width * 2**i, stride, norm=norm,
+                                        num_groups=num_groups, dtype=dtype, rngs=rngs))
+                in_ch = width * 2**i * block_cls.expansion
+            stages.append(nnx.List(blocks))
+            if i > 0:
+                self.out_channels = (*self.out_channels, in_ch)
+        self.stages = nnx.List(stages)
+
+    def __call__(self, x: Array) -> list[Array]:
+        """``[B, H, W, 3]`` -> ``[C3, C4, C5][:num_outputs]``, each ``[B, H/s, W/s, ch]``."""
+        x = nnx.relu(self.stem_norm(self.stem_conv(x)))
+        x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+        outputs = []
+        for i, stage in enumerate(self.stages):
+            for block in stage:
+                x = block(x)
+            if i > 0:
+                outputs.append(x)
+        return outputs
+
+
+def _fpn_conv(in_ch: int, out_ch: int, kernel: int, stride: int, *, dtype: Any,
+              rngs: nnx.Rngs) -> nnx.Conv:
+    # detectron2/cvpods FPN init: kaiming-uniform with a=1, zero bias.
+    init = nnx.initializers.variance_scaling(1.0, "fan_in", "uniform")
+    return _conv(in_ch, out_ch, kernel, stride, dtype=dtype, rngs=rngs, use_bias=True,
+                 kernel_init=init)
+
+
+class FPN(nnx.Module):
+    """Feature pyramid (Lin et al. 2017): top-down over C3-C5, then strided convs for P6+."""
+
+    def __init__(self, in_channels: Sequence[int], width: int, num_levels: int, *,
+                 extra_from: str, dtype: Any, rngs: nnx.Rngs):
+        self.lateral = nnx.List([_fpn_conv(c, width, 1, 1, dtype=dtype, rngs=rngs)
+                                 for c in in_channels])
+        self.output = nnx.List([_fpn_conv(width, width, 3, 1, dtype=dtype, rngs=rngs)
+                                for _ in in_channels])
+        num_extra = num_levels - len(in_channels)
+        self.extra_from = extra_from
+        first_in = width if extra_from == "p5" else in_channels[-1]
+        self.extra = nnx.List([
+            _fpn_conv(first_in if i == 0 else width, width, 3, 2, dtype=dtype, rngs=rngs)
+            for i in range(num_extra)
+        ])
+
+    def __call__(self, features: Sequence[Array]) -> list[Array]:
+        """``[C3, ...]`` -> ``[P3, ..., P_last]``, each ``[B, h_l, w_l, width]``."""
+        laterals = [conv(f) for conv, f in zip(self.lateral, features, strict=True)]
+        merged = [laterals[-1]]
+        for lateral in reversed(laterals[:-1]):
+            coarse = merged[0]
+            # Nearest upsampling to the finer map's exact size: equals 2x repetition
+            # for even sizes and handles the odd ones ceil() produces.
+            up = jax.image.resize(coarse, lateral.shape[:-1] + coarse.shape[-1:], "nearest")
+            merged.insert(0, lateral + up)
+        outputs = [conv(x) for conv, x in zip(self.output, merged, strict=True)]
+        x = outputs[-1] if self.extra_from == "p5" else features[-1]
+        for i, conv in enumerate(self.extra):
+            # FCOS/RetinaNet: ReLU between P6 and P7, none before P6.
+            x = conv(nnx.relu(x) if i > 0 else x)
+            outputs.append(x)
+        return outputs
+
+
+class FCOSHead(nnx.Module):
+    """The head shared by all levels: class and box towers, class/ltrb/IoU predictions."""
+
+    def __init__(self, width: int, num_classes: int, num_levels: int, *, num_convs: int,
+                 num_groups: int, prior_prob: float, dtype: Any, rngs: nnx.Rngs):
+        # FCOS init: normal(std=0.01) convs, zero bias; the class bias encodes the
+        # prior so the initial focal loss is not swamped by the many negatives.
+        init = nnx.initializers.normal(0.01)
+
+        def conv(out_ch: int, bias_init: Any = nnx.initializers.zeros) -> nnx.Conv:
+            return _conv(width, out_ch, 3, dtype=dtype, rngs=rngs, use_bias=True,
+                         kernel_init=init, bias_init=bias_init)
+
+        def tower() -> nnx.List:
+            layers = []
+            for _ in range(num_convs):
+                layers.append(conv(width))
+                layers.append(nnx.GroupNorm(width, num_groups=_groups(num_groups, width),
+                                            dtype=dtype, rngs=rngs))
+            return nnx.List(layers)
+
+        self.cls_tower = tower()
+        self.box_tower = tower()
+        prior_bias = -math.log((1 - prior_prob) / prior_prob)
+        self.cls_logits = conv(num_classes, nnx.initializers.constant(prior_bias))
+        self.ltrb = conv(4)
+        self.iou = conv(1)
+        self.scales = nnx.List([nnx.Param(jnp.ones((), jnp.float32)) for _ in range(num_levels)])
+
+    @staticmethod
+    def _run_tower(tower: nnx.List, x: Array) -> Array:
+        for i in range(0, len(tower), 2):
+            x = nnx.relu(tower[i + 1](tower[i](x)))
+        return x
+
+    def __call__(self, feature: Array, level: int) -> tuple[Array, Array, Array]:
+        """One level ``[B, h, w, width]`` -> float32 class logits ``[B, h, w, C]``, raw
+        scaled regression ``[B, h, w, 4]`` (before the activation) and IoU logits ``[B, h, w]``.
+        """
+        cls_features = self._run_tower(self.cls_tower, feature)
+        box_features = self._run_tower(self.box_tower, feature)
+        cls_logits = self.cls_logits(cls_features).astype(jnp.float32)
+        regression = self.ltrb(box_features).astype(jnp.float32) * self.scales[level][...]
+        iou_logits = self.iou(box_features).astype(jnp.float32)[..., 0]
+        return cls_logits, regression, iou_logits
+
+
+class FCOS(nnx.Module):
+    """FCOS detector. ``model(images [B, H, W, 3]) -> FCOSOutput``.
+
+    Images are expected already normalised (the input pipeline's job). Level
+    sizes are ``ceil(H / stride)``, matching `ota_jax.anchors.anchor_points`.
+    """
+
+    def __init__(self, config: FCOSConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        dtype = jnp.dtype(config.dtype)
+        num_levels = len(config.strides)
+        self.backbone = ResNet(config.backbone, width=config.backbone_width,
+                               num_outputs=min(num_levels, 3), norm=config.backbone_norm,
+                               num_groups=config.num_groups, dtype=dtype, rngs=rngs)
+        self.fpn = FPN(self.backbone.out_channels, config.fpn_width, num_levels,
+                       extra_from=config.extra_levels_from, dtype=dtype, rngs=rngs)
+        self.head = FCOSHead(config.fpn_width, config.num_classes, num_levels,
+                             num_convs=config.num_convs, num_groups=config.num_groups,
+                             prior_prob=config.prior_prob, dtype=dtype, rngs=rngs)
+
+    def anchors(self, image_size: tuple[int, int]) -> tuple[Array, Array]:
+        """``points [A, 2]`` and ``strides [A]`` of this model for ``(H, W)`` inputs."""
+        return anchor_points(image_size, self.config.strides, offset=self.config.anchor_offset)
+
+    def __call__(self, images: Array) -> FCOSOutput:
+        """``images [B, H, W, 3]`` -> `FCOSOutput` with ``A = sum_l ceil(H/s_l) * ceil(W/s_l)``."""
+        config = self.config
+        image_size = tuple(images.shape[1:3])
+        features = self.fpn(self.backbone(images.astype(jnp.dtype(config.dtype))))
+        expected = feature_sizes(image_size, config.strides)
+        got = tuple(tuple(f.shape[1:3]) for f in features)
+        if got != expected:  # trace-time check: anchors and features must line up
+            raise ValueError(f"feature sizes {got} do not match anchor grid {expected}")
+
+        cls_all, ltrb_all, iou_all = [], [], []
+        for level, (feature, stride) in enumerate(zip(features, config.strides, strict=True)):
+            cls_logits, regression, iou_logits = self.head(feature, level)
+            if config.reg_activation == "relu":
+                ltrb = nnx.relu(regression) * stride
+            else:
+                # Clamp before exp so an early blow-up gives a huge finite box, not inf.
+                ltrb = jnp.exp(jnp.minimum(regression, 20.0))
+            batch = feature.shape[0]
+            cls_all.append(cls_logits.reshape(batch, -1, config.num_classes))
+            ltrb_all.append(ltrb.reshape(batch, -1, 4))
+            iou_all.append(iou_logits.reshape(batch, -1))
+
+        ltrb = jnp.concatenate(ltrb_all, axis=1)
+        points, _ = self.anchors(image_size)
+        return FCOSOutput(
+            cls_logits=jnp.concatenate(cls_all, axis=1),
+            pred_boxes=decode_ltrb(points, ltrb),
+            iou_logits=jnp.concatenate(iou_all, axis=1),
+            ltrb=ltrb,
+        )
