@@ -16,8 +16,10 @@ hyperparameters (those of ``OTAConfig()`` / ``SimOTAConfig()``). For OTA the
 JSON also holds the agreement with the loop whose gt rows are shifted by their
 minimum cost (ASSIGNERS.md, OTA step 5), computed once, untimed.
 
-Peak memory is measured for one call in a fresh subprocess per side, so that
-nothing an earlier run left behind hides it:
+Peak memory (``--memory subprocess``, the default) is measured for one call in
+a fresh subprocess per side and assigner, so that nothing an earlier run left
+behind hides it (``--memory inline``, the ``--quick`` default, measures in this
+process instead and may under-report):
 
 * GPU: ``torch.cuda.max_memory_allocated`` (after a reset) minus the memory in
   use before the call; for JAX, ``memory_stats()["peak_bytes_in_use"]`` minus
@@ -292,67 +294,68 @@ def _pin_malloc() -> bool:
         return False
 
 
+def measure_peak(
+    side: str, call: Callable[[], object], devices: Devices, *, fresh: bool, pinned: bool = False
+) -> dict:
+    """Peak memory of one ``call()`` beyond what was in use before it.
+
+    ``fresh``: this process has run nothing else (a probe subprocess).
+    """
+    import jax
+
+    where = "fresh process" if fresh else "inline, after other runs: may under-report"
+    if side == "torch" and devices.kind == "cuda":
+        import torch
+
+        call()
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        call()
+        torch.cuda.synchronize()
+        return {
+            "peak_bytes": int(torch.cuda.max_memory_allocated() - before),
+            "memory_method": "torch.cuda.max_memory_allocated minus allocated before",
+        }
+    if side == "jax" and devices.jax_device.platform != "cpu":
+        stats = devices.jax_device.memory_stats()
+        if not stats or "peak_bytes_in_use" not in stats:
+            return {"peak_bytes": None, "memory_method": "n/a (no memory_stats on this backend)"}
+        before = stats["bytes_in_use"]
+        jax.block_until_ready(call())
+        peak = devices.jax_device.memory_stats()["peak_bytes_in_use"]
+        return {
+            "peak_bytes": int(peak - before),
+            "memory_method": "JAX memory_stats peak_bytes_in_use minus bytes_in_use before "
+            f"(first call, compile included; {where})",
+        }
+    # CPU: the resident-set high-water mark around a warm call.
+    finish = jax.block_until_ready if side == "jax" else (lambda r: r)
+    finish(call())
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _proc_status_kib("VmRSS")
+    except (OSError, KeyError):
+        return {"peak_bytes": None, "memory_method": "n/a (cannot reset VmHWM)"}
+    finish(call())
+    peak = max(_proc_status_kib("VmHWM") - before, 0) * 1024
+    method = "CPU VmHWM (reset via /proc/self/clear_refs) minus VmRSS before a warm call"
+    method += ", glibc mmap threshold 256 KiB" if pinned else ""
+    return {"peak_bytes": int(peak), "memory_method": f"{method} ({where})"}
+
+
 def _probe(spec: str, args) -> dict:
     """One memory measurement in this (fresh) process: ``side:assigner:workload``."""
     side, assigner, name = spec.split(":")
-    pinned = _pin_malloc() if sys.platform.startswith("linux") else False
+    pinned = sys.platform.startswith("linux") and _pin_malloc()
     devices = pick_devices(args.device)
     workload = wl.make_workload(name, args.batch, seed=args.seed)
     config, torch_kwargs = configs(args)[assigner]
-    out: dict = {}
     if side == "torch":
-        import torch
-
-        tensors = workload.to_torch(devices.torch_device)
-        call = _torch_call(assigner, tensors, torch_kwargs)
-        if devices.kind == "cuda":
-            call()
-            torch.cuda.synchronize()
-            before = torch.cuda.memory_allocated()
-            torch.cuda.reset_peak_memory_stats()
-            call()
-            torch.cuda.synchronize()
-            out["peak_bytes"] = int(torch.cuda.max_memory_allocated() - before)
-            out["memory_method"] = "torch.cuda.max_memory_allocated minus allocated before"
-            return out
-        finish = lambda r: r
+        call = _torch_call(assigner, workload.to_torch(devices.torch_device), torch_kwargs)
     else:
-        import jax
-
-        arrays = workload.to_jax(devices.jax_device)
-        call = _jax_call(assigner, arrays, config)
-        finish = lambda r: jax.block_until_ready(r)
-        if devices.jax_device.platform != "cpu":
-            stats = devices.jax_device.memory_stats()
-            if not stats or "peak_bytes_in_use" not in stats:
-                out["peak_bytes"] = None
-                out["memory_method"] = "n/a (no memory_stats on this backend)"
-                return out
-            before = stats["bytes_in_use"]
-            finish(call())
-            out["peak_bytes"] = int(devices.jax_device.memory_stats()["peak_bytes_in_use"] - before)
-            out["memory_method"] = (
-                "JAX memory_stats peak_bytes_in_use minus bytes_in_use before (first call)"
-            )
-            return out
-    # CPU: resident-set high-water mark around a second (warm) call.
-    finish(call())
-    rss = _proc_status_kib("VmRSS")
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        out["peak_bytes"] = None
-        out["memory_method"] = "n/a (cannot reset VmHWM)"
-        return out
-    before = _proc_status_kib("VmRSS")
-    finish(call())
-    out["peak_bytes"] = int(max(_proc_status_kib("VmHWM") - before, 0) * 1024)
-    out["memory_method"] = (
-        "CPU VmHWM (reset via /proc/self/clear_refs) minus VmRSS before a warm call"
-        + (", glibc mmap threshold 256 KiB" if pinned else "")
-    )
-    out["rss_before_bytes"] = rss * 1024
-    return out
+        call = _jax_call(assigner, workload.to_jax(devices.jax_device), config)
+    return measure_peak(side, call, devices, fresh=True, pinned=pinned)
 
 
 def measure_memory(side: str, assigner: str, name: str, args) -> dict:
@@ -473,7 +476,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", default=None, help="JSON path (benchmarks/results/<device>.json)")
     parser.add_argument("--skip-torch", action="store_true", help="time only ota_jax")
     parser.add_argument("--skip-jax", action="store_true", help="time only the torch loops")
-    parser.add_argument("--no-memory", action="store_true", help="skip the memory probes")
+    parser.add_argument(
+        "--memory",
+        default=None,
+        choices=("subprocess", "inline", "none"),
+        help="peak memory: a fresh subprocess per measurement (default), in this "
+        "process (quick default; may under-report), or not at all",
+    )
     parser.add_argument(
         "--no-row-shift-check",
         action="store_true",
@@ -505,6 +514,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.torch_repeats = 1 if quick else 3
     if args.warmup is None:
         args.warmup = 1
+    if args.memory is None:
+        args.memory = "inline" if quick else "subprocess"
     return args
 
 
@@ -601,12 +612,19 @@ def run(args) -> dict:
             if jax_index is not None and torch_index is not None:
                 row.update(agreement(torch_index, jax_index))
                 row["speedup"] = row["torch_ms"] / row["jax_ms"]
-            if not args.no_memory:
+            if args.memory != "none":
                 for side, skipped in (("jax", args.skip_jax), ("torch", args.skip_torch)):
                     if skipped or (side == "torch" and "torch_skipped" in row):
                         continue
-                    _log(f"[{name}] {assigner} {side} memory probe ...")
-                    probe = measure_memory(side, assigner, name, args)
+                    _log(f"[{name}] {assigner} {side} memory ({args.memory}) ...")
+                    if args.memory == "subprocess":
+                        probe = measure_memory(side, assigner, name, args)
+                    elif side == "jax":
+                        call = _jax_call(assigner, arrays, config)
+                        probe = measure_peak(side, call, devices, fresh=False)
+                    else:
+                        call = _torch_call(assigner, tensors, torch_kwargs)
+                        probe = measure_peak(side, call, devices, fresh=False)
                     row[f"{side}_peak_bytes"] = probe.get("peak_bytes")
                     row[f"{side}_memory_method"] = probe.get("memory_method")
             rows.append(row)
@@ -635,6 +653,7 @@ def run(args) -> dict:
             "warmup": args.warmup,
             "seed": args.seed,
             "quick": args.quick,
+            "memory": args.memory,
             "simota_variant": args.simota_variant,
             "timing": "median of repeats after warm-up; block_until_ready / cuda.synchronize",
             "agreement": "fraction of the torch loop's positive anchors with the same gt in jax",

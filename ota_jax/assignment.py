@@ -11,7 +11,7 @@ from jax import Array
 from ota_jax.boxes import pairwise_iou
 from ota_jax.transport import Transport
 
-__all__ = ["Assignment", "AssignInputs", "prepare_inputs"]
+__all__ = ["AssignInputs", "Assignment", "prepare_inputs"]
 
 # Stands in for a non-finite cost (NaN or inf predictions): larger than any
 # penalised pair, so such a pair is chosen only when nothing else is left.
@@ -60,8 +60,9 @@ class AssignInputs(NamedTuple):
     ious: Array  # [M, A] float32 IoU of each gt with each predicted box, finite
 
 
-def _check_shapes(pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask,
-                  obj_logits) -> None:
+def _check_shapes(
+    pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
+) -> None:
     """Raises ValueError/TypeError naming the offending argument; runs at trace time."""
     num_anchors = points.shape[0] if points.ndim == 2 else None
     expected = {
@@ -79,8 +80,9 @@ def _check_shapes(pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, 
         if value.ndim != len(shape) or any(
             want is not None and have != want for have, want in zip(value.shape, shape, strict=True)
         ):
-            pretty = ", ".join("A" if d == num_anchors else ("*" if d is None else str(d))
-                               for d in shape)
+            pretty = ", ".join(
+                "A" if d == num_anchors else ("*" if d is None else str(d)) for d in shape
+            )
             raise ValueError(
                 f"{name} has shape {tuple(value.shape)}, expected [{pretty}] "
                 f"(A={num_anchors} anchor points, M={gt_boxes.shape[0]} gts; one image, "
@@ -94,8 +96,9 @@ def _check_shapes(pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, 
         raise TypeError(f"gt_mask must be bool, got {gt_mask.dtype}")
 
 
-def prepare_inputs(pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask,
-                   obj_logits=None) -> AssignInputs:
+def prepare_inputs(
+    pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits=None
+) -> AssignInputs:
     """Check shapes and dtypes, cast to float32, and make bad values harmless.
 
     - A gt is used only if ``gt_mask`` is set, its box is finite with positive
@@ -110,8 +113,7 @@ def prepare_inputs(pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels,
     gt_labels, gt_mask = jnp.asarray(gt_labels), jnp.asarray(gt_mask)
     if obj_logits is not None:
         obj_logits = jnp.asarray(obj_logits, jnp.float32)
-    _check_shapes(pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask,
-                  obj_logits)
+    _check_shapes(pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits)
 
     num_classes = cls_logits.shape[1]
     valid = (
@@ -126,8 +128,9 @@ def prepare_inputs(pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels,
     gt_labels = jnp.clip(gt_labels, 0, num_classes - 1).astype(jnp.int32)
     ious = pairwise_iou(gt_boxes, pred_boxes)
     ious = jnp.where(valid[:, None] & jnp.isfinite(ious), ious, 0.0)
-    return AssignInputs(pred_boxes, cls_logits, obj_logits, points, strides, gt_boxes,
-                        gt_labels, valid, ious)
+    return AssignInputs(
+        pred_boxes, cls_logits, obj_logits, points, strides, gt_boxes, gt_labels, valid, ious
+    )
 
 
 def background_assignment(num_anchors: int) -> Assignment:

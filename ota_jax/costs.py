@@ -39,10 +39,12 @@ def focal_class_cost(
       ``pair_cost [M, A]``: focal loss summed over classes against gt ``m``'s
       one-hot label; ``background_cost [A]``: the same against all-zero targets.
     """
-    negative = optax.sigmoid_focal_loss(cls_logits, jnp.zeros_like(cls_logits), alpha=alpha,
-                                        gamma=gamma)
-    positive = optax.sigmoid_focal_loss(cls_logits, jnp.ones_like(cls_logits), alpha=alpha,
-                                        gamma=gamma)
+    negative = optax.sigmoid_focal_loss(
+        cls_logits, jnp.zeros_like(cls_logits), alpha=alpha, gamma=gamma
+    )
+    positive = optax.sigmoid_focal_loss(
+        cls_logits, jnp.ones_like(cls_logits), alpha=alpha, gamma=gamma
+    )
     background_cost = negative.sum(axis=-1)
     pair_cost = (
         background_cost[None, :]
@@ -75,7 +77,8 @@ def bce_class_cost(scores: Array, gt_labels: Array) -> Array:
 
 
 def joint_scores(cls_logits: Array, obj_logits: Array | None) -> Array:
-    """``[A, C]`` class probabilities: ``sigmoid(cls)``, or YOLOX's ``sqrt(sigmoid(cls) * sigmoid(obj))``."""
+    """``[A, C]`` class probabilities: ``sigmoid(cls)``, or with objectness YOLOX's
+    ``sqrt(sigmoid(cls) * sigmoid(obj))``."""
     scores = jax.nn.sigmoid(cls_logits)
     if obj_logits is None:
         return scores

@@ -15,7 +15,6 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-from jax import Array
 from jax.typing import ArrayLike
 
 from ota_jax.assignment import (
@@ -69,10 +68,20 @@ class OTAConfig:
             raise ValueError("epsilon, center_radius and iou_eps must be positive")
 
 
-def _ota_one_image(pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask,
-                   obj_logits, config: OTAConfig) -> Assignment:
-    inputs = prepare_inputs(pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels,
-                            gt_mask, obj_logits)
+def _ota_one_image(
+    pred_boxes,
+    cls_logits,
+    points,
+    strides,
+    gt_boxes,
+    gt_labels,
+    gt_mask,
+    obj_logits,
+    config: OTAConfig,
+) -> Assignment:
+    inputs = prepare_inputs(
+        pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
+    )
     inputs = jax.tree.map(jax.lax.stop_gradient, inputs)
     if inputs.gt_boxes.shape[0] == 0:  # static: no gt slot at all
         return background_assignment(inputs.points.shape[0])
@@ -82,17 +91,20 @@ def _ota_one_image(pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels,
     # 1. Candidates: inside the box and inside the centre region clipped to the box.
     candidates = (
         inside_boxes(inputs.points, inputs.gt_boxes, margin=config.in_box_margin)
-        & inside_centre_regions(inputs.points, inputs.strides, inputs.gt_boxes,
-                                config.center_radius, clip_to_box=True)
+        & inside_centre_regions(
+            inputs.points, inputs.strides, inputs.gt_boxes, config.center_radius, clip_to_box=True
+        )
         & gt_mask[:, None]
     )
 
     # 2-3. Costs: focal loss vs the one-hot label + reg_weight * -log IoU; background row.
     logits = joint_logits(inputs.cls_logits, inputs.obj_logits)
     class_cost, background_cost = focal_class_cost(
-        logits, inputs.gt_labels, alpha=config.focal_alpha, gamma=config.focal_gamma)
+        logits, inputs.gt_labels, alpha=config.focal_alpha, gamma=config.focal_gamma
+    )
     gt_cost = finite_cost(
-        class_cost - config.reg_weight * jnp.log(jnp.maximum(inputs.ious, config.iou_eps)))
+        class_cost - config.reg_weight * jnp.log(jnp.maximum(inputs.ious, config.iou_eps))
+    )
     background_cost = finite_cost(background_cost)
 
     # 4. Supplies: k per gt, the rest to the background; one unit per anchor.
@@ -130,8 +142,7 @@ def _ota_one_image(pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels,
     num_gt = gt_mask.shape[0]
     is_gt = (best < num_gt) & (scores.max(axis=0) > 0)
     gt_index = jnp.where(is_gt, best, -1)
-    return make_assignment(gt_index, inputs, k,
-                           transport if config.return_transport else None)
+    return make_assignment(gt_index, inputs, k, transport if config.return_transport else None)
 
 
 @partial(jax.jit, static_argnames=("config",))
@@ -172,8 +183,9 @@ def ota_assign(
     background, as in the official code; here that part of the plan is computed
     to float32 precision instead of being float32 rounding noise around 1e6.
     """
-    return _ota_one_image(pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels,
-                          gt_mask, obj_logits, config)
+    return _ota_one_image(
+        pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits, config
+    )
 
 
 @partial(jax.jit, static_argnames=("config",))
@@ -194,4 +206,5 @@ def ota_assign_batch(
     common ``M`` with ``gt_mask``; padding never changes a result."""
     per_image = partial(_ota_one_image, config=config)
     return jax.vmap(per_image, in_axes=(0, 0, None, None, 0, 0, 0, 0))(
-        pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits)
+        pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
+    )

@@ -11,7 +11,6 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
-from jax import Array
 from jax.typing import ArrayLike
 
 from ota_jax.assignment import (
@@ -62,10 +61,20 @@ class SimOTAConfig:
             raise ValueError("center_radius must be positive")
 
 
-def _simota_one_image(pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask,
-                      obj_logits, config: SimOTAConfig) -> Assignment:
-    inputs = prepare_inputs(pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels,
-                            gt_mask, obj_logits)
+def _simota_one_image(
+    pred_boxes,
+    cls_logits,
+    points,
+    strides,
+    gt_boxes,
+    gt_labels,
+    gt_mask,
+    obj_logits,
+    config: SimOTAConfig,
+) -> Assignment:
+    inputs = prepare_inputs(
+        pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
+    )
     inputs = jax.tree.map(jax.lax.stop_gradient, inputs)
     if inputs.gt_boxes.shape[0] == 0:  # static: no gt slot at all
         return background_assignment(inputs.points.shape[0])
@@ -73,8 +82,10 @@ def _simota_one_image(pred_boxes, cls_logits, points, strides, gt_boxes, gt_labe
     num_gt, num_anchors = inputs.ious.shape
 
     # Geometry: the prefilter (anchors that take part at all) and the allowed pairs.
-    in_centre = inside_centre_regions(inputs.points, inputs.strides, inputs.gt_boxes,
-                                      config.center_radius) & gt_mask[:, None]
+    in_centre = (
+        inside_centre_regions(inputs.points, inputs.strides, inputs.gt_boxes, config.center_radius)
+        & gt_mask[:, None]
+    )
     if config.prior == "center":
         prefilter = in_centre.any(axis=0)
         allowed = in_centre
@@ -84,19 +95,19 @@ def _simota_one_image(pred_boxes, cls_logits, points, strides, gt_boxes, gt_labe
         allowed = in_box & in_centre
 
     # Cost: BCE of the class score vs one-hot + iou_weight * -log IoU + penalty.
-    class_cost = bce_class_cost(joint_scores(inputs.cls_logits, inputs.obj_logits),
-                                inputs.gt_labels)
+    class_cost = bce_class_cost(
+        joint_scores(inputs.cls_logits, inputs.obj_logits), inputs.gt_labels
+    )
     cost = finite_cost(
-        class_cost
-        - config.iou_weight * jnp.log(inputs.ious + 1e-8)
-        + config.penalty * (~allowed)
+        class_cost - config.iou_weight * jnp.log(inputs.ious + 1e-8) + config.penalty * (~allowed)
     )
 
     # Each gt takes its k cheapest prefiltered anchors; k <= q, so a static top-q
     # and a rank mask replace the reference's per-gt topk with a dynamic k.
     k = dynamic_k(inputs.ious, prefilter, gt_mask, topk=config.candidate_topk)
-    _, order = jax.lax.top_k(jnp.where(prefilter, -cost, -jnp.inf),
-                             min(config.candidate_topk, num_anchors))
+    _, order = jax.lax.top_k(
+        jnp.where(prefilter, -cost, -jnp.inf), min(config.candidate_topk, num_anchors)
+    )
     ranks = jnp.arange(order.shape[1])
     chosen = (ranks[None, :] < k[:, None]) & prefilter[order]
     matching = jnp.zeros((num_gt, num_anchors), bool)
@@ -143,8 +154,9 @@ def simota_assign(
       non-finite predictions never produce NaN, as for `ota_assign`. An image whose
       gts have no anchor in their regions is all background (the reference crashes).
     """
-    return _simota_one_image(pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels,
-                             gt_mask, obj_logits, config)
+    return _simota_one_image(
+        pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits, config
+    )
 
 
 @partial(jax.jit, static_argnames=("config",))
@@ -164,4 +176,5 @@ def simota_assign_batch(
     ``points [A, 2]`` and ``strides [A]``."""
     per_image = partial(_simota_one_image, config=config)
     return jax.vmap(per_image, in_axes=(0, 0, None, None, 0, 0, 0, 0))(
-        pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits)
+        pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
+    )

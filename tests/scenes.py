@@ -19,8 +19,9 @@ class Scene(NamedTuple):
     gt_labels: np.ndarray  # [M]
 
 
-def random_gt_boxes(rng: np.random.Generator, num_gt: int, image_size: tuple[int, int],
-                    min_size: float = 4.0) -> np.ndarray:
+def random_gt_boxes(
+    rng: np.random.Generator, num_gt: int, image_size: tuple[int, int], min_size: float = 4.0
+) -> np.ndarray:
     """Boxes of log-uniform size anywhere in the image (partly outside at the border)."""
     height, width = image_size
     size = np.exp(rng.uniform(np.log(min_size), np.log(0.6 * min(height, width)), (num_gt, 2)))
@@ -52,15 +53,27 @@ def make_scene(
     cls = rng.normal(-4.0, 1.0, (num_anchors, num_classes))
     obj = rng.normal(-3.0, 1.5, num_anchors)
     for box, label in zip(gt_boxes, gt_labels, strict=True):
-        inside = ((points[:, 0] > box[0]) & (points[:, 0] < box[2])
-                  & (points[:, 1] > box[1]) & (points[:, 1] < box[3]))
+        inside = (
+            (points[:, 0] > box[0])
+            & (points[:, 0] < box[2])
+            & (points[:, 1] > box[1])
+            & (points[:, 1] < box[3])
+        )
         noise = rng.normal(0, 0.15, (inside.sum(), 4)) * np.tile(box[2:] - box[:2], 2)
-        pred[inside] = np.where(rng.uniform(size=(inside.sum(), 1)) < 0.7, box + noise,
-                                pred[inside])
+        pred[inside] = np.where(
+            rng.uniform(size=(inside.sum(), 1)) < 0.7, box + noise, pred[inside]
+        )
         cls[inside, label] += rng.uniform(0, 6, inside.sum())
         obj[inside] += rng.uniform(0, 5, inside.sum())
-    return Scene(pred.astype(np.float32), cls.astype(np.float32), obj.astype(np.float32),
-                 points, strides_, gt_boxes.astype(np.float32), gt_labels.astype(np.int32))
+    return Scene(
+        pred.astype(np.float32),
+        cls.astype(np.float32),
+        obj.astype(np.float32),
+        points,
+        strides_,
+        gt_boxes.astype(np.float32),
+        gt_labels.astype(np.int32),
+    )
 
 
 def padded(scene: Scene, max_gt: int, rng: np.random.Generator | None = None):

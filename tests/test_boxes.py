@@ -46,8 +46,7 @@ def test_format_round_trips():
     yxyx = boxes.xyxy_to_yxyx_normalized(xyxy, 100.0, 200.0)
     np.testing.assert_allclose(yxyx[:, 0], xyxy[:, 1] / 100.0, rtol=1e-6)
     np.testing.assert_allclose(yxyx[:, 1], xyxy[:, 0] / 200.0, rtol=1e-6)
-    np.testing.assert_allclose(boxes.yxyx_normalized_to_xyxy(yxyx, 100.0, 200.0), xyxy,
-                               rtol=1e-5)
+    np.testing.assert_allclose(boxes.yxyx_normalized_to_xyxy(yxyx, 100.0, 200.0), xyxy, rtol=1e-5)
 
 
 def test_anchor_points_are_level_major_cell_centres():

@@ -26,31 +26,49 @@ def _hand_made_scenes():
     rng = np.random.default_rng(7)
     cases = {
         # Smaller than the stride and between anchor centres: no candidate anchor.
-        "tiny_between_centres": np.array([[1.0, 1.0, 3.0, 3.0], [9.0, 9.0, 11.5, 11.0],
-                                          [40.0, 40.0, 90.0, 100.0]]),
-        "overlapping": np.array([[20.0, 20.0, 80.0, 80.0], [30.0, 25.0, 85.0, 90.0],
-                                 [22.0, 18.0, 70.0, 75.0], [50.0, 50.0, 60.0, 60.0]]),
-        "at_the_border": np.array([[0.0, 0.0, 30.0, 20.0], [100.0, 90.0, 128.0, 128.0],
-                                   [0.0, 60.0, 128.0, 70.0]]),
+        "tiny_between_centres": np.array(
+            [[1.0, 1.0, 3.0, 3.0], [9.0, 9.0, 11.5, 11.0], [40.0, 40.0, 90.0, 100.0]]
+        ),
+        "overlapping": np.array(
+            [
+                [20.0, 20.0, 80.0, 80.0],
+                [30.0, 25.0, 85.0, 90.0],
+                [22.0, 18.0, 70.0, 75.0],
+                [50.0, 50.0, 60.0, 60.0],
+            ]
+        ),
+        "at_the_border": np.array(
+            [[0.0, 0.0, 30.0, 20.0], [100.0, 90.0, 128.0, 128.0], [0.0, 60.0, 128.0, 70.0]]
+        ),
         "one_gt": np.array([[33.0, 41.0, 77.0, 99.0]]),
         "identical_boxes": np.array([[30.0, 30.0, 60.0, 60.0], [30.0, 30.0, 60.0, 60.0]]),
     }
-    scenes = {name: make_scene(rng, num_gt=0, gt_boxes=boxes.astype(np.float32))
-              for name, boxes in cases.items()}
+    scenes = {
+        name: make_scene(rng, num_gt=0, gt_boxes=boxes.astype(np.float32))
+        for name, boxes in cases.items()
+    }
     # Duplicate boxes with one label would tie exactly; the tie-break then depends on
     # the gt order, which padding shuffles. Different labels keep the case decidable.
     scenes["identical_boxes"] = scenes["identical_boxes"]._replace(
-        gt_labels=np.array([1, 4], np.int32))
+        gt_labels=np.array([1, 4], np.int32)
+    )
     return scenes
 
 
 def _run_batch(assign_batch, config, scenes, use_obj, rng):
     boxes, labels, masks, slots = zip(*(padded(s, MAX_GT, rng) for s in scenes), strict=True)
     stack = lambda name: np.stack([getattr(s, name) for s in scenes])
-    result = assign_batch(stack("pred_boxes"), stack("cls_logits"), scenes[0].points,
-                          scenes[0].strides, np.stack(boxes), np.stack(labels),
-                          np.stack(masks), obj_logits=stack("obj_logits") if use_obj else None,
-                          config=config)
+    result = assign_batch(
+        stack("pred_boxes"),
+        stack("cls_logits"),
+        scenes[0].points,
+        scenes[0].strides,
+        np.stack(boxes),
+        np.stack(labels),
+        np.stack(masks),
+        obj_logits=stack("obj_logits") if use_obj else None,
+        config=config,
+    )
     return result, slots
 
 
@@ -69,28 +87,46 @@ OTA_CASES = [
 SIMOTA_CASES = [
     ("center", True, ota_jax.SimOTAConfig()),
     ("center_no_obj", False, ota_jax.SimOTAConfig()),
-    ("box_and_center", True,
-     ota_jax.SimOTAConfig(prior="box_and_center", center_radius=2.5, penalty=1e5)),
+    (
+        "box_and_center",
+        True,
+        ota_jax.SimOTAConfig(prior="box_and_center", center_radius=2.5, penalty=1e5),
+    ),
 ]
 
 
 def _reference_kwargs(config):
     if isinstance(config, ota_jax.OTAConfig):
-        return dict(center_radius=config.center_radius, candidate_topk=config.candidate_topk,
-                    reg_weight=config.reg_weight, epsilon=config.epsilon,
-                    num_iters=config.num_iters, iou_eps=config.iou_eps,
-                    subtract_row_min=False)
-    return dict(center_radius=config.center_radius, prior=config.prior,
-                candidate_topk=config.candidate_topk, iou_weight=config.iou_weight,
-                penalty=config.penalty)
+        return dict(
+            center_radius=config.center_radius,
+            candidate_topk=config.candidate_topk,
+            reg_weight=config.reg_weight,
+            epsilon=config.epsilon,
+            num_iters=config.num_iters,
+            iou_eps=config.iou_eps,
+            subtract_row_min=False,
+        )
+    return dict(
+        center_radius=config.center_radius,
+        prior=config.prior,
+        candidate_topk=config.candidate_topk,
+        iou_weight=config.iou_weight,
+        penalty=config.penalty,
+    )
 
 
 @pytest.mark.parametrize(
     ("assign_batch", "reference_fn", "use_obj", "config"),
-    [pytest.param(ota_jax.ota_assign_batch, reference.ota_reference, o, c, id=f"ota-{n}")
-     for n, o, c in OTA_CASES]
-    + [pytest.param(ota_jax.simota_assign_batch, reference.simota_reference, o, c,
-                    id=f"simota-{n}") for n, o, c in SIMOTA_CASES],
+    [
+        pytest.param(ota_jax.ota_assign_batch, reference.ota_reference, o, c, id=f"ota-{n}")
+        for n, o, c in OTA_CASES
+    ]
+    + [
+        pytest.param(
+            ota_jax.simota_assign_batch, reference.simota_reference, o, c, id=f"simota-{n}"
+        )
+        for n, o, c in SIMOTA_CASES
+    ],
 )
 def test_matches_reference_loop(assign_batch, reference_fn, use_obj, config):
     scenes, rng = _random_scenes(seed=len(str(config)) + use_obj)
@@ -100,26 +136,31 @@ def test_matches_reference_loop(assign_batch, reference_fn, use_obj, config):
 
     agreed = total = 0
     for i, scene in enumerate(scenes):
-        want = reference_fn(scene.pred_boxes, scene.cls_logits, scene.points, scene.strides,
-                            scene.gt_boxes, scene.gt_labels,
-                            obj_logits=scene.obj_logits if use_obj else None,
-                            **_reference_kwargs(config))
-        same, count, mapped = _agreement(np.asarray(result.gt_index[i]), slots[i],
-                                         want["gt_index"])
+        want = reference_fn(
+            scene.pred_boxes,
+            scene.cls_logits,
+            scene.points,
+            scene.strides,
+            scene.gt_boxes,
+            scene.gt_labels,
+            obj_logits=scene.obj_logits if use_obj else None,
+            **_reference_kwargs(config),
+        )
+        same, count, mapped = _agreement(np.asarray(result.gt_index[i]), slots[i], want["gt_index"])
         agreed, total = agreed + same, total + count
         # dynamic k per real gt, in the reference's gt order.
-        np.testing.assert_array_equal(np.asarray(result.dynamic_k[i])[list(slots[i])],
-                                      want["dynamic_k"])
+        np.testing.assert_array_equal(
+            np.asarray(result.dynamic_k[i])[list(slots[i])], want["dynamic_k"]
+        )
         # Targets follow from the assignment.
         fg = mapped >= 0
         np.testing.assert_array_equal(np.asarray(result.fg_mask[i]), fg)
-        np.testing.assert_array_equal(np.asarray(result.labels[i])[fg],
-                                      scene.gt_labels[mapped[fg]])
-        np.testing.assert_allclose(np.asarray(result.box_targets[i])[fg],
-                                   scene.gt_boxes[mapped[fg]])
+        np.testing.assert_array_equal(np.asarray(result.labels[i])[fg], scene.gt_labels[mapped[fg]])
+        np.testing.assert_allclose(
+            np.asarray(result.box_targets[i])[fg], scene.gt_boxes[mapped[fg]]
+        )
         both = fg & (want["gt_index"] == mapped)
-        np.testing.assert_allclose(np.asarray(result.ious[i])[both], want["ious"][both],
-                                   atol=1e-5)
+        np.testing.assert_allclose(np.asarray(result.ious[i])[both], want["ious"][both], atol=1e-5)
         assert int(result.num_fg[i]) == fg.sum()
     assert total > 500, "the cases should exercise many positives"
     assert agreed / total >= 0.999, f"{agreed}/{total} positives agree"
@@ -130,12 +171,25 @@ def test_gts_without_candidates_still_ship_their_labels():
     its cheapest relative to the background, as the float64 official loop does."""
     scene = _hand_made_scenes()["tiny_between_centres"]
     boxes, labels, mask, _ = padded(scene, 4)
-    result = ota_jax.ota_assign(scene.pred_boxes, scene.cls_logits, scene.points,
-                                scene.strides, boxes, labels, mask,
-                                config=ota_jax.OTAConfig(return_transport=True))
-    want = reference.ota_reference(scene.pred_boxes, scene.cls_logits, scene.points,
-                                   scene.strides, scene.gt_boxes, scene.gt_labels,
-                                   subtract_row_min=False)
+    result = ota_jax.ota_assign(
+        scene.pred_boxes,
+        scene.cls_logits,
+        scene.points,
+        scene.strides,
+        boxes,
+        labels,
+        mask,
+        config=ota_jax.OTAConfig(return_transport=True),
+    )
+    want = reference.ota_reference(
+        scene.pred_boxes,
+        scene.cls_logits,
+        scene.points,
+        scene.strides,
+        scene.gt_boxes,
+        scene.gt_labels,
+        subtract_row_min=False,
+    )
     assert not want["candidate_mask"][:2].any()
     plan = np.asarray(result.transport.plan)
     # Each candidate-less gt's row ships its whole supply, like every other row.

@@ -28,8 +28,9 @@ def test_matches_the_official_loop_iteration_for_iteration(problem):
     cost, supply, demand = problem
     for iters in (1, 7, 50):
         plan = solve_transport(cost, supply, demand, epsilon=0.1, num_iters=iters).plan
-        np.testing.assert_allclose(plan, _official_sinkhorn(cost, supply, demand, 0.1, iters),
-                                   atol=2e-5)
+        np.testing.assert_allclose(
+            plan, _official_sinkhorn(cost, supply, demand, 0.1, iters), atol=2e-5
+        )
 
 
 def test_converges_to_pot(problem):
@@ -43,8 +44,7 @@ def test_converges_to_pot(problem):
 def test_row_offset_changes_nothing_but_the_conditioning(problem):
     cost, supply, demand = problem
     offset = np.array([1e6, -2.0, 0.5, 3e5, 0.0])
-    shifted = solve_transport(cost, supply, demand, epsilon=0.1, num_iters=50,
-                              row_offset=offset)
+    shifted = solve_transport(cost, supply, demand, epsilon=0.1, num_iters=50, row_offset=offset)
     # Same problem written with the offsets added back, solved in float64 by the loop.
     want = _official_sinkhorn(cost + offset[:, None], supply, demand, 0.1, 50)
     np.testing.assert_allclose(shifted.plan, want, atol=1e-4)

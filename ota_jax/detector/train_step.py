@@ -191,7 +191,7 @@ def train_step(state: TrainState, batch: Mapping[str, Array]) -> tuple[TrainStat
     (loss, parts), grads = grad_fn(state.params, state, batch)
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, **parts, "grad_norm": optax.global_norm(grads)}
+    metrics = {"loss": loss, **parts, "grad_norm": optax.tree.norm(grads)}
     if state.schedule is not None:
         metrics["learning_rate"] = jnp.asarray(state.schedule(state.step), jnp.float32)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)

@@ -1,0 +1,122 @@
+"""The synthetic ``ota_shapes`` TFDS dataset: prepared locally, deterministic, tight boxes."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import numpy as np
+import pytest
+
+tfds = pytest.importorskip("tensorflow_datasets")
+
+from ota_jax.data import registry, shapes  # noqa: E402
+
+TINY = "ota_shapes/tiny"
+
+
+def _tiny_config() -> shapes.OtaShapesConfig:
+    return next(c for c in shapes.OtaShapes.BUILDER_CONFIGS if c.name == "tiny")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> pathlib.Path:
+    path = tmp_path_factory.mktemp("tfds")
+    registry.load_builder(TINY, data_dir=str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def validation(data_dir) -> list[dict]:
+    builder = tfds.builder(TINY, data_dir=str(data_dir))
+    return list(tfds.as_numpy(builder.as_dataset(split="validation")))
+
+
+def test_prepares_locally_with_expected_splits_and_features(data_dir):
+    builder = tfds.builder(TINY, data_dir=str(data_dir))
+    config = _tiny_config()
+    assert builder.is_prepared()
+    assert builder.info.splits["train"].num_examples == config.num_train
+    assert builder.info.splits["validation"].num_examples == config.num_validation
+    assert builder.info.features["objects"]["label"].names == list(shapes.CLASS_NAMES)
+
+    ids = set()
+    for split in ("train", "validation"):
+        for example in tfds.as_numpy(builder.as_dataset(split=split)):
+            ids.add(int(example["image/id"]))
+            assert example["image"].shape == (config.image_size, config.image_size, 3)
+            assert example["image"].dtype == np.uint8
+            objects = example["objects"]
+            assert 1 <= len(objects["label"]) <= config.max_objects
+            assert np.all((objects["label"] >= 0) & (objects["label"] < len(shapes.CLASS_NAMES)))
+            ymin, xmin, ymax, xmax = objects["bbox"].T
+            assert np.all((0 <= ymin) & (ymin < ymax) & (ymax <= 1))
+            assert np.all((0 <= xmin) & (xmin < xmax) & (xmax <= 1))
+            assert np.all(objects["area"] > 0)
+            assert not objects["is_crowd"].any()
+    assert len(ids) == config.num_train + config.num_validation  # Unique across splits.
+
+
+def test_same_seed_same_bytes(data_dir, tmp_path):
+    registry.load_builder(TINY, data_dir=str(tmp_path))
+    first = sorted((data_dir / "ota_shapes/tiny/1.0.0").glob("*.tfrecord*"))
+    second = sorted((tmp_path / "ota_shapes/tiny/1.0.0").glob("*.tfrecord*"))
+    assert [p.name for p in first] == [p.name for p in second] and first
+    for a, b in zip(first, second, strict=True):
+        assert a.read_bytes() == b.read_bytes()
+
+
+def test_seed_changes_images():
+    config = _tiny_config()
+    other = dataclasses.replace(config, seed=config.seed + 1)
+    same = shapes.render_example(config, "train", 3)
+    again = shapes.render_example(config, "train", 3)
+    different = shapes.render_example(other, "train", 3)
+    np.testing.assert_array_equal(same.image, again.image)
+    np.testing.assert_array_equal(same.boxes, again.boxes)
+    assert not np.array_equal(same.image, different.image)
+
+
+def test_boxes_are_tight_around_the_drawn_pixels(validation):
+    config = _tiny_config()
+    size = config.image_size
+    red = {i for i, name in enumerate(shapes.CLASS_NAMES) if name.startswith("red")}
+    for example in validation:
+        index = int(example["image/id"]) - shapes.image_id("validation", 0)
+        scene = shapes.render_example(config, "validation", index)
+        image = example["image"].astype(np.int32)
+        np.testing.assert_array_equal(example["image"], scene.image)
+
+        # Colour alone (no renderer state) finds the painted pixels: the
+        # background is grey-ish, shapes are strongly red or blue.
+        is_red = image[..., 0] - image[..., 2] > 80
+        is_blue = image[..., 2] - image[..., 0] > 80
+        labels = example["objects"]["label"]
+        red_objects = np.isin(scene.instance_map, [k for k, c in enumerate(labels) if c in red])
+        blue_objects = np.isin(scene.instance_map, [k for k, c in enumerate(labels) if c not in red])
+        np.testing.assert_array_equal(is_red, red_objects)
+        np.testing.assert_array_equal(is_blue, blue_objects)
+
+        boxes = np.round(example["objects"]["bbox"] * size).astype(int)  # yxyx, end exclusive
+        for k, (y1, x1, y2, x2) in enumerate(boxes):
+            pixels = scene.instance_map == k
+            assert pixels.sum() == example["objects"]["area"][k]
+            colour = is_red if labels[k] in red else is_blue
+            assert colour[pixels].all()
+            inside = np.zeros_like(pixels)
+            inside[y1:y2, x1:x2] = True
+            assert not (pixels & ~inside).any()  # Nothing drawn outside the box ...
+            # ... and every edge of the box touches the object: the box is tight.
+            assert pixels[y1].any() and pixels[y2 - 1].any()
+            assert pixels[:, x1].any() and pixels[:, x2 - 1].any()
+
+
+def test_crowded_config_has_many_objects():
+    config = next(c for c in shapes.OtaShapes.BUILDER_CONFIGS if c.name == "crowded")
+    counts = [len(shapes.render_example(config, "train", i).labels) for i in range(5)]
+    assert np.mean(counts) >= 15
+    scene = shapes.render_example(config, "train", 0)
+    # Areas are visible pixel counts, and no object is reduced to a sliver.
+    visible = np.bincount(scene.instance_map.ravel() + 1)[1:]
+    np.testing.assert_array_equal(visible, scene.areas)
+    assert np.all(scene.areas >= 12)
