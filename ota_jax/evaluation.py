@@ -222,9 +222,7 @@ class CocoEvaluator:
           A metric COCO cannot define (no ground truth of that size) is 0, and
           so is everything when there are no detections.
         """
-        detections = (
-            np.concatenate(self._detections) if self._detections else np.zeros((0, 7))
-        )
+        detections = np.concatenate(self._detections) if self._detections else np.zeros((0, 7))
         if len(detections) == 0 or not self._image_ids:
             logger.info("No detections to evaluate; all metrics are 0.")
             return dict.fromkeys(METRIC_NAMES, 0.0)

@@ -12,22 +12,26 @@ from __future__ import annotations
 
 import dataclasses
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import Array
 from jax.typing import ArrayLike
 
 from ota_jax.assignment import (
+    AssignInputs,
     Assignment,
     background_assignment,
     finite_cost,
     make_assignment,
     prepare_inputs,
 )
+from ota_jax.compaction import fits, needed_columns, solve_compacted
 from ota_jax.costs import focal_class_cost, joint_logits
 from ota_jax.dynamic_k import dynamic_k
 from ota_jax.priors import inside_boxes, inside_centre_regions
-from ota_jax.transport import solve_transport
+from ota_jax.transport import Transport, solve_transport
 
 __all__ = ["OTAConfig", "ota_assign", "ota_assign_batch"]
 
@@ -46,6 +50,13 @@ class OTAConfig:
       penalty: cost added where the anchor is not a candidate of the gt.
       iou_eps: IoUs are clamped at this value below before the log.
       in_box_margin: an anchor is inside a gt box when all four distances exceed it.
+      max_columns: solve the transport on at most this many anchors, the candidates
+        of some gt plus ``extra_columns`` cheapest anchors of each gt without
+        candidates, all other anchors folded into one background-only column (see
+        `ota_jax.compaction`; same assignments, much less work). When an image of
+        the batch needs more columns, the whole batch falls back to the dense
+        problem. ``None``: always dense.
+      extra_columns: anchors kept for each gt without any candidate.
       return_transport: also return the cost, plan and marginal errors.
     """
 
@@ -59,16 +70,31 @@ class OTAConfig:
     penalty: float = 1e6
     iou_eps: float = 1e-6
     in_box_margin: float = 0.01
+    max_columns: int | None = 4096
+    extra_columns: int = 16
     return_transport: bool = False
 
     def __post_init__(self):
         if self.candidate_topk < 1 or self.num_iters < 1:
             raise ValueError("candidate_topk and num_iters must be at least 1")
+        if self.max_columns is not None and self.max_columns < 1:
+            raise ValueError("max_columns must be positive or None")
         if not (self.epsilon > 0 and self.center_radius > 0 and self.iou_eps > 0):
             raise ValueError("epsilon, center_radius and iou_eps must be positive")
 
 
-def _ota_one_image(
+class _Problem(NamedTuple):
+    """One image's transport problem, before solving."""
+
+    inputs: AssignInputs
+    cost: Array  # [M+1, A], gt rows shifted by their minimum, background last
+    supply: Array  # [M+1]
+    row_offset: Array  # [M+1] what was subtracted from each row
+    dynamic_k: Array  # [M]
+    needed: Array  # [A] anchors a compacted problem must keep
+
+
+def _build_problem(
     pred_boxes,
     cls_logits,
     points,
@@ -78,13 +104,11 @@ def _ota_one_image(
     gt_mask,
     obj_logits,
     config: OTAConfig,
-) -> Assignment:
+) -> _Problem:
     inputs = prepare_inputs(
         pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
     )
     inputs = jax.tree.map(jax.lax.stop_gradient, inputs)
-    if inputs.gt_boxes.shape[0] == 0:  # static: no gt slot at all
-        return background_assignment(inputs.points.shape[0])
     num_anchors = inputs.points.shape[0]
     gt_mask = inputs.gt_mask
 
@@ -124,25 +148,77 @@ def _ota_one_image(
     row_min = jnp.where(gt_mask, row_min, 0.0)
     gt_cost = jnp.where(gt_mask[:, None], gt_cost - row_min[:, None], 0.0)
     row_offset = row_min + config.penalty * (gt_mask & ~has_candidate)
-    transport = solve_transport(
-        jnp.concatenate([gt_cost, background_cost[None]]),
-        supply,
-        jnp.ones(num_anchors, jnp.float32),
-        epsilon=config.epsilon,
-        num_iters=config.num_iters,
+    needed = needed_columns(
+        candidates, gt_cost, background_cost, gt_mask, extra=config.extra_columns
+    )
+    return _Problem(
+        inputs=inputs,
+        cost=jnp.concatenate([gt_cost, background_cost[None]]),
+        supply=supply,
         row_offset=jnp.concatenate([row_offset, jnp.zeros(1)]),
+        dynamic_k=k,
+        needed=needed,
     )
 
-    # 6. Decode: scale each row to a maximum of 1, each anchor takes the best row.
+
+def _solve_dense(problem: _Problem, config: OTAConfig) -> Transport:
+    return solve_transport(
+        problem.cost,
+        problem.supply,
+        jnp.ones(problem.cost.shape[1], jnp.float32),
+        epsilon=config.epsilon,
+        num_iters=config.num_iters,
+        row_offset=problem.row_offset,
+    )
+
+
+def _solve_compacted(problem: _Problem, config: OTAConfig) -> Transport:
+    return solve_compacted(
+        problem.cost,
+        problem.supply,
+        problem.needed,
+        max_columns=config.max_columns,
+        epsilon=config.epsilon,
+        num_iters=config.num_iters,
+        row_offset=problem.row_offset,
+    )
+
+
+def _solve(problem: _Problem, config: OTAConfig, *, batched: bool) -> Transport:
+    """Compacted when configured and every image fits, else dense (same plan)."""
+    num_anchors = problem.cost.shape[-1]
+    if config.max_columns is None or config.max_columns >= num_anchors:
+        dense = _solve_dense
+        return (
+            jax.vmap(dense, in_axes=(0, None))(problem, config)
+            if batched
+            else dense(problem, config)
+        )
+    if batched:
+        dense, compact = (jax.vmap(f, in_axes=(0, None)) for f in (_solve_dense, _solve_compacted))
+    else:
+        dense, compact = _solve_dense, _solve_compacted
+    # One decision for the whole batch, so that lax.cond really skips a branch.
+    all_fit = fits(problem.needed, config.max_columns).all()
+    return jax.lax.cond(all_fit, compact, dense, problem, config)
+
+
+def _decode(problem: _Problem, transport: Transport, config: OTAConfig) -> Assignment:
+    """6. Scale each row of the plan to a maximum of 1; each anchor takes the best row."""
+    gt_mask = problem.inputs.gt_mask
     plan = transport.plan
     row_max = plan.max(axis=1, keepdims=True)
     usable = jnp.concatenate([gt_mask, jnp.ones(1, bool)])[:, None] & (row_max > 0)
     scores = jnp.where(usable, plan / jnp.where(row_max > 0, row_max, 1.0), -1.0)
     best = jnp.argmax(scores, axis=0)
-    num_gt = gt_mask.shape[0]
-    is_gt = (best < num_gt) & (scores.max(axis=0) > 0)
+    is_gt = (best < gt_mask.shape[0]) & (scores.max(axis=0) > 0)
     gt_index = jnp.where(is_gt, best, -1)
-    return make_assignment(gt_index, inputs, k, transport if config.return_transport else None)
+    return make_assignment(
+        gt_index,
+        problem.inputs,
+        problem.dynamic_k,
+        transport if config.return_transport else None,
+    )
 
 
 @partial(jax.jit, static_argnames=("config",))
@@ -183,9 +259,12 @@ def ota_assign(
     background, as in the official code; here that part of the plan is computed
     to float32 precision instead of being float32 rounding noise around 1e6.
     """
-    return _ota_one_image(
+    if jnp.shape(gt_boxes)[0] == 0:  # static: no gt slot at all
+        return background_assignment(jnp.shape(points)[0])
+    problem = _build_problem(
         pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits, config
     )
+    return _decode(problem, _solve(problem, config, batched=False), config)
 
 
 @partial(jax.jit, static_argnames=("config",))
@@ -204,7 +283,12 @@ def ota_assign_batch(
     """`ota_assign` over a batch: a leading ``[B]`` axis on every argument except
     ``points [A, 2]`` and ``strides [A]``, shared by all images. Gts are padded to a
     common ``M`` with ``gt_mask``; padding never changes a result."""
-    per_image = partial(_ota_one_image, config=config)
-    return jax.vmap(per_image, in_axes=(0, 0, None, None, 0, 0, 0, 0))(
+    if jnp.shape(gt_boxes)[1] == 0:  # static: no gt slot at all
+        empty = background_assignment(jnp.shape(points)[0])
+        return jax.tree.map(lambda x: jnp.broadcast_to(x, (len(gt_boxes), *x.shape)), empty)
+    build = partial(_build_problem, config=config)
+    problem = jax.vmap(build, in_axes=(0, 0, None, None, 0, 0, 0, 0))(
         pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
     )
+    transport = _solve(problem, config, batched=True)
+    return jax.vmap(_decode, in_axes=(0, 0, None))(problem, transport, config)

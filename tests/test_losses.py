@@ -37,8 +37,9 @@ def _outputs(seed: int) -> FCOSOutput:
     ltrb = rng.uniform(0.5, 2.5, (BATCH, num_anchors, 4)).astype(np.float32)
     ltrb *= np.asarray(strides)[None, :, None]
     return FCOSOutput(
-        cls_logits=jnp.asarray(rng.normal(-2.0, 1.5, (BATCH, num_anchors, NUM_CLASSES)),
-                               jnp.float32),
+        cls_logits=jnp.asarray(
+            rng.normal(-2.0, 1.5, (BATCH, num_anchors, NUM_CLASSES)), jnp.float32
+        ),
         pred_boxes=decode_ltrb(points, jnp.asarray(ltrb)),
         iou_logits=jnp.asarray(rng.normal(0.0, 1.0, (BATCH, num_anchors)), jnp.float32),
         ltrb=jnp.asarray(ltrb),
@@ -47,8 +48,13 @@ def _outputs(seed: int) -> FCOSOutput:
 
 def _batch() -> dict[str, np.ndarray]:
     return {
-        "gt_boxes": np.array([[[6, 8, 40, 36], [30, 24, 62, 60], [0, 0, 0, 0]],
-                              [[10, 10, 30, 50], [0, 0, 0, 0], [0, 0, 0, 0]]], np.float32),
+        "gt_boxes": np.array(
+            [
+                [[6, 8, 40, 36], [30, 24, 62, 60], [0, 0, 0, 0]],
+                [[10, 10, 30, 50], [0, 0, 0, 0], [0, 0, 0, 0]],
+            ],
+            np.float32,
+        ),
         "gt_labels": np.array([[1, 3, -1], [0, -1, -1]], np.int32),
         "gt_mask": np.array([[True, True, False], [True, False, False]]),
     }
@@ -59,17 +65,25 @@ def _random_assignment(outputs: FCOSOutput, seed: int, fg_rate: float = 0.1) -> 
     shape = outputs.iou_logits.shape
     fg = rng.uniform(size=shape) < fg_rate
     labels = np.where(fg, rng.integers(0, NUM_CLASSES, shape), -1).astype(np.int32)
-    centre = rng.uniform(10, 54, shape + (2,))
-    size = rng.uniform(4, 30, shape + (2,))
-    targets = np.where(fg[..., None], np.concatenate([centre - size / 2, centre + size / 2], -1),
-                       0.0).astype(np.float32)
+    centre = rng.uniform(10, 54, (*shape, 2))
+    size = rng.uniform(4, 30, (*shape, 2))
+    targets = np.where(
+        fg[..., None], np.concatenate([centre - size / 2, centre + size / 2], -1), 0.0
+    ).astype(np.float32)
     ious = np.where(fg, rng.uniform(0.05, 0.9, shape), 0.0).astype(np.float32)
-    return Assignment(gt_index=np.where(fg, 0, -1).astype(np.int32), fg_mask=fg, labels=labels,
-                      box_targets=targets, ious=ious,
-                      num_fg=fg.sum(-1).astype(np.int32), dynamic_k=np.zeros((BATCH, 1), np.int32))
+    return Assignment(
+        gt_index=np.where(fg, 0, -1).astype(np.int32),
+        fg_mask=fg,
+        labels=labels,
+        box_targets=targets,
+        ious=ious,
+        num_fg=fg.sum(-1).astype(np.int32),
+        dynamic_k=np.zeros((BATCH, 1), np.int32),
+    )
 
 
 # ---- NumPy references (float64) ---------------------------------------------------------------
+
 
 def _np_sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
@@ -89,8 +103,9 @@ def _np_giou(a, b):
     inter = iw * ih
     area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])
     union = area(a) + area(b) - inter
-    enclose = ((np.maximum(a[:, 2], b[:, 2]) - np.minimum(a[:, 0], b[:, 0]))
-               * (np.maximum(a[:, 3], b[:, 3]) - np.minimum(a[:, 1], b[:, 1])))
+    enclose = (np.maximum(a[:, 2], b[:, 2]) - np.minimum(a[:, 0], b[:, 0])) * (
+        np.maximum(a[:, 3], b[:, 3]) - np.minimum(a[:, 1], b[:, 1])
+    )
     return inter / union - (enclose - union) / enclose
 
 
@@ -124,6 +139,7 @@ def _np_losses(outputs: FCOSOutput, assignment: Assignment, anchor_mask=None):
 
 # ---- tests ------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_losses_match_numpy(seed):
     outputs = _outputs(seed)
@@ -139,16 +155,18 @@ def test_anchor_mask_removes_anchors_from_class_loss():
     assignment = _random_assignment(outputs, 3)
     mask = np.random.default_rng(4).uniform(size=outputs.iou_logits.shape) < 0.7
     got = losses_from_assignment(outputs, assignment, anchor_mask=jnp.asarray(mask))
-    np.testing.assert_allclose(got["loss_cls"], _np_losses(outputs, assignment, mask)["loss_cls"],
-                               rtol=2e-5)
+    np.testing.assert_allclose(
+        got["loss_cls"], _np_losses(outputs, assignment, mask)["loss_cls"], rtol=2e-5
+    )
 
 
 def test_loss_weights_are_configurable():
     outputs = _outputs(5)
     assignment = _random_assignment(outputs, 6)
     base = losses_from_assignment(outputs, assignment)
-    scaled = losses_from_assignment(outputs, assignment,
-                                    config=LossConfig(box_weight=1.0, iou_weight=1.0))
+    scaled = losses_from_assignment(
+        outputs, assignment, config=LossConfig(box_weight=1.0, iou_weight=1.0)
+    )
     np.testing.assert_allclose(scaled["loss_box"], base["loss_box"] / 2, rtol=1e-6)
     np.testing.assert_allclose(scaled["loss_iou"], base["loss_iou"] * 2, rtol=1e-6)
 
@@ -160,8 +178,9 @@ def test_zero_positives_gives_finite_loss_and_gradients():
     assert float(parts["num_pos"]) == 0.0
     assert float(parts["loss_box"]) == 0.0 and float(parts["loss_iou"]) == 0.0
     # With no positive, the class loss is the plain sum (normaliser clamped at 1).
-    np.testing.assert_allclose(parts["loss_cls"], _np_losses(outputs, assignment)["loss_cls"],
-                               rtol=2e-5)
+    np.testing.assert_allclose(
+        parts["loss_cls"], _np_losses(outputs, assignment)["loss_cls"], rtol=2e-5
+    )
 
     empty = {k: v.copy() for k, v in _batch().items()}
     empty["gt_mask"][:] = False
@@ -179,8 +198,9 @@ def test_non_finite_background_predictions_do_not_poison_gradients():
     bad = np.array(outputs.pred_boxes)
     bad[tuple(background)] = [np.inf, np.nan, -np.inf, np.nan]
     outputs = outputs._replace(pred_boxes=jnp.asarray(bad))
-    loss_fn = lambda o: sum(v for k, v in losses_from_assignment(o, assignment).items()
-                            if k.startswith("loss"))
+    loss_fn = lambda o: sum(
+        v for k, v in losses_from_assignment(o, assignment).items() if k.startswith("loss")
+    )
     grads = jax.grad(loss_fn)(outputs)
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
@@ -199,16 +219,17 @@ def test_detection_loss_with_real_assigners(assigner):
     assert np.isfinite(loss)
     assert float(parts["num_pos"]) >= 3  # every real gt gets at least one anchor
     np.testing.assert_allclose(parts["pos_per_gt"], parts["num_pos"] / 3, rtol=1e-6)
-    np.testing.assert_allclose(loss, parts["loss_cls"] + parts["loss_box"] + parts["loss_iou"],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        loss, parts["loss_cls"] + parts["loss_box"] + parts["loss_iou"], rtol=1e-6
+    )
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
     # No gradient flows through the assignment: with it held fixed, same gradients.
     assignment = assign_targets(outputs, points, strides, batch, config=config)
-    fixed = lambda o: sum(v for k, v in losses_from_assignment(o, assignment).items()
-                          if k.startswith("loss"))
-    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(jax.grad(fixed)(outputs)),
-                    strict=True):
+    fixed = lambda o: sum(
+        v for k, v in losses_from_assignment(o, assignment).items() if k.startswith("loss")
+    )
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(jax.grad(fixed)(outputs)), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
@@ -217,13 +238,17 @@ def test_assigner_can_be_a_callable_and_gets_the_iou_branch():
 
     def stand_in(pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, **kw):
         calls.update(kw)
-        return ota_jax.ota_assign_batch(pred_boxes, cls_logits, points, strides, gt_boxes,
-                                        gt_labels, gt_mask, **kw)
+        return ota_jax.ota_assign_batch(
+            pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, **kw
+        )
 
     outputs = _outputs(12)
     points, strides = anchor_points(IMAGE, STRIDES)
-    config = LossConfig(assigner=stand_in, iou_branch_as_objectness=True,
-                        assigner_config=ota_jax.OTAConfig(candidate_topk=5))
+    config = LossConfig(
+        assigner=stand_in,
+        iou_branch_as_objectness=True,
+        assigner_config=ota_jax.OTAConfig(candidate_topk=5),
+    )
     assign_targets(outputs, points, strides, _batch(), config=config)
     assert calls["config"] == ota_jax.OTAConfig(candidate_topk=5)
     np.testing.assert_array_equal(calls["obj_logits"], outputs.iou_logits)

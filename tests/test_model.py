@@ -61,8 +61,9 @@ def test_initial_class_probability_is_the_prior(tiny_model):
 def test_decode_ltrb_known_values():
     points = jnp.array([[10.0, 20.0], [4.0, 4.0]])
     ltrb = jnp.array([[1.0, 2.0, 3.0, 4.0], [4.0, 4.0, 0.0, 0.0]])
-    np.testing.assert_allclose(decode_ltrb(points, ltrb),
-                               [[9.0, 18.0, 13.0, 24.0], [0.0, 0.0, 4.0, 4.0]])
+    np.testing.assert_allclose(
+        decode_ltrb(points, ltrb), [[9.0, 18.0, 13.0, 24.0], [0.0, 0.0, 4.0, 4.0]]
+    )
 
 
 @pytest.mark.parametrize("activation", ["relu", "exp"])
@@ -87,8 +88,9 @@ def test_head_regression_is_scaled_and_decoded(activation):
         expected_ltrb = np.exp(raw)
     np.testing.assert_allclose(out.ltrb[0], expected_ltrb, rtol=1e-6)
     points = np.asarray(points)
-    expected_boxes = np.concatenate([points - expected_ltrb[:, :2], points + expected_ltrb[:, 2:]],
-                                    axis=1)
+    expected_boxes = np.concatenate(
+        [points - expected_ltrb[:, :2], points + expected_ltrb[:, 2:]], axis=1
+    )
     np.testing.assert_allclose(out.pred_boxes[0], expected_boxes, rtol=1e-6, atol=1e-5)
 
 
@@ -99,9 +101,9 @@ def test_bfloat16_compute_keeps_float32_params_and_outputs():
     for leaf in jax.tree.leaves(nnx.state(bf16, nnx.Param)):
         assert leaf.dtype == jnp.float32
     out16, out32 = _forward(bf16, images), _forward(f32, images)
-    for a, b in zip(out16, out32, strict=True):
-        assert a.dtype == jnp.float32
-        assert np.all(np.isfinite(a))
+    for field in out16:
+        assert field.dtype == jnp.float32
+        assert np.all(np.isfinite(field))
     # Same parameters, lower precision: close, not equal.
     np.testing.assert_allclose(out16.cls_logits, out32.cls_logits, atol=0.05)
     np.testing.assert_allclose(out16.iou_logits, out32.iou_logits, atol=0.05)
@@ -114,8 +116,9 @@ def test_no_shared_submodules_and_tree_mode(tiny_model):
         model = FCOS(fcos_config("tiny", num_classes=NUM_CLASSES), rngs=nnx.Rngs(0))
         graphdef, state = nnx.split(model)
         tree_out = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))(state, images)
-    np.testing.assert_allclose(tree_out.cls_logits, _forward(tiny_model, images).cls_logits,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        tree_out.cls_logits, _forward(tiny_model, images).cls_logits, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_frozen_batch_norm_statistics_are_not_params():
@@ -138,8 +141,15 @@ def test_resnet50_has_fcos_size_and_shapes():
     assert abstract.backbone.out_channels == (512, 1024, 2048)
 
 
-@pytest.mark.parametrize("bad", [dict(strides=(16, 32)), dict(strides=()),
-                                 dict(backbone="vgg"), dict(reg_activation="softplus")])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(strides=(16, 32)),
+        dict(strides=()),
+        dict(backbone="vgg"),
+        dict(reg_activation="softplus"),
+    ],
+)
 def test_config_validation(bad):
     with pytest.raises(ValueError):
         FCOSConfig(num_classes=2, **bad)

@@ -114,6 +114,20 @@ def test_resized_box_pixels_land_inside_their_box(data_dir):
     assert checked > 10
 
 
+def test_ground_truth_fed_back_as_detections_scores_ap_one(data_dir):
+    from ota_jax.evaluation import CocoEvaluator
+
+    evaluator = CocoEvaluator.from_dataset(TINY, data_dir=data_dir)
+    for batch in _batches(data_dir, image_size=(96, 80), max_gt=8):
+        # Detections in resized pixels, mapped back by ``scale`` inside add_batch.
+        scores = np.where(batch["gt_mask"], 0.9, 0.0)
+        evaluator.add_batch(
+            batch, batch["gt_boxes"], scores, batch["gt_labels"], mask=batch["gt_mask"]
+        )
+    metrics = evaluator.evaluate()
+    assert metrics["AP"] == pytest.approx(1.0) and metrics["AP75"] == pytest.approx(1.0)
+
+
 def test_flip_twice_is_identity():
     rng = np.random.default_rng(0)
     image = tf.constant(rng.integers(0, 255, (5, 7, 3)), tf.uint8)

@@ -93,7 +93,9 @@ def test_boxes_are_tight_around_the_drawn_pixels(validation):
         is_blue = image[..., 2] - image[..., 0] > 80
         labels = example["objects"]["label"]
         red_objects = np.isin(scene.instance_map, [k for k, c in enumerate(labels) if c in red])
-        blue_objects = np.isin(scene.instance_map, [k for k, c in enumerate(labels) if c not in red])
+        blue_objects = np.isin(
+            scene.instance_map, [k for k, c in enumerate(labels) if c not in red]
+        )
         np.testing.assert_array_equal(is_red, red_objects)
         np.testing.assert_array_equal(is_blue, blue_objects)
 

@@ -51,8 +51,7 @@ def tiny_batch(batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 def test_loss_decreases_on_a_fixed_batch():
     model = FCOS(fcos_config("tiny", num_classes=3), rngs=nnx.Rngs(0))
-    config = OptimizerConfig(learning_rate=0.01, warmup_steps=0, total_steps=100,
-                             clip_norm=10.0)
+    config = OptimizerConfig(learning_rate=0.01, warmup_steps=0, total_steps=100, clip_norm=10.0)
     state = create_train_state(model, make_optimizer(config), schedule=make_schedule(config))
     batch = tiny_batch(2)
     losses = []
@@ -72,8 +71,14 @@ def test_loss_decreases_on_a_fixed_batch():
 
 
 def test_step_schedule_with_warmup():
-    config = OptimizerConfig(learning_rate=0.1, warmup_steps=10, warmup_factor=0.01,
-                             schedule="step", decay_steps=(20, 30), decay_factor=0.1)
+    config = OptimizerConfig(
+        learning_rate=0.1,
+        warmup_steps=10,
+        warmup_factor=0.01,
+        schedule="step",
+        decay_steps=(20, 30),
+        decay_factor=0.1,
+    )
     lr = make_schedule(config)
     assert float(lr(0)) == pytest.approx(0.001, rel=1e-5)
     assert float(lr(5)) == pytest.approx(0.001 + 0.5 * (0.1 - 0.001), rel=1e-5)
@@ -84,8 +89,9 @@ def test_step_schedule_with_warmup():
 
 
 def test_cosine_schedule_with_warmup():
-    config = OptimizerConfig(learning_rate=0.1, warmup_steps=10, warmup_factor=0.0,
-                             schedule="cosine", total_steps=110)
+    config = OptimizerConfig(
+        learning_rate=0.1, warmup_steps=10, warmup_factor=0.0, schedule="cosine", total_steps=110
+    )
     lr = make_schedule(config)
     assert float(lr(0)) == pytest.approx(0.0, rel=1e-5)
     assert float(lr(10)) == pytest.approx(0.1, rel=1e-5)
@@ -98,8 +104,9 @@ def test_weight_decay_skips_norms_biases_and_scales(name):
     """With zero gradients and no momentum history only decayed parameters move."""
     model = FCOS(fcos_config("tiny", num_classes=2, num_convs=1), rngs=nnx.Rngs(1))
     params = nnx.state(model, nnx.Param)
-    tx = make_optimizer(OptimizerConfig(name=name, learning_rate=0.1, weight_decay=0.5,
-                                        warmup_steps=0))
+    tx = make_optimizer(
+        OptimizerConfig(name=name, learning_rate=0.1, weight_decay=0.5, warmup_steps=0)
+    )
     zeros = jax.tree.map(jnp.zeros_like, params)
     updates, _ = tx.update(zeros, tx.init(params), params)
     for path, update in nnx.to_flat_state(updates):
@@ -109,8 +116,11 @@ def test_weight_decay_skips_norms_biases_and_scales(name):
 
 
 def test_clipping_bounds_the_update():
-    tx = make_optimizer(OptimizerConfig(learning_rate=1.0, momentum=0.0, weight_decay=0.0,
-                                        warmup_steps=0, clip_norm=2.0))
+    tx = make_optimizer(
+        OptimizerConfig(
+            learning_rate=1.0, momentum=0.0, weight_decay=0.0, warmup_steps=0, clip_norm=2.0
+        )
+    )
     params = {"w": jnp.zeros((3, 3))}
     updates, _ = tx.update({"w": jnp.full((3, 3), 10.0)}, tx.init(params), params)
     assert float(optax.tree.norm(updates)) == pytest.approx(2.0, rel=1e-5)
@@ -147,15 +157,24 @@ _MULTI_DEVICE_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_eight_devices_match_one_device():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-               JAX_PLATFORMS="cpu", PYTHONPATH=f"{REPO}{os.pathsep}"
-               + os.environ.get("PYTHONPATH", ""))
+    env = dict(
+        os.environ,
+        XLA_FLAGS="--xla_force_host_platform_device_count=8",
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=f"{REPO}{os.pathsep}" + os.environ.get("PYTHONPATH", ""),
+    )
     script = _MULTI_DEVICE_SCRIPT.format(tests_dir=str(REPO / "tests"))
-    proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT"))
-    result = json.loads(line[len("RESULT"):])
+    result = json.loads(line[len("RESULT") :])
     one, eight = result["1"], result["8"]
     assert one["num_pos"] == eight["num_pos"]
     np.testing.assert_allclose(eight["loss"], one["loss"], rtol=1e-5)

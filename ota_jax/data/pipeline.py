@@ -160,9 +160,7 @@ def _preprocess(
     boxes = tf.clip_by_value(example["boxes"], 0.0, 1.0)
     if flip_seed is not None:
         flip = tf.random.stateless_uniform([], seed=flip_seed) < 0.5
-        image, boxes = tf.cond(
-            flip, lambda: flip_left_right(image, boxes), lambda: (image, boxes)
-        )
+        image, boxes = tf.cond(flip, lambda: flip_left_right(image, boxes), lambda: (image, boxes))
 
     orig_hw = tf.cast(orig_size, tf.float32)
     scale = tf.minimum(height / orig_hw[0], width / orig_hw[1])
@@ -214,22 +212,23 @@ def _empty_batch(element_spec: dict) -> dict:
     return batch
 
 
-def _count_examples(dataset: tf.data.Dataset) -> int:
-    """Number of elements; TFDS usually knows it, mocks may not."""
-    cardinality = int(dataset.cardinality())
-    if cardinality >= 0:
-        return cardinality
-    return int(dataset.reduce(0, lambda count, _: count + 1))
-
-
 def _max_host_examples(name: str, split: str, *, data_dir: str | None, process_count: int) -> int:
     """The most examples any host gets from ``split``: every host runs that many eval steps."""
+    builder = registry.load_builder(name, data_dir=data_dir)
+    shards = tfds.even_splits(split, n=process_count)
+    try:
+        return max(builder.info.splits[shard].num_examples for shard in shards)
+    except KeyError:  # No split metadata (mocked datasets): count the examples.
+        pass
     sizes = []
     for process_index in range(process_count):
         dataset, _ = read_examples(
             name, split, data_dir=data_dir, process_index=process_index, process_count=process_count
         )
-        sizes.append(_count_examples(dataset))
+        cardinality = int(dataset.cardinality())
+        sizes.append(
+            cardinality if cardinality >= 0 else int(dataset.reduce(0, lambda n, _: n + 1))
+        )
     return max(sizes)
 
 

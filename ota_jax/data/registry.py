@@ -159,7 +159,9 @@ def resolve(name: str) -> tuple[DatasetSpec, str]:
     base = name.split("/", 1)[0]
     if base == "ota_shapes":
         return DATASETS[base], name
-    raise ValueError(f"Unknown dataset {name!r}; known: {sorted(DATASETS)} and ota_shapes/<config>.")
+    raise ValueError(
+        f"Unknown dataset {name!r}; known: {sorted(DATASETS)} and ota_shapes/<config>."
+    )
 
 
 def load_builder(name: str, *, data_dir: str | None) -> tfds.core.DatasetBuilder:

@@ -24,7 +24,7 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -234,8 +234,8 @@ class OtaShapes(tfds.core.GeneratorBasedBuilder):
     """Synthetic coloured shapes for object detection, generated locally."""
 
     VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
-    BUILDER_CONFIGS = [
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Initial release."}
+    BUILDER_CONFIGS: ClassVar[list[OtaShapesConfig]] = [
         OtaShapesConfig(name="default", description="2000/200 images, 1-8 objects each."),
         OtaShapesConfig(
             name="crowded",

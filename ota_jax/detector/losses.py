@@ -111,8 +111,11 @@ def assign_targets(
     """
     assign = resolve_assigner(config.assigner)
     predictions = jax.lax.stop_gradient(
-        (outputs.pred_boxes.astype(jnp.float32), outputs.cls_logits.astype(jnp.float32),
-         outputs.iou_logits.astype(jnp.float32))
+        (
+            outputs.pred_boxes.astype(jnp.float32),
+            outputs.cls_logits.astype(jnp.float32),
+            outputs.iou_logits.astype(jnp.float32),
+        )
     )
     pred_boxes, cls_logits, iou_logits = predictions
     kwargs: dict[str, Any] = {}
@@ -121,9 +124,14 @@ def assign_targets(
     if config.iou_branch_as_objectness:
         kwargs["obj_logits"] = iou_logits
     assignment = assign(
-        pred_boxes, cls_logits, points, strides,
-        batch["gt_boxes"].astype(jnp.float32), batch["gt_labels"].astype(jnp.int32),
-        batch["gt_mask"].astype(bool), **kwargs,
+        pred_boxes,
+        cls_logits,
+        points,
+        strides,
+        batch["gt_boxes"].astype(jnp.float32),
+        batch["gt_labels"].astype(jnp.int32),
+        batch["gt_mask"].astype(bool),
+        **kwargs,
     )
     return jax.lax.stop_gradient(assignment)
 
@@ -156,23 +164,22 @@ def losses_from_assignment(
     pos_norm = jnp.maximum(num_pos, 1.0)
 
     cls_targets = jax.nn.one_hot(assignment.labels, cls_logits.shape[-1], dtype=jnp.float32)
-    focal = optax.sigmoid_focal_loss(cls_logits, cls_targets, alpha=config.focal_alpha,
-                                     gamma=config.focal_gamma).sum(axis=-1)
+    focal = optax.sigmoid_focal_loss(
+        cls_logits, cls_targets, alpha=config.focal_alpha, gamma=config.focal_gamma
+    ).sum(axis=-1)
     if anchor_mask is not None:
         focal = jnp.where(jnp.broadcast_to(anchor_mask, focal.shape), focal, 0.0)
     loss_cls = focal.sum() / pos_norm
 
     safe_pred = jnp.where(fg[..., None], pred_boxes, _DUMMY_BOX)
     safe_target = jnp.where(fg[..., None], assignment.box_targets, _DUMMY_BOX)
-    giou_loss = jnp.where(fg, (1.0 - elementwise_giou(safe_pred, safe_target)) * target_ious,
-                          0.0)
+    giou_loss = jnp.where(fg, (1.0 - elementwise_giou(safe_pred, safe_target)) * target_ious, 0.0)
     # Official: normalised by the summed IoU targets, clamped at 1 like the counts.
     loss_box = config.box_weight * giou_loss.sum() / jnp.maximum(target_ious.sum(), 1.0)
 
     bce = optax.sigmoid_binary_cross_entropy(iou_logits, target_ious)
     loss_iou = config.iou_weight * jnp.where(fg, bce, 0.0).sum() / pos_norm
-    return {"loss_cls": loss_cls, "loss_box": loss_box, "loss_iou": loss_iou,
-            "num_pos": num_pos}
+    return {"loss_cls": loss_cls, "loss_box": loss_box, "loss_iou": loss_iou, "num_pos": num_pos}
 
 
 def detection_loss(

@@ -114,8 +114,7 @@ def fcos_config(name: str, num_classes: int, **overrides: Any) -> FCOSConfig:
     (8, 16, 32)
     """
     presets: dict[str, dict[str, Any]] = {
-        "tiny": dict(backbone="tiny", fpn_width=32, strides=(8, 16, 32), num_convs=2,
-                     num_groups=8),
+        "tiny": dict(backbone="tiny", fpn_width=32, strides=(8, 16, 32), num_convs=2, num_groups=8),
         "resnet18": dict(backbone="resnet18"),
         "resnet50": dict(backbone="resnet50"),
     }
@@ -179,21 +178,70 @@ class FrozenBatchNorm(nnx.Module):
         return x * multiplier.astype(self.dtype) + shift.astype(self.dtype)
 
 
-def _norm(kind: str, channels: int, num_groups: int, dtype: Any, *, rngs: nnx.Rngs,
-          zero_init: bool = False) -> nnx.Module:
-    if kind == "frozen_batch":
-        return FrozenBatchNorm(channels, dtype=dtype)
-    # Zero-initialising the last norm of a residual branch makes every block start
-    # as the identity, which helps training from scratch (Goyal et al. 2017).
-    scale_init = nnx.initializers.zeros if zero_init else nnx.initializers.ones
-    return nnx.GroupNorm(channels, num_groups=_groups(num_groups, channels), dtype=dtype,
-                         scale_init=scale_init, rngs=rngs)
+@dataclasses.dataclass(frozen=True)
+class _Layers:
+    """Builds the backbone's convs and norms with one set of settings (construction only)."""
+
+    norm: str
+    num_groups: int
+    dtype: Any
+    rngs: nnx.Rngs
+
+    def conv(self, in_ch: int, out_ch: int, kernel: int, stride: int = 1) -> nnx.Conv:
+        # No bias: every backbone conv is followed by a norm with its own shift.
+        return _conv(in_ch, out_ch, kernel, stride, dtype=self.dtype, rngs=self.rngs)
+
+    def norm_layer(self, channels: int, *, zero_init: bool = False) -> nnx.Module:
+        if self.norm == "frozen_batch":
+            return FrozenBatchNorm(channels, dtype=self.dtype)
+        # Zero-initialising the last norm of a residual branch makes every block
+        # start as the identity, which helps training from scratch (Goyal et al. 2017).
+        scale_init = nnx.initializers.zeros if zero_init else nnx.initializers.ones
+        groups = _groups(self.num_groups, channels)
+        return nnx.GroupNorm(
+            channels, num_groups=groups, dtype=self.dtype, scale_init=scale_init, rngs=self.rngs
+        )
 
 
-def _conv(in_ch: int, out_ch: int, kernel: int, stride: int = 1, *, dtype: Any,
-          rngs: nnx.Rngs, use_bias: bool = False, **kwargs: Any) -> nnx.Conv:
-    return nnx.Conv(in_ch, out_ch, (kernel, kernel), strides=stride, padding="SAME",
-                    use_bias=use_bias, dtype=dtype, rngs=rngs, **kwargs)
+def _conv(
+    in_ch: int,
+    out_ch: int,
+    kernel: int,
+    stride: int = 1,
+    *,
+    dtype: Any,
+    rngs: nnx.Rngs,
+    use_bias: bool = False,
+    **kwargs: Any,
+) -> nnx.Conv:
+    return nnx.Conv(
+        in_ch,
+        out_ch,
+        (kernel, kernel),
+        strides=stride,
+        padding="SAME",
+        use_bias=use_bias,
+        dtype=dtype,
+        rngs=rngs,
+        **kwargs,
+    )
+
+
+class _Projection(nnx.Module):
+    """Strided 1x1 conv + norm on the shortcut when the shape changes."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, layers: _Layers):
+        self.conv = layers.conv(in_ch, out_ch, 1, stride)
+        self.norm = layers.norm_layer(out_ch)
+
+    def __call__(self, x: Array) -> Array:
+        return self.norm(self.conv(x))
+
+
+def _shortcut(in_ch: int, out_ch: int, stride: int, layers: _Layers) -> _Projection | None:
+    if stride == 1 and in_ch == out_ch:
+        return None
+    return _Projection(in_ch, out_ch, stride, layers)
 
 
 class BasicBlock(nnx.Module):
@@ -201,16 +249,13 @@ class BasicBlock(nnx.Module):
 
     expansion = 1
 
-    def __init__(self, in_ch: int, width: int, stride: int, *, norm: str, num_groups: int,
-                 dtype: Any, rngs: nnx.Rngs):
+    def __init__(self, in_ch: int, width: int, stride: int, layers: _Layers):
         out_ch = width * self.expansion
-        self.conv1 = _conv(in_ch, width, 3, stride, dtype=dtype, rngs=rngs)
-        self.norm1 = _norm(norm, width, num_groups, dtype, rngs=rngs)
-        self.conv2 = _conv(width, out_ch, 3, dtype=dtype, rngs=rngs)
-        self.norm2 = _norm(norm, out_ch, num_groups, dtype, rngs=rngs, zero_init=True)
-        self.shortcut = _Projection(in_ch, out_ch, stride, norm=norm, num_groups=num_groups,
-                                    dtype=dtype, rngs=rngs) if (
-            stride != 1 or in_ch != out_ch) else None
+        self.conv1 = layers.conv(in_ch, width, 3, stride)
+        self.norm1 = layers.norm_layer(width)
+        self.conv2 = layers.conv(width, out_ch, 3)
+        self.norm2 = layers.norm_layer(out_ch, zero_init=True)
+        self.shortcut = _shortcut(in_ch, out_ch, stride, layers)
 
     def __call__(self, x: Array) -> Array:
         residual = x if self.shortcut is None else self.shortcut(x)
@@ -224,18 +269,15 @@ class BottleneckBlock(nnx.Module):
 
     expansion = 4
 
-    def __init__(self, in_ch: int, width: int, stride: int, *, norm: str, num_groups: int,
-                 dtype: Any, rngs: nnx.Rngs):
+    def __init__(self, in_ch: int, width: int, stride: int, layers: _Layers):
         out_ch = width * self.expansion
-        self.conv1 = _conv(in_ch, width, 1, dtype=dtype, rngs=rngs)
-        self.norm1 = _norm(norm, width, num_groups, dtype, rngs=rngs)
-        self.conv2 = _conv(width, width, 3, stride, dtype=dtype, rngs=rngs)
-        self.norm2 = _norm(norm, width, num_groups, dtype, rngs=rngs)
-        self.conv3 = _conv(width, out_ch, 1, dtype=dtype, rngs=rngs)
-        self.norm3 = _norm(norm, out_ch, num_groups, dtype, rngs=rngs, zero_init=True)
-        self.shortcut = _Projection(in_ch, out_ch, stride, norm=norm, num_groups=num_groups,
-                                    dtype=dtype, rngs=rngs) if (
-            stride != 1 or in_ch != out_ch) else None
+        self.conv1 = layers.conv(in_ch, width, 1)
+        self.norm1 = layers.norm_layer(width)
+        self.conv2 = layers.conv(width, width, 3, stride)
+        self.norm2 = layers.norm_layer(width)
+        self.conv3 = layers.conv(width, out_ch, 1)
+        self.norm3 = layers.norm_layer(out_ch, zero_init=True)
+        self.shortcut = _shortcut(in_ch, out_ch, stride, layers)
 
     def __call__(self, x: Array) -> Array:
         residual = x if self.shortcut is None else self.shortcut(x)
@@ -245,40 +287,36 @@ class BottleneckBlock(nnx.Module):
         return nnx.relu(y + residual)
 
 
-class _Projection(nnx.Module):
-    """Strided 1x1 conv + norm on the shortcut when the shape changes."""
-
-    def __init__(self, in_ch: int, out_ch: int, stride: int, *, norm: str, num_groups: int,
-                 dtype: Any, rngs: nnx.Rngs):
-        self.conv = _conv(in_ch, out_ch, 1, stride, dtype=dtype, rngs=rngs)
-        self.norm = _norm(norm, out_ch, num_groups, dtype, rngs=rngs)
-
-    def __call__(self, x: Array) -> Array:
-        return self.norm(self.conv(x))
-
-
 class ResNet(nnx.Module):
     """ResNet trunk returning the outputs of stages 2.. (C3 at stride 8, C4, C5).
 
     Only the stages that feed the FPN are built: ``num_outputs`` of C3, C4, C5.
     """
 
-    def __init__(self, name: str, *, width: int | None = None, num_outputs: int = 3,
-                 norm: str = "group", num_groups: int = 32, dtype: Any = jnp.float32,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self,
+        name: str,
+        *,
+        width: int | None = None,
+        num_outputs: int = 3,
+        norm: str = "group",
+        num_groups: int = 32,
+        dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
         block_kind, stage_sizes, default_width = _RESNETS[name]
         block_cls = BasicBlock if block_kind == "basic" else BottleneckBlock
+        layers = _Layers(norm, num_groups, dtype, rngs)
         width = width or default_width
-        self.stem_conv = _conv(3, width, 7, 2, dtype=dtype, rngs=rngs)
-        self.stem_norm = _norm(norm, width, num_groups, dtype, rngs=rngs)
+        self.stem_conv = layers.conv(3, width, 7, 2)
+        self.stem_norm = layers.norm_layer(width)
         stages, in_ch = [], width
         self.out_channels: tuple[int, ...] = ()
         for i, num_blocks in enumerate(stage_sizes[: 1 + num_outputs]):
             blocks = []
             for j in range(num_blocks):
                 stride = 2 if (i > 0 and j == 0) else 1
-                blocks.append(block_cls(in_ch, width * 2**i, stride, norm=norm,
-                                        num_groups=num_groups, dtype=dtype, rngs=rngs))
+                blocks.append(block_cls(in_ch, width * 2**i, stride, layers))
                 in_ch = width * 2**i * block_cls.expansion
             stages.append(nnx.List(blocks))
             if i > 0:
@@ -298,30 +336,44 @@ class ResNet(nnx.Module):
         return outputs
 
 
-def _fpn_conv(in_ch: int, out_ch: int, kernel: int, stride: int, *, dtype: Any,
-              rngs: nnx.Rngs) -> nnx.Conv:
+def _fpn_conv(
+    in_ch: int, out_ch: int, kernel: int, stride: int, *, dtype: Any, rngs: nnx.Rngs
+) -> nnx.Conv:
     # detectron2/cvpods FPN init: kaiming-uniform with a=1, zero bias.
     init = nnx.initializers.variance_scaling(1.0, "fan_in", "uniform")
-    return _conv(in_ch, out_ch, kernel, stride, dtype=dtype, rngs=rngs, use_bias=True,
-                 kernel_init=init)
+    return _conv(
+        in_ch, out_ch, kernel, stride, dtype=dtype, rngs=rngs, use_bias=True, kernel_init=init
+    )
 
 
 class FPN(nnx.Module):
     """Feature pyramid (Lin et al. 2017): top-down over C3-C5, then strided convs for P6+."""
 
-    def __init__(self, in_channels: Sequence[int], width: int, num_levels: int, *,
-                 extra_from: str, dtype: Any, rngs: nnx.Rngs):
-        self.lateral = nnx.List([_fpn_conv(c, width, 1, 1, dtype=dtype, rngs=rngs)
-                                 for c in in_channels])
-        self.output = nnx.List([_fpn_conv(width, width, 3, 1, dtype=dtype, rngs=rngs)
-                                for _ in in_channels])
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        width: int,
+        num_levels: int,
+        *,
+        extra_from: str,
+        dtype: Any,
+        rngs: nnx.Rngs,
+    ):
+        self.lateral = nnx.List(
+            [_fpn_conv(c, width, 1, 1, dtype=dtype, rngs=rngs) for c in in_channels]
+        )
+        self.output = nnx.List(
+            [_fpn_conv(width, width, 3, 1, dtype=dtype, rngs=rngs) for _ in in_channels]
+        )
         num_extra = num_levels - len(in_channels)
         self.extra_from = extra_from
         first_in = width if extra_from == "p5" else in_channels[-1]
-        self.extra = nnx.List([
-            _fpn_conv(first_in if i == 0 else width, width, 3, 2, dtype=dtype, rngs=rngs)
-            for i in range(num_extra)
-        ])
+        self.extra = nnx.List(
+            [
+                _fpn_conv(first_in if i == 0 else width, width, 3, 2, dtype=dtype, rngs=rngs)
+                for i in range(num_extra)
+            ]
+        )
 
     def __call__(self, features: Sequence[Array]) -> list[Array]:
         """``[C3, ...]`` -> ``[P3, ..., P_last]``, each ``[B, h_l, w_l, width]``."""
@@ -342,47 +394,72 @@ class FPN(nnx.Module):
         return outputs
 
 
+class _TowerLayer(nnx.Module):
+    """conv 3x3 + GroupNorm + ReLU, one layer of a head tower."""
+
+    def __init__(self, width: int, num_groups: int, dtype: Any, rngs: nnx.Rngs):
+        self.conv = _head_conv(width, width, dtype=dtype, rngs=rngs)
+        groups = _groups(num_groups, width)
+        self.norm = nnx.GroupNorm(width, num_groups=groups, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: Array) -> Array:
+        return nnx.relu(self.norm(self.conv(x)))
+
+
+def _head_conv(
+    in_ch: int, out_ch: int, *, dtype: Any, rngs: nnx.Rngs, bias: float = 0.0
+) -> nnx.Conv:
+    # FCOS init: normal(std=0.01) kernels and a constant bias.
+    return _conv(
+        in_ch,
+        out_ch,
+        3,
+        dtype=dtype,
+        rngs=rngs,
+        use_bias=True,
+        kernel_init=nnx.initializers.normal(0.01),
+        bias_init=nnx.initializers.constant(bias),
+    )
+
+
 class FCOSHead(nnx.Module):
     """The head shared by all levels: class and box towers, class/ltrb/IoU predictions."""
 
-    def __init__(self, width: int, num_classes: int, num_levels: int, *, num_convs: int,
-                 num_groups: int, prior_prob: float, dtype: Any, rngs: nnx.Rngs):
-        # FCOS init: normal(std=0.01) convs, zero bias; the class bias encodes the
-        # prior so the initial focal loss is not swamped by the many negatives.
-        init = nnx.initializers.normal(0.01)
-
-        def conv(out_ch: int, bias_init: Any = nnx.initializers.zeros) -> nnx.Conv:
-            return _conv(width, out_ch, 3, dtype=dtype, rngs=rngs, use_bias=True,
-                         kernel_init=init, bias_init=bias_init)
-
-        def tower() -> nnx.List:
-            layers = []
-            for _ in range(num_convs):
-                layers.append(conv(width))
-                layers.append(nnx.GroupNorm(width, num_groups=_groups(num_groups, width),
-                                            dtype=dtype, rngs=rngs))
-            return nnx.List(layers)
-
-        self.cls_tower = tower()
-        self.box_tower = tower()
+    def __init__(
+        self,
+        width: int,
+        num_classes: int,
+        num_levels: int,
+        *,
+        num_convs: int,
+        num_groups: int,
+        prior_prob: float,
+        dtype: Any,
+        rngs: nnx.Rngs,
+    ):
+        self.cls_tower = nnx.List(
+            [_TowerLayer(width, num_groups, dtype, rngs) for _ in range(num_convs)]
+        )
+        self.box_tower = nnx.List(
+            [_TowerLayer(width, num_groups, dtype, rngs) for _ in range(num_convs)]
+        )
+        # The class bias encodes the prior so that at initialisation the focal loss
+        # is not swamped by the many easy negatives (Lin et al. 2017).
         prior_bias = -math.log((1 - prior_prob) / prior_prob)
-        self.cls_logits = conv(num_classes, nnx.initializers.constant(prior_bias))
-        self.ltrb = conv(4)
-        self.iou = conv(1)
+        self.cls_logits = _head_conv(width, num_classes, dtype=dtype, rngs=rngs, bias=prior_bias)
+        self.ltrb = _head_conv(width, 4, dtype=dtype, rngs=rngs)
+        self.iou = _head_conv(width, 1, dtype=dtype, rngs=rngs)
         self.scales = nnx.List([nnx.Param(jnp.ones((), jnp.float32)) for _ in range(num_levels)])
-
-    @staticmethod
-    def _run_tower(tower: nnx.List, x: Array) -> Array:
-        for i in range(0, len(tower), 2):
-            x = nnx.relu(tower[i + 1](tower[i](x)))
-        return x
 
     def __call__(self, feature: Array, level: int) -> tuple[Array, Array, Array]:
         """One level ``[B, h, w, width]`` -> float32 class logits ``[B, h, w, C]``, raw
         scaled regression ``[B, h, w, 4]`` (before the activation) and IoU logits ``[B, h, w]``.
         """
-        cls_features = self._run_tower(self.cls_tower, feature)
-        box_features = self._run_tower(self.box_tower, feature)
+        cls_features = box_features = feature
+        for layer in self.cls_tower:
+            cls_features = layer(cls_features)
+        for layer in self.box_tower:
+            box_features = layer(box_features)
         cls_logits = self.cls_logits(cls_features).astype(jnp.float32)
         regression = self.ltrb(box_features).astype(jnp.float32) * self.scales[level][...]
         iou_logits = self.iou(box_features).astype(jnp.float32)[..., 0]
@@ -400,14 +477,33 @@ class FCOS(nnx.Module):
         self.config = config
         dtype = jnp.dtype(config.dtype)
         num_levels = len(config.strides)
-        self.backbone = ResNet(config.backbone, width=config.backbone_width,
-                               num_outputs=min(num_levels, 3), norm=config.backbone_norm,
-                               num_groups=config.num_groups, dtype=dtype, rngs=rngs)
-        self.fpn = FPN(self.backbone.out_channels, config.fpn_width, num_levels,
-                       extra_from=config.extra_levels_from, dtype=dtype, rngs=rngs)
-        self.head = FCOSHead(config.fpn_width, config.num_classes, num_levels,
-                             num_convs=config.num_convs, num_groups=config.num_groups,
-                             prior_prob=config.prior_prob, dtype=dtype, rngs=rngs)
+        self.backbone = ResNet(
+            config.backbone,
+            width=config.backbone_width,
+            num_outputs=min(num_levels, 3),
+            norm=config.backbone_norm,
+            num_groups=config.num_groups,
+            dtype=dtype,
+            rngs=rngs,
+        )
+        self.fpn = FPN(
+            self.backbone.out_channels,
+            config.fpn_width,
+            num_levels,
+            extra_from=config.extra_levels_from,
+            dtype=dtype,
+            rngs=rngs,
+        )
+        self.head = FCOSHead(
+            config.fpn_width,
+            config.num_classes,
+            num_levels,
+            num_convs=config.num_convs,
+            num_groups=config.num_groups,
+            prior_prob=config.prior_prob,
+            dtype=dtype,
+            rngs=rngs,
+        )
 
     def anchors(self, image_size: tuple[int, int]) -> tuple[Array, Array]:
         """``points [A, 2]`` and ``strides [A]`` of this model for ``(H, W)`` inputs."""

@@ -57,7 +57,8 @@ class Detections(NamedTuple):
 
 
 def detection_scores(cls_logits: Array, iou_logits: Array) -> Array:
-    """``sqrt(sigmoid(cls) * sigmoid(iou))``: ``[..., A, C]`` from ``[..., A, C]`` and ``[..., A]``."""
+    """``sqrt(sigmoid(cls) * sigmoid(iou))``: ``[..., A, C]`` from class logits
+    ``[..., A, C]`` and IoU logits ``[..., A]``."""
     probs = jax.nn.sigmoid(cls_logits.astype(jnp.float32))
     quality = jax.nn.sigmoid(iou_logits.astype(jnp.float32))[..., None]
     return jnp.sqrt(probs * quality)
@@ -121,17 +122,25 @@ def nms(
         out = jnp.where(keep, out.at[num_kept].set(order[i]), out)
         return i + 1, num_kept + keep.astype(jnp.int32), suppressed, out
 
-    init = (jnp.int32(0), jnp.int32(0), jnp.zeros((num,), bool),
-            jnp.zeros((max_outputs,), jnp.int32))
+    init = (
+        jnp.int32(0),
+        jnp.int32(0),
+        jnp.zeros((num,), bool),
+        jnp.zeros((max_outputs,), jnp.int32),
+    )
     if num == 0:
         return init[3], jnp.zeros((max_outputs,), bool)
     _, num_kept, _, indices = jax.lax.while_loop(cond, body, init)
     return indices, jnp.arange(max_outputs) < num_kept
 
 
-def _postprocess_one(cls_logits: Array, iou_logits: Array, pred_boxes: Array,
-                     config: PostprocessConfig,
-                     image_size: tuple[int, int] | None) -> Detections:
+def _postprocess_one(
+    cls_logits: Array,
+    iou_logits: Array,
+    pred_boxes: Array,
+    config: PostprocessConfig,
+    image_size: tuple[int, int] | None,
+) -> Detections:
     num_anchors, num_classes = cls_logits.shape
     scores = detection_scores(cls_logits, iou_logits).reshape(-1)
     k = min(config.pre_nms_topk, num_anchors * num_classes)
@@ -140,13 +149,18 @@ def _postprocess_one(cls_logits: Array, iou_logits: Array, pred_boxes: Array,
     classes = (top_index % num_classes).astype(jnp.int32)
     boxes = pred_boxes[anchor].astype(jnp.float32)
     candidate = (top_scores > config.score_threshold) & jnp.all(jnp.isfinite(boxes), axis=-1)
-    keep, kept = nms(boxes, top_scores, iou_threshold=config.nms_iou_threshold,
-                     max_outputs=config.max_detections, valid=candidate, classes=classes)
+    keep, kept = nms(
+        boxes,
+        top_scores,
+        iou_threshold=config.nms_iou_threshold,
+        max_outputs=config.max_detections,
+        valid=candidate,
+        classes=classes,
+    )
     out_boxes = boxes[keep]
     if image_size is not None:
         height, width = image_size
-        out_boxes = jnp.clip(out_boxes, 0.0, jnp.array([width, height, width, height],
-                                                       jnp.float32))
+        out_boxes = jnp.clip(out_boxes, 0.0, jnp.array([width, height, width, height], jnp.float32))
     return Detections(
         boxes=jnp.where(kept[:, None], out_boxes, 0.0),
         scores=jnp.where(kept, top_scores[keep], 0.0),

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from flax import nnx, struct
 from jax import Array
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from ota_jax.detector.losses import LossConfig, detection_loss
 from ota_jax.detector.model import FCOS
@@ -41,6 +41,8 @@ __all__ = [
 ]
 
 DATA_AXIS = "data"
+_DEFAULT_LOSS = LossConfig()
+_DEFAULT_POSTPROCESS = PostprocessConfig()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,12 +86,14 @@ def make_schedule(config: OptimizerConfig) -> optax.Schedule:
     start = peak * config.warmup_factor
     if config.schedule == "cosine":
         return optax.warmup_cosine_decay_schedule(
-            start, peak, config.warmup_steps, max(config.total_steps, config.warmup_steps + 1))
+            start, peak, config.warmup_steps, max(config.total_steps, config.warmup_steps + 1)
+        )
     if config.schedule != "step":
         raise ValueError(f"unknown schedule {config.schedule!r}")
     # join_schedules restarts the count at each boundary, hence the shift.
     decays = optax.piecewise_constant_schedule(
-        peak, {max(b - config.warmup_steps, 0): config.decay_factor for b in config.decay_steps})
+        peak, {max(b - config.warmup_steps, 0): config.decay_factor for b in config.decay_steps}
+    )
     if config.warmup_steps == 0:
         return decays
     warmup = optax.linear_schedule(start, peak, config.warmup_steps)
@@ -112,8 +116,11 @@ def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
         parts.append(optax.add_decayed_weights(config.weight_decay, mask=_decay_mask))
         parts.append(optax.sgd(schedule, momentum=config.momentum))
     elif config.name == "adamw":
-        parts.append(optax.adamw(schedule, b1=config.momentum,
-                                 weight_decay=config.weight_decay, mask=_decay_mask))
+        parts.append(
+            optax.adamw(
+                schedule, b1=config.momentum, weight_decay=config.weight_decay, mask=_decay_mask
+            )
+        )
     else:
         raise ValueError(f"unknown optimizer {config.name!r}")
     return optax.chain(*parts)
@@ -152,20 +159,28 @@ def create_train_state(
     model: FCOS,
     tx: optax.GradientTransformation,
     *,
-    loss_config: LossConfig = LossConfig(),
+    loss_config: LossConfig = _DEFAULT_LOSS,
     schedule: Callable[[Array], Array] | None = None,
 ) -> TrainState:
     """Split `model` into a `TrainState` and initialise the optimizer."""
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     # train_step donates the state: copy so the caller's model keeps valid buffers.
     params, rest = jax.tree.map(jnp.copy, (params, rest))
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, rest=rest,
-                      opt_state=tx.init(params), graphdef=graphdef, tx=tx,
-                      loss_config=loss_config, schedule=schedule)
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        rest=rest,
+        opt_state=tx.init(params),
+        graphdef=graphdef,
+        tx=tx,
+        loss_config=loss_config,
+        schedule=schedule,
+    )
 
 
-def _loss_fn(params: nnx.State, state: TrainState,
-             batch: Mapping[str, Array]) -> tuple[Array, dict[str, Array]]:
+def _loss_fn(
+    params: nnx.State, state: TrainState, batch: Mapping[str, Array]
+) -> tuple[Array, dict[str, Array]]:
     model = state.model(params)
     images = batch["image"]
     outputs = model(images)
@@ -199,18 +214,23 @@ def train_step(state: TrainState, batch: Mapping[str, Array]) -> tuple[TrainStat
 
 
 @partial(jax.jit, static_argnames=("config",))
-def eval_step(state: TrainState, images: Array,
-              config: PostprocessConfig = PostprocessConfig()) -> Detections:
+def eval_step(
+    state: TrainState, images: Array, config: PostprocessConfig = _DEFAULT_POSTPROCESS
+) -> Detections:
     """Detections ``[B, K]`` for ``images [B, H, W, 3]``, boxes clipped to the input size."""
     outputs = state.model()(images)
     return postprocess(outputs, config=config, image_size=tuple(images.shape[1:3]))
 
 
 def make_data_mesh(num_devices: int | None = None) -> Mesh:
-    """A 1-D mesh over ``num_devices`` (default all, across all hosts) named ``"data"``."""
+    """A 1-D mesh with Auto sharding over ``num_devices`` (default all, across all hosts)
+    named ``"data"``."""
     devices = jax.devices()
     num = len(devices) if num_devices is None else num_devices
-    return jax.make_mesh((num,), (DATA_AXIS,), devices=devices[:num])
+    # Auto axes (GSPMD propagation): the batch sharding flows through the model and
+    # the assigners' vmap without annotations. JAX's default, Explicit axes, would
+    # put shardings in every intermediate's type and require a mesh context.
+    return jax.make_mesh((num,), (DATA_AXIS,), axis_types=(AxisType.Auto,), devices=devices[:num])
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
@@ -226,5 +246,7 @@ def shard_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, 
     num_processes`` and must divide evenly over the mesh's devices.
     """
     sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
-    return {name: jax.make_array_from_process_local_data(sharding, np.asarray(value))
-            for name, value in local_batch.items()}
+    return {
+        name: jax.make_array_from_process_local_data(sharding, np.asarray(value))
+        for name, value in local_batch.items()
+    }
