@@ -6,9 +6,12 @@ per-image PyTorch loops of ``torch_loops.py`` on the same inputs, checks that
 they assign the same anchors, and measures peak memory. It prints a markdown
 table and writes everything to JSON.
 
-Timing: warm-up calls first (the first JAX call includes compilation and is
-reported apart), then the median of ``--repeats`` calls, each ended by
-``block_until_ready`` (JAX) or ``torch.cuda.synchronize`` (PyTorch on GPU).
+Timing: warm-up calls first (the first call, which compiles for JAX, is
+reported apart), then the median of ``--repeats`` JAX calls and of
+``--torch-repeats`` loop calls, each ended by ``block_until_ready`` (JAX) or
+``torch.cuda.synchronize`` (PyTorch on GPU). The two sides' timed calls are
+interleaved in rounds so that a change of machine load hits both alike; the
+JSON records the load average before and after the run.
 
 Agreement: over the anchors the PyTorch loop makes positive (``gt_index >= 0``),
 the fraction where ota_jax picks the same gt. Both sides get the same
@@ -21,15 +24,16 @@ a fresh subprocess per side and assigner, so that nothing an earlier run left
 behind hides it (``--memory inline``, the ``--quick`` default, measures in this
 process instead and may under-report):
 
-* GPU: ``torch.cuda.max_memory_allocated`` (after a reset) minus the memory in
-  use before the call; for JAX, ``memory_stats()["peak_bytes_in_use"]`` minus
-  ``bytes_in_use`` before the call (inputs excluded; the first call, compile
-  included, runs before so the peak is of a warm call only where the allocator
-  shrinks back; see ``memory_method`` in the JSON).
+* GPU: PyTorch, ``torch.cuda.max_memory_allocated`` (reset before a warm call)
+  minus the memory allocated before it; JAX, ``memory_stats()``'s
+  ``peak_bytes_in_use`` minus ``bytes_in_use`` before the first call of the
+  fresh process (inputs excluded; the counter cannot be reset, so compilation
+  is included).
 * CPU: the process's resident-set high-water mark (``VmHWM``, reset through
   ``/proc/self/clear_refs`` just before the call) minus the resident set
-  before it, with glibc's mmap threshold pinned at 256 KiB so that freed big
-  buffers go back to the OS and a second call's buffers count again.
+  before it, for a warm JAX call or the fresh process's first PyTorch call,
+  with glibc's mmap threshold pinned at 256 KiB so that freed big buffers go
+  back to the OS and the resident set follows live memory.
 * JAX on any backend, also: XLA's compile-time ``memory_analysis()`` temp bytes.
 
 Examples::
@@ -211,26 +215,52 @@ def _sync_torch(kind: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_calls(
-    call: Callable[[], object], finish: Callable[[object], object], warmup: int, repeats: int
-) -> dict:
-    """Times ``finish(call())``: the first call, then warm-up, then ``repeats`` calls."""
-    times, first_ms, result = [], None, None
-    for i in range(warmup + repeats):
+@dataclasses.dataclass
+class _Timed:
+    call: Callable[[], object]
+    finish: Callable[[object], object]
+    repeats: int
+    times: list = dataclasses.field(default_factory=list)
+    first_ms: float | None = None
+    result: object = None
+
+    def once(self) -> float:
         start = time.perf_counter()
-        result = finish(call())
-        elapsed = (time.perf_counter() - start) * 1e3
-        if i == 0:
-            first_ms = elapsed
-        if i >= warmup:
-            times.append(elapsed)
-    return {
-        "ms": statistics.median(times),
-        "ms_min": min(times),
-        "ms_all": [round(t, 3) for t in times],
-        "first_call_ms": first_ms,
-        "result": result,
-    }
+        self.result = self.finish(self.call())
+        return (time.perf_counter() - start) * 1e3
+
+    def summary(self) -> dict:
+        return {
+            "ms": statistics.median(self.times),
+            "ms_min": min(self.times),
+            "ms_all": [round(t, 3) for t in self.times],
+            "first_call_ms": self.first_ms,
+        }
+
+
+def time_sides(sides: dict[str, _Timed], warmup: int, prefix: str = "") -> None:
+    """Times every side: ``warmup`` untimed calls each (the first one's time is
+    kept apart), then rounds that interleave the sides, so that a change in
+    machine load during the run hits both sides alike. The side with the most
+    repeats is spread evenly over the rounds of the one with the fewest."""
+    if not sides:
+        return
+    for name, side in sides.items():
+        _log(f"{prefix}{name}: warm-up ...")
+        for i in range(max(warmup, 1)):
+            elapsed = side.once()
+            if i == 0:
+                side.first_ms = elapsed
+    rounds = min(side.repeats for side in sides.values())
+    for r in range(rounds):
+        for side in sides.values():
+            # This round's share of the side's repeats.
+            count = (r + 1) * side.repeats // rounds - r * side.repeats // rounds
+            side.times.extend(side.once() for _ in range(count))
+        _log(
+            f"{prefix}round {r + 1}/{rounds}: "
+            + ", ".join(f"{n} {statistics.median(s.times):.1f} ms" for n, s in sides.items())
+        )
 
 
 def agreement(reference: np.ndarray, test: np.ndarray) -> dict:
@@ -329,9 +359,11 @@ def measure_peak(
             "memory_method": "JAX memory_stats peak_bytes_in_use minus bytes_in_use before "
             f"(first call, compile included; {where})",
         }
-    # CPU: the resident-set high-water mark around a warm call.
+    # CPU: the resident-set high-water mark around one call, warm for JAX (the
+    # first call compiles); a fresh process's first torch call is measured as is.
     finish = jax.block_until_ready if side == "jax" else (lambda r: r)
-    finish(call())
+    if side == "jax" or not fresh:
+        finish(call())
     try:
         Path("/proc/self/clear_refs").write_text("5")
         before = _proc_status_kib("VmRSS")
@@ -339,7 +371,7 @@ def measure_peak(
         return {"peak_bytes": None, "memory_method": "n/a (cannot reset VmHWM)"}
     finish(call())
     peak = max(_proc_status_kib("VmHWM") - before, 0) * 1024
-    method = "CPU VmHWM (reset via /proc/self/clear_refs) minus VmRSS before a warm call"
+    method = "CPU VmHWM (reset via /proc/self/clear_refs) minus VmRSS before the call"
     method += ", glibc mmap threshold 256 KiB" if pinned else ""
     return {"peak_bytes": int(peak), "memory_method": f"{method} ({where})"}
 
@@ -519,6 +551,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def _load_average() -> list[float] | None:
+    with contextlib.suppress(OSError, AttributeError):
+        return [round(x, 2) for x in os.getloadavg()]
+    return None
+
+
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -547,6 +585,7 @@ def run(args) -> dict:
     if not args.skip_torch:
         import torch
 
+    load_before = _load_average()
     _log(f"device: {devices.name} (torch on {devices.torch_device}, jax on {devices.jax_device})")
     rows, workload_info = [], []
     for name in names:
@@ -569,19 +608,10 @@ def run(args) -> dict:
                 "num_gts": int(workload.gt_mask.sum()),
                 "max_gt": int(workload.gt_mask.shape[1]),
             }
-            jax_index = torch_index = None
+            sides: dict[str, _Timed] = {}
             if not args.skip_jax:
                 call = _jax_call(assigner, arrays, config)
-                timing = time_calls(call, jax.block_until_ready, args.warmup, args.repeats)
-                jax_index = np.asarray(timing.pop("result").gt_index)
-                row.update(
-                    jax_ms=timing["ms"],
-                    jax_ms_min=timing["ms_min"],
-                    jax_ms_all=timing["ms_all"],
-                    jax_first_call_ms=timing["first_call_ms"],
-                    jax_xla_temp_bytes=_xla_temp_bytes(assigner, arrays, config),
-                )
-                _log(f"[{name}] {assigner} jax: {timing['ms']:.2f} ms (median)")
+                sides["jax"] = _Timed(call, jax.block_until_ready, args.repeats)
             estimate = _estimated_torch_bytes(assigner, workload)
             if not args.skip_torch and estimate > limit_gb * 2**30:
                 row["torch_skipped"] = (
@@ -589,26 +619,27 @@ def run(args) -> dict:
                 )
                 _log(f"[{name}] {assigner} torch skipped: {row['torch_skipped']}")
             elif not args.skip_torch:
-                call = _torch_call(assigner, tensors, torch_kwargs)
 
                 def finish(result):
                     _sync_torch(devices.kind)
                     return result
 
-                _log(f"[{name}] {assigner} torch loop ...")
-                timing = time_calls(call, finish, args.warmup, args.torch_repeats)
-                torch_index = timing.pop("result").cpu().numpy()
-                row.update(
-                    torch_ms=timing["ms"],
-                    torch_ms_min=timing["ms_min"],
-                    torch_ms_all=timing["ms_all"],
-                    torch_first_call_ms=timing["first_call_ms"],
-                )
-                _log(f"[{name}] {assigner} torch: {timing['ms']:.1f} ms (median)")
-                if assigner == "ota" and not args.skip_jax and not args.no_row_shift_check:
+                call = _torch_call(assigner, tensors, torch_kwargs)
+                sides["torch"] = _Timed(call, finish, args.torch_repeats)
+            time_sides(sides, args.warmup, f"[{name}] {assigner} ")
+            for side_name, side in sides.items():
+                row.update({f"{side_name}_{k}": v for k, v in side.summary().items()})
+            jax_index = torch_index = None
+            if "jax" in sides:
+                jax_index = np.asarray(sides["jax"].result.gt_index)
+                row["jax_xla_temp_bytes"] = _xla_temp_bytes(assigner, arrays, config)
+            if "torch" in sides:
+                torch_index = sides["torch"].result.cpu().numpy()
+                if assigner == "ota" and jax_index is not None and not args.no_row_shift_check:
                     shifted = _torch_call(assigner, tensors, {**torch_kwargs, "shift_rows": True})
                     shifted_index = shifted().cpu().numpy()
                     row["vs_row_shifted_loop"] = agreement(shifted_index, jax_index)
+            sides.clear()
             if jax_index is not None and torch_index is not None:
                 row.update(agreement(torch_index, jax_index))
                 row["speedup"] = row["torch_ms"] / row["jax_ms"]
@@ -645,6 +676,8 @@ def run(args) -> dict:
         "versions": _versions(),
         "git_commit": _git_commit(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "load_average_before": load_before,
+        "load_average_after": _load_average(),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "settings": {
             "batch": args.batch,

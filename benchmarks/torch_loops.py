@@ -142,6 +142,7 @@ def ota_assign_image(
     penalty: float = 1e6,
     iou_eps: float = float(torch.finfo(torch.float32).eps),
     shift_rows: bool = False,
+    levels: list[tuple[int, int, float]] | None = None,
 ) -> torch.Tensor:
     """OTA for one image, the official cvpods FCOS ``get_ground_truth`` body.
 
@@ -155,6 +156,8 @@ def ota_assign_image(
       shift_rows: not in the official code. Subtracts each gt row's minimum
         cost before Sinkhorn (ASSIGNERS.md, OTA step 5), which changes only the
         rows of gts without any candidate anchor, where float32 at 1e6 is noise.
+      levels: ``(start, stop, stride)`` of each FPN level in ``points``; derived
+        from ``strides`` when not given (the official code holds them per level).
 
     Returns:
       ``[A]`` int64: index into the given gts, -1 for background.
@@ -171,7 +174,7 @@ def ota_assign_image(
     is_in_boxes = deltas.min(dim=-1).values > 0.01
     centers = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2
     is_in_centers = []
-    for start, stop, stride in _levels(strides):
+    for start, stop, stride in levels if levels is not None else _levels(strides):
         radius = stride * center_radius
         center_boxes = torch.cat(
             (
@@ -238,6 +241,7 @@ def ota_loop(
     ``kwargs`` go to ``ota_assign_image``.
     """
     out = []
+    kwargs.setdefault("levels", _levels(strides))
     for b in range(pred_boxes.shape[0]):
         keep = _real_gts(gt_mask[b])
         local = ota_assign_image(

@@ -186,21 +186,15 @@ def _solve_compacted(problem: _Problem, config: OTAConfig) -> Transport:
 
 def _solve(problem: _Problem, config: OTAConfig, *, batched: bool) -> Transport:
     """Compacted when configured and every image fits, else dense (same plan)."""
-    num_anchors = problem.cost.shape[-1]
-    if config.max_columns is None or config.max_columns >= num_anchors:
-        dense = _solve_dense
-        return (
-            jax.vmap(dense, in_axes=(0, None))(problem, config)
-            if batched
-            else dense(problem, config)
-        )
+    dense = partial(_solve_dense, config=config)
+    compact = partial(_solve_compacted, config=config)
     if batched:
-        dense, compact = (jax.vmap(f, in_axes=(0, None)) for f in (_solve_dense, _solve_compacted))
-    else:
-        dense, compact = _solve_dense, _solve_compacted
+        dense, compact = jax.vmap(dense), jax.vmap(compact)
+    if config.max_columns is None or config.max_columns >= problem.cost.shape[-1]:
+        return dense(problem)
     # One decision for the whole batch, so that lax.cond really skips a branch.
     all_fit = fits(problem.needed, config.max_columns).all()
-    return jax.lax.cond(all_fit, compact, dense, problem, config)
+    return jax.lax.cond(all_fit, compact, dense, problem)
 
 
 def _decode(problem: _Problem, transport: Transport, config: OTAConfig) -> Assignment:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -153,3 +155,9 @@ def test_resnet50_has_fcos_size_and_shapes():
 def test_config_validation(bad):
     with pytest.raises(ValueError):
         FCOSConfig(num_classes=2, **bad)
+
+
+def test_detector_never_imports_tensorflow():
+    """Layer 2 must not pull in TensorFlow (layer 3's dependency)."""
+    code = "import sys, ota_jax.detector; sys.exit('tensorflow' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

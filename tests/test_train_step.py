@@ -20,6 +20,7 @@ from ota_jax.detector.model import FCOS, fcos_config
 from ota_jax.detector.postprocess import PostprocessConfig
 from ota_jax.detector.train_step import (
     OptimizerConfig,
+    TrainState,
     create_train_state,
     eval_step,
     make_optimizer,
@@ -49,23 +50,41 @@ def tiny_batch(batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
     return {"image": images, "gt_boxes": boxes, "gt_labels": labels, "gt_mask": mask}
 
 
-def test_loss_decreases_on_a_fixed_batch():
+NUM_STEPS = 6
+
+
+def fresh_state() -> tuple[FCOS, TrainState]:
+    """The tiny model and its train state; the same in every process (fixed seeds)."""
     model = FCOS(fcos_config("tiny", num_classes=3), rngs=nnx.Rngs(0))
     config = OptimizerConfig(learning_rate=0.01, warmup_steps=0, total_steps=100, clip_norm=10.0)
-    state = create_train_state(model, make_optimizer(config), schedule=make_schedule(config))
-    batch = tiny_batch(2)
-    losses = []
-    for _ in range(6):
+    return model, create_train_state(model, make_optimizer(config), schedule=make_schedule(config))
+
+
+@pytest.fixture(scope="module")
+def training_run():
+    """A few steps on one fixed batch of 8 on the default (single) device."""
+    model, state = fresh_state()
+    batch = tiny_batch(8, seed=1)
+    history, first_params = [], None
+    for _ in range(NUM_STEPS):
         state, metrics = train_step(state, batch)
-        losses.append(float(metrics["loss"]))
-        assert all(np.isfinite(float(v)) for v in metrics.values())
-    assert int(state.step) == 6
+        history.append({k: float(v) for k, v in metrics.items()})
+        if first_params is None:
+            first_params = np.concatenate([np.ravel(x) for x in jax.tree.leaves(state.params)])
+    return model, state, batch, history, first_params
+
+
+def test_loss_decreases_on_a_fixed_batch(training_run):
+    model, state, batch, history, _ = training_run
+    losses = [metrics["loss"] for metrics in history]
+    assert all(np.isfinite(v) for metrics in history for v in metrics.values())
+    assert int(state.step) == NUM_STEPS
     assert losses[-1] < 0.8 * losses[0], losses
-    assert float(metrics["learning_rate"]) == pytest.approx(0.01, rel=1e-5)
+    assert history[-1]["learning_rate"] == pytest.approx(0.01, rel=1e-5)
     # The original model's buffers survive the donated steps.
     assert np.all(np.isfinite(model.head.scales[0][...]))
 
-    detections = eval_step(state, batch["image"], PostprocessConfig(max_detections=7))
+    detections = eval_step(state, batch["image"][:2], PostprocessConfig(max_detections=7))
     assert detections.boxes.shape == (2, 7, 4)
     assert detections.scores.shape == detections.classes.shape == detections.valid.shape == (2, 7)
 
@@ -100,19 +119,24 @@ def test_cosine_schedule_with_warmup():
 
 
 @pytest.mark.parametrize("name", ["sgd", "adamw"])
-def test_weight_decay_skips_norms_biases_and_scales(name):
+def test_weight_decay_skips_norms_biases_and_scales(name, training_run):
     """With zero gradients and no momentum history only decayed parameters move."""
-    model = FCOS(fcos_config("tiny", num_classes=2, num_convs=1), rngs=nnx.Rngs(1))
-    params = nnx.state(model, nnx.Param)
+    params = training_run[1].params
     tx = make_optimizer(
         OptimizerConfig(name=name, learning_rate=0.1, weight_decay=0.5, warmup_steps=0)
     )
-    zeros = jax.tree.map(jnp.zeros_like, params)
-    updates, _ = tx.update(zeros, tx.init(params), params)
+
+    @jax.jit
+    def first_update(params):
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return tx.update(zeros, tx.init(params), params)[0]
+
+    updates = first_update(params)
     for path, update in nnx.to_flat_state(updates):
         moved = bool(np.any(np.asarray(update) != 0))
         assert moved == (update.ndim > 1), path
     assert any(u.ndim > 1 for u in jax.tree.leaves(updates))
+    assert any(u.ndim <= 1 for u in jax.tree.leaves(updates))
 
 
 def test_clipping_bounds_the_update():
@@ -130,33 +154,26 @@ _MULTI_DEVICE_SCRIPT = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
     jax.config.update("jax_disable_most_optimizations", True)
-    from flax import nnx
-    from ota_jax.detector.model import FCOS, fcos_config
-    from ota_jax.detector.train_step import (OptimizerConfig, create_train_state, make_data_mesh,
-                                             make_optimizer, replicate, shard_batch, train_step)
+    from ota_jax.detector.train_step import make_data_mesh, replicate, shard_batch, train_step
     sys.path.insert(0, {tests_dir!r})
-    from test_train_step import tiny_batch
+    from test_train_step import fresh_state, tiny_batch
 
     assert jax.device_count() == 8, jax.devices()
-    batch = tiny_batch(8, seed=1)
-    model = FCOS(fcos_config("tiny", num_classes=3), rngs=nnx.Rngs(0))
-    tx = make_optimizer(OptimizerConfig(learning_rate=0.01, warmup_steps=0))
-    out = {{}}
-    for n in (1, 8):
-        mesh = make_data_mesh(n)
-        state = replicate(create_train_state(model, tx), mesh)
-        global_batch = shard_batch(batch, mesh)
-        assert len(global_batch["image"].addressable_shards) == n
-        state, metrics = train_step(state, global_batch)
-        params = np.concatenate([np.ravel(x) for x in jax.tree.leaves(state.params)])
-        out[n] = {{"loss": float(metrics["loss"]), "num_pos": float(metrics["num_pos"]),
-                   "params": params.tolist(), "grad_norm": float(metrics["grad_norm"])}}
+    mesh = make_data_mesh()
+    state = replicate(fresh_state()[1], mesh)
+    batch = shard_batch(tiny_batch(8, seed=1), mesh)
+    assert len(batch["image"].addressable_shards) == 8
+    state, metrics = train_step(state, batch)
+    params = np.concatenate([np.ravel(x) for x in jax.tree.leaves(state.params)])
+    out = {{k: float(v) for k, v in metrics.items()}}
+    out["params"] = params.tolist()
     print("RESULT" + json.dumps(out))
 """)
 
 
 @pytest.mark.slow
-def test_eight_devices_match_one_device():
+def test_eight_devices_match_one_device(training_run):
+    """The same first step with the batch sharded over 8 fake CPU devices."""
     env = dict(
         os.environ,
         XLA_FLAGS="--xla_force_host_platform_device_count=8",
@@ -174,9 +191,11 @@ def test_eight_devices_match_one_device():
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT"))
-    result = json.loads(line[len("RESULT") :])
-    one, eight = result["1"], result["8"]
-    assert one["num_pos"] == eight["num_pos"]
+    eight = json.loads(line[len("RESULT") :])
+    _, _, _, history, first_params = training_run
+    one = history[0]
+    assert eight["num_pos"] == one["num_pos"]
     np.testing.assert_allclose(eight["loss"], one["loss"], rtol=1e-5)
-    np.testing.assert_allclose(eight["grad_norm"], one["grad_norm"], rtol=1e-4)
-    np.testing.assert_allclose(eight["params"], one["params"], rtol=1e-4, atol=1e-6)
+    for name in ("loss_cls", "loss_box", "loss_iou", "grad_norm"):
+        np.testing.assert_allclose(eight[name], one[name], rtol=1e-4, err_msg=name)
+    np.testing.assert_allclose(eight["params"], first_params, rtol=1e-4, atol=1e-6)

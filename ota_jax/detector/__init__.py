@@ -1,0 +1,64 @@
+"""Layer 2: a Flax NNX FCOS detector trained with OTA/SimOTA, no TensorFlow.
+
+- `model`: `FCOS`, `FCOSConfig`, `fcos_config` presets, `FCOSOutput`, `decode_ltrb`.
+- `losses`: `detection_loss` (assign + focal / IoU-weighted GIoU / IoU-branch BCE).
+- `postprocess`: `postprocess` to fixed-size `Detections`, a jittable `nms`.
+- `train_step`: `TrainState`, `make_optimizer`, `train_step`, `eval_step` and the
+  data-parallel helpers `make_data_mesh`, `replicate`, `shard_batch`.
+"""
+
+from ota_jax.detector.losses import (
+    ASSIGNERS,
+    LossConfig,
+    assign_targets,
+    detection_loss,
+    losses_from_assignment,
+)
+from ota_jax.detector.model import FCOS, FCOSConfig, FCOSOutput, decode_ltrb, fcos_config
+from ota_jax.detector.postprocess import (
+    Detections,
+    PostprocessConfig,
+    detection_scores,
+    nms,
+    postprocess,
+)
+from ota_jax.detector.train_step import (
+    OptimizerConfig,
+    TrainState,
+    create_train_state,
+    eval_step,
+    make_data_mesh,
+    make_optimizer,
+    make_schedule,
+    replicate,
+    shard_batch,
+    train_step,
+)
+
+__all__ = [
+    "ASSIGNERS",
+    "FCOS",
+    "Detections",
+    "FCOSConfig",
+    "FCOSOutput",
+    "LossConfig",
+    "OptimizerConfig",
+    "PostprocessConfig",
+    "TrainState",
+    "assign_targets",
+    "create_train_state",
+    "decode_ltrb",
+    "detection_loss",
+    "detection_scores",
+    "eval_step",
+    "fcos_config",
+    "losses_from_assignment",
+    "make_data_mesh",
+    "make_optimizer",
+    "make_schedule",
+    "nms",
+    "postprocess",
+    "replicate",
+    "shard_batch",
+    "train_step",
+]

@@ -1,0 +1,108 @@
+"""Compacted OTA (candidate columns + one folded background column) equals dense OTA."""
+
+from functools import partial
+
+import jax
+import numpy as np
+import pytest
+
+import ota_jax
+from ota_jax import compaction
+from ota_jax.ota import _build_problem
+from tests.scenes import make_scene, padded
+
+IMAGE = (256, 256)  # 1344 anchor points on strides 8/16/32
+MAX_GT = 24
+
+
+@pytest.fixture(scope="module")
+def batch():
+    rng = np.random.default_rng(11)
+    scenes = [make_scene(rng, num_gt=n, image_size=IMAGE) for n in (1, 4, 9, 16, 24, 6)]
+    # Gts smaller than the stride between anchor centres: no candidate anchor.
+    tiny = np.float32([[1, 1, 3, 3], [9, 9, 11.5, 11], [100, 60, 102, 63]])
+    scenes.append(make_scene(rng, num_gt=0, image_size=IMAGE, gt_boxes=tiny))
+    boxes, labels, masks, _ = zip(*(padded(s, MAX_GT) for s in scenes), strict=True)
+    stack = lambda key: np.stack([getattr(s, key) for s in scenes])
+    return dict(
+        pred_boxes=stack("pred_boxes"),
+        cls_logits=stack("cls_logits"),
+        points=scenes[0].points,
+        strides=scenes[0].strides,
+        gt_boxes=np.stack(boxes),
+        gt_labels=np.stack(labels),
+        gt_mask=np.stack(masks),
+        obj_logits=stack("obj_logits"),
+    )
+
+
+def _assign(batch, **config):
+    config = ota_jax.OTAConfig(return_transport=True, **config)
+    args = {k: v for k, v in batch.items() if k != "obj_logits"}
+    return ota_jax.ota_assign_batch(**args, config=config)
+
+
+def test_compacted_equals_dense(batch):
+    dense = _assign(batch, max_columns=None)
+    compact = _assign(batch, max_columns=700)
+    np.testing.assert_array_equal(compact.gt_index, dense.gt_index)
+    np.testing.assert_array_equal(compact.dynamic_k, dense.dynamic_k)
+    np.testing.assert_allclose(compact.transport.plan, dense.transport.plan, atol=2e-5)
+
+
+def test_compaction_really_ran_and_dropped_most_columns(batch):
+    """Every image's kept columns fit the bound, so the compacted branch ran above."""
+    problems = jax.vmap(
+        partial(_build_problem, config=ota_jax.OTAConfig()),
+        in_axes=(0, 0, None, None, 0, 0, 0, None),
+    )(
+        batch["pred_boxes"],
+        batch["cls_logits"],
+        batch["points"],
+        batch["strides"],
+        batch["gt_boxes"],
+        batch["gt_labels"],
+        batch["gt_mask"],
+        None,
+    )
+    kept = np.asarray(problems.needed.sum(axis=1))
+    assert np.all(kept <= 700)
+    assert np.all(kept < len(batch["points"]) / 2)
+
+
+def test_overflow_falls_back_to_dense(batch):
+    dense = _assign(batch, max_columns=None)
+    overflowing = _assign(batch, max_columns=8)
+    np.testing.assert_array_equal(overflowing.gt_index, dense.gt_index)
+    np.testing.assert_allclose(overflowing.transport.plan, dense.transport.plan, atol=1e-6)
+
+
+def test_single_image_compaction_matches_batch(batch):
+    config = ota_jax.OTAConfig(max_columns=700)
+    batched = _assign(batch, max_columns=700)
+    image = 3
+    single = ota_jax.ota_assign(
+        batch["pred_boxes"][image],
+        batch["cls_logits"][image],
+        batch["points"],
+        batch["strides"],
+        batch["gt_boxes"][image],
+        batch["gt_labels"][image],
+        batch["gt_mask"][image],
+        config=config,
+    )
+    np.testing.assert_array_equal(single.gt_index, batched.gt_index[image])
+
+
+def test_folded_column_is_exact_for_a_pure_background_problem():
+    """Anchors only the background reaches: folding them changes no plan entry."""
+    rng = np.random.default_rng(0)
+    cost = rng.uniform(0, 3, (3, 30)).astype(np.float32)
+    cost[:2, 10:] = 1e7  # gts never reach anchors 10..29
+    supply = np.float32([2, 3, 25])
+    needed = np.arange(30) < 10
+    dense = ota_jax.solve_transport(cost, supply, np.ones(30), epsilon=0.1, num_iters=50)
+    folded = compaction.solve_compacted(
+        cost, supply, needed, max_columns=12, epsilon=0.1, num_iters=50
+    )
+    np.testing.assert_allclose(folded.plan, dense.plan, atol=1e-6)
