@@ -384,6 +384,10 @@ def _probe(spec: str, args) -> dict:
     workload = wl.make_workload(name, args.batch, seed=args.seed)
     config, torch_kwargs = configs(args)[assigner]
     if side == "torch":
+        if args.torch_threads:
+            import torch
+
+            torch.set_num_threads(args.torch_threads)
         call = _torch_call(assigner, workload.to_torch(devices.torch_device), torch_kwargs)
     else:
         call = _jax_call(assigner, workload.to_jax(devices.jax_device), config)
@@ -405,6 +409,8 @@ def measure_memory(side: str, assigner: str, name: str, args) -> dict:
         "--simota-variant",
         args.simota_variant,
     ]
+    if args.torch_threads:
+        cmd += ["--torch-threads", str(args.torch_threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -531,6 +537,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=float,
         default=None,
         help="skip a torch loop whose estimated peak exceeds this (CPU 8, GPU 60)",
+    )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads for the loops (default: torch's own choice; "
+        "on a loaded machine 1 is often faster and steadier)",
     )
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (seconds)")
     parser.add_argument("--probe", default=None, help=argparse.SUPPRESS)
@@ -708,7 +721,17 @@ def main(argv=None) -> dict:
         result = _probe(args.probe, args)
         print(json.dumps(result))
         return result
-    report = run(args)
+    threads_before = None
+    if args.torch_threads and not args.skip_torch:
+        import torch
+
+        threads_before = torch.get_num_threads()
+        torch.set_num_threads(args.torch_threads)
+    try:
+        report = run(args)
+    finally:
+        if threads_before is not None:
+            torch.set_num_threads(threads_before)
     out = Path(args.out) if args.out else _HERE / "results" / f"{report['device_slug']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")

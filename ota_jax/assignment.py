@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
@@ -94,6 +95,52 @@ def _check_shapes(
         raise TypeError(f"gt_labels must be integers, got {gt_labels.dtype}")
     if gt_mask.dtype != jnp.bool_:
         raise TypeError(f"gt_mask must be bool, got {gt_mask.dtype}")
+
+
+_BATCHED = ("pred_boxes", "cls_logits", "gt_boxes", "gt_labels", "gt_mask", "obj_logits")
+_ARG_NAMES = (
+    "pred_boxes",
+    "cls_logits",
+    "points",
+    "strides",
+    "gt_boxes",
+    "gt_labels",
+    "gt_mask",
+    "obj_logits",
+)
+
+
+def check_inputs(args: tuple, *, batched: bool) -> tuple:
+    """Check the shapes and dtypes of an assigner's arguments before any tracing work.
+
+    Args:
+      args: ``(pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask,
+        obj_logits)``, with a leading batch axis on all but points and strides when
+        ``batched``.
+
+    Returns:
+      The arguments as JAX arrays (``obj_logits`` may stay None).
+    """
+    args = tuple(x if x is None else jnp.asarray(x) for x in args)
+    named = dict(zip(_ARG_NAMES, args, strict=True))
+    if batched:
+        sizes = {
+            n: x.shape[0]
+            for n, x in named.items()
+            if n in _BATCHED and x is not None and x.ndim > 0
+        }
+        missing = [n for n, x in named.items() if n in _BATCHED and x is not None and x.ndim == 0]
+        if missing or len(set(sizes.values())) > 1:
+            raise ValueError(
+                "batched arguments need one common leading batch axis; got "
+                + ", ".join(f"{n}: {tuple(x.shape)}" for n, x in named.items() if x is not None)
+            )
+        named = {
+            n: jax.ShapeDtypeStruct(x.shape[1:], x.dtype) if n in _BATCHED and x is not None else x
+            for n, x in named.items()
+        }
+    _check_shapes(*named.values())
+    return args
 
 
 def prepare_inputs(

@@ -19,15 +19,17 @@ import jax.numpy as jnp
 from jax import Array
 from jax.typing import ArrayLike
 
+from ota_jax import buckets
 from ota_jax.assignment import (
     AssignInputs,
     Assignment,
     background_assignment,
+    check_inputs,
     finite_cost,
     make_assignment,
     prepare_inputs,
 )
-from ota_jax.compaction import fits, needed_columns, solve_compacted
+from ota_jax.compaction import needed_columns, solve_compacted
 from ota_jax.costs import focal_class_cost, joint_logits
 from ota_jax.dynamic_k import dynamic_k
 from ota_jax.priors import inside_boxes, inside_centre_regions
@@ -184,19 +186,6 @@ def _solve_compacted(problem: _Problem, config: OTAConfig) -> Transport:
     )
 
 
-def _solve(problem: _Problem, config: OTAConfig, *, batched: bool) -> Transport:
-    """Compacted when configured and every image fits, else dense (same plan)."""
-    dense = partial(_solve_dense, config=config)
-    compact = partial(_solve_compacted, config=config)
-    if batched:
-        dense, compact = jax.vmap(dense), jax.vmap(compact)
-    if config.max_columns is None or config.max_columns >= problem.cost.shape[-1]:
-        return dense(problem)
-    # One decision for the whole batch, so that lax.cond really skips a branch.
-    all_fit = fits(problem.needed, config.max_columns).all()
-    return jax.lax.cond(all_fit, compact, dense, problem)
-
-
 def _decode(problem: _Problem, transport: Transport, config: OTAConfig) -> Assignment:
     """6. Scale each row of the plan to a maximum of 1; each anchor takes the best row."""
     gt_mask = problem.inputs.gt_mask
@@ -213,6 +202,83 @@ def _decode(problem: _Problem, transport: Transport, config: OTAConfig) -> Assig
         problem.dynamic_k,
         transport if config.return_transport else None,
     )
+
+
+def _candidates(points, strides, gt_boxes, gt_mask, config: OTAConfig) -> Array:
+    """``[M, A]`` OTA candidate pairs: inside the box and its clipped centre region."""
+    return (
+        inside_boxes(points, gt_boxes, margin=config.in_box_margin)
+        & inside_centre_regions(points, strides, gt_boxes, config.center_radius, clip_to_box=True)
+        & gt_mask[:, None]
+    )
+
+
+def _assign_at_size(args: tuple, config: OTAConfig, *, rows: int, columns: int | None):
+    """The batch with gts cut to ``rows`` slots (real ones first) and the transport
+    on ``columns`` anchors (None: all of them)."""
+    pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits = args
+    num_gt = gt_mask.shape[1]
+    order = buckets.real_gts_first(gt_mask)
+    cut = lambda x: buckets.take_gt_rows(x, order, rows)
+    problem = jax.vmap(
+        partial(_build_problem, config=config), in_axes=(0, 0, None, None, 0, 0, 0, 0)
+    )(
+        pred_boxes,
+        cls_logits,
+        points,
+        strides,
+        cut(gt_boxes),
+        cut(gt_labels),
+        cut(gt_mask),
+        obj_logits,
+    )
+    if columns is None:
+        solve = partial(_solve_dense, config=config)
+    else:
+        solve = partial(_solve_compacted, config=dataclasses.replace(config, max_columns=columns))
+    transport = jax.vmap(solve)(problem)
+    assignment = jax.vmap(partial(_decode, config=config))(problem, transport)
+    return jax.vmap(partial(buckets.restore_gt_order, num_gt=num_gt))(assignment, order)
+
+
+def _ota_batch(args: tuple, config: OTAConfig) -> Assignment:
+    _, _, points, strides, gt_boxes, _, gt_mask, _ = args
+    num_images, num_gt = gt_mask.shape
+    num_anchors = points.shape[0]
+    if num_gt == 0:  # static: no gt slot at all
+        empty = background_assignment(num_anchors)
+        return jax.tree.map(lambda x: jnp.broadcast_to(x, (num_images, *x.shape)), empty)
+
+    # Bucket ladders: gt rows from 8 up to M; transport columns from 512 up to
+    # max_columns, then the dense problem for what does not fit.
+    row_sizes = buckets.ladder(num_gt, start=8)
+    compact = config.max_columns is not None and config.max_columns < num_anchors
+    column_sizes = buckets.ladder(config.max_columns, start=512) if compact else ()
+    steps = max(len(row_sizes), len(column_sizes))
+    pad = lambda sizes, last: (*sizes, *[last] * (steps - len(sizes)))
+    row_sizes = (*pad(row_sizes, num_gt), num_gt)
+    column_sizes = (*pad(column_sizes, num_anchors), num_anchors)
+
+    # What each image needs: its real gts, and (an upper bound of) the anchors that
+    # compaction keeps: every candidate plus `extra_columns` per candidate-less gt.
+    candidates = jax.vmap(partial(_candidates, config=config), in_axes=(None, None, 0, 0))(
+        points, strides, gt_boxes, gt_mask
+    )
+    candidate_less = gt_mask & ~candidates.any(axis=2)
+    kept_columns = candidates.any(axis=1).sum(axis=1) + config.extra_columns * candidate_less.sum(1)
+    index = buckets.bucket_index(
+        [gt_mask.sum(axis=1).max(), kept_columns.max()], [row_sizes, column_sizes]
+    )
+    branches = [
+        partial(
+            _assign_at_size,
+            config=config,
+            rows=rows,
+            columns=None if columns >= num_anchors else columns,
+        )
+        for rows, columns in zip(row_sizes, column_sizes, strict=True)
+    ]
+    return buckets.switch(index, branches, args)
 
 
 @partial(jax.jit, static_argnames=("config",))
@@ -253,12 +319,10 @@ def ota_assign(
     background, as in the official code; here that part of the plan is computed
     to float32 precision instead of being float32 rounding noise around 1e6.
     """
-    if jnp.shape(gt_boxes)[0] == 0:  # static: no gt slot at all
-        return background_assignment(jnp.shape(points)[0])
-    problem = _build_problem(
-        pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits, config
-    )
-    return _decode(problem, _solve(problem, config, batched=False), config)
+    args = (pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits)
+    args = check_inputs(args, batched=False)
+    args = tuple(x if i in (2, 3) or x is None else x[None] for i, x in enumerate(args))
+    return jax.tree.map(lambda x: x[0], _ota_batch(args, config))
 
 
 @partial(jax.jit, static_argnames=("config",))
@@ -277,12 +341,5 @@ def ota_assign_batch(
     """`ota_assign` over a batch: a leading ``[B]`` axis on every argument except
     ``points [A, 2]`` and ``strides [A]``, shared by all images. Gts are padded to a
     common ``M`` with ``gt_mask``; padding never changes a result."""
-    if jnp.shape(gt_boxes)[1] == 0:  # static: no gt slot at all
-        empty = background_assignment(jnp.shape(points)[0])
-        return jax.tree.map(lambda x: jnp.broadcast_to(x, (len(gt_boxes), *x.shape)), empty)
-    build = partial(_build_problem, config=config)
-    problem = jax.vmap(build, in_axes=(0, 0, None, None, 0, 0, 0, 0))(
-        pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
-    )
-    transport = _solve(problem, config, batched=True)
-    return jax.vmap(_decode, in_axes=(0, 0, None))(problem, transport, config)
+    args = (pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits)
+    return _ota_batch(check_inputs(args, batched=True), config)

@@ -134,6 +134,7 @@ def _np_losses(outputs: FCOSOutput, assignment: Assignment, anchor_mask=None):
         "loss_box": 2.0 * ((1 - giou) * t).sum() / max(t.sum(), 1.0),
         "loss_iou": 0.5 * bce.sum() / num_pos,
         "num_pos": fg.sum(),
+        "mean_pos_iou": t.sum() / num_pos,
     }
 
 

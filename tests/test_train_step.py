@@ -50,7 +50,7 @@ def tiny_batch(batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
     return {"image": images, "gt_boxes": boxes, "gt_labels": labels, "gt_mask": mask}
 
 
-NUM_STEPS = 6
+NUM_STEPS = 60
 
 
 def fresh_state() -> tuple[FCOS, TrainState]:
@@ -62,7 +62,7 @@ def fresh_state() -> tuple[FCOS, TrainState]:
 
 @pytest.fixture(scope="module")
 def training_run():
-    """A few steps on one fixed batch of 8 on the default (single) device."""
+    """`NUM_STEPS` steps on one fixed batch of 8 on the default (single) device."""
     model, state = fresh_state()
     batch = tiny_batch(8, seed=1)
     history, first_params = [], None
@@ -79,7 +79,11 @@ def test_loss_decreases_on_a_fixed_batch(training_run):
     losses = [metrics["loss"] for metrics in history]
     assert all(np.isfinite(v) for metrics in history for v in metrics.values())
     assert int(state.step) == NUM_STEPS
-    assert losses[-1] < 0.8 * losses[0], losses
+    # The total is not monotone: the box loss is weighted by the positives' IoUs,
+    # ~0 for the initial near-empty boxes, so it first rises as the boxes improve.
+    assert losses[-1] < 0.6 * losses[0], losses
+    assert history[-1]["loss_cls"] < 0.2 * history[0]["loss_cls"]
+    assert history[0]["mean_pos_iou"] < 0.1 < 0.5 < history[-1]["mean_pos_iou"]
     assert history[-1]["learning_rate"] == pytest.approx(0.01, rel=1e-5)
     # The original model's buffers survive the donated steps.
     assert np.all(np.isfinite(model.head.scales[0][...]))

@@ -152,8 +152,9 @@ def losses_from_assignment(
         classification loss (e.g. not in image padding); default all.
 
     Returns:
-      ``loss_cls``, ``loss_box``, ``loss_iou`` (scalars, weights applied) and
-      ``num_pos`` (positives in the whole batch, float32).
+      ``loss_cls``, ``loss_box``, ``loss_iou`` (scalars, weights applied),
+      ``num_pos`` (positives in the whole batch, float32) and ``mean_pos_iou``
+      (mean IoU of the positives' predicted boxes with their gts).
     """
     cls_logits = outputs.cls_logits.astype(jnp.float32)
     pred_boxes = outputs.pred_boxes.astype(jnp.float32)
@@ -179,7 +180,13 @@ def losses_from_assignment(
 
     bce = optax.sigmoid_binary_cross_entropy(iou_logits, target_ious)
     loss_iou = config.iou_weight * jnp.where(fg, bce, 0.0).sum() / pos_norm
-    return {"loss_cls": loss_cls, "loss_box": loss_box, "loss_iou": loss_iou, "num_pos": num_pos}
+    return {
+        "loss_cls": loss_cls,
+        "loss_box": loss_box,
+        "loss_iou": loss_iou,
+        "num_pos": num_pos,
+        "mean_pos_iou": target_ious.sum() / pos_norm,
+    }
 
 
 def detection_loss(
@@ -204,7 +211,8 @@ def detection_loss(
 
     Returns:
       ``(loss [], parts)`` with parts ``loss_cls``, ``loss_box``, ``loss_iou``,
-      ``num_pos`` (batch total) and ``pos_per_gt`` (positives per real gt).
+      ``num_pos`` (batch total), ``mean_pos_iou`` and ``pos_per_gt`` (positives
+      per real gt).
     """
     assignment = assign_targets(outputs, points, strides, batch, config=config)
     parts = losses_from_assignment(outputs, assignment, config=config, anchor_mask=anchor_mask)
