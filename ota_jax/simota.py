@@ -11,11 +11,14 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+from jax import Array
 from jax.typing import ArrayLike
 
+from ota_jax import buckets
 from ota_jax.assignment import (
     Assignment,
     background_assignment,
+    check_inputs,
     finite_cost,
     make_assignment,
     prepare_inputs,
@@ -61,6 +64,114 @@ class SimOTAConfig:
             raise ValueError("center_radius must be positive")
 
 
+def _geometry(points, strides, gt_boxes, gt_mask, config: SimOTAConfig):
+    """``prefilter [A]`` (anchors that take part at all) and ``allowed [M, A]`` pairs."""
+    in_centre = (
+        inside_centre_regions(points, strides, gt_boxes, config.center_radius) & gt_mask[:, None]
+    )
+    if config.prior == "center":
+        return in_centre.any(axis=0), in_centre
+    in_box = inside_boxes(points, gt_boxes) & gt_mask[:, None]
+    return (in_box | in_centre).any(axis=0), in_box & in_centre
+
+
+def _assign_at_size(args: tuple, config: SimOTAConfig, *, rows: int, columns: int | None):
+    """The batch with gts cut to ``rows`` slots (real ones first) and anchors cut to the
+    ``columns`` prefiltered ones (None: all anchors)."""
+    pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits = args
+    num_gt = gt_mask.shape[1]
+    num_anchors = points.shape[0]
+    order = buckets.real_gts_first(gt_mask)
+    cut = lambda x: buckets.take_gt_rows(x, order, rows)
+    gt_boxes, gt_labels, gt_mask = cut(gt_boxes), cut(gt_labels), cut(gt_mask)
+    per_image = partial(_simota_one_image, config=config)
+    if columns is None:
+        assignment = jax.vmap(per_image, in_axes=(0, 0, None, None, 0, 0, 0, 0, None))(
+            pred_boxes,
+            cls_logits,
+            points,
+            strides,
+            gt_boxes,
+            gt_labels,
+            gt_mask,
+            obj_logits,
+            jnp.ones(num_anchors, bool),
+        )
+    else:
+        # Gather each image's prefiltered anchors; SimOTA never looks at the others.
+        prefilter = jax.vmap(lambda b, m: _geometry(points, strides, b, m, config)[0])(
+            gt_boxes, gt_mask
+        )
+        index = jax.vmap(lambda p: jnp.nonzero(p, size=columns, fill_value=num_anchors)[0])(
+            prefilter
+        )
+        take = lambda x: jnp.take(x, index, axis=0, mode="clip")
+        per_anchor = (pred_boxes, cls_logits, obj_logits)
+        pred_k, cls_k, obj_k = (
+            None
+            if x is None
+            else jax.vmap(lambda a, i: jnp.take(a, i, axis=0, mode="clip"))(x, index)
+            for x in per_anchor
+        )
+        compact = jax.vmap(per_image)(
+            pred_k,
+            cls_k,
+            take(points),
+            take(strides),
+            gt_boxes,
+            gt_labels,
+            gt_mask,
+            obj_k,
+            index < num_anchors,
+        )
+        assignment = jax.vmap(partial(_scatter_anchors, num_anchors=num_anchors))(compact, index)
+    return jax.vmap(partial(buckets.restore_gt_order, num_gt=num_gt))(assignment, order)
+
+
+def _scatter_anchors(compact: Assignment, index: Array, num_anchors: int) -> Assignment:
+    """An assignment over gathered anchors ``index [K]`` back onto all ``num_anchors``."""
+    scatter = lambda x, fill: (
+        jnp.full((num_anchors, *x.shape[1:]), fill, x.dtype).at[index].set(x, mode="drop")
+    )
+    return compact._replace(
+        gt_index=scatter(compact.gt_index, -1),
+        fg_mask=scatter(compact.fg_mask, False),
+        labels=scatter(compact.labels, -1),
+        box_targets=scatter(compact.box_targets, 0.0),
+        ious=scatter(compact.ious, 0.0),
+    )
+
+
+def _simota_batch(args: tuple, config: SimOTAConfig) -> Assignment:
+    _, _, points, strides, gt_boxes, _, gt_mask, _ = args
+    num_images, num_gt = gt_mask.shape
+    num_anchors = points.shape[0]
+    if num_gt == 0:  # static: no gt slot at all
+        empty = background_assignment(num_anchors)
+        return jax.tree.map(lambda x: jnp.broadcast_to(x, (num_images, *x.shape)), empty)
+    row_sizes = buckets.ladder(num_gt, start=8)
+    column_sizes = buckets.ladder(num_anchors, start=512)
+    steps = max(len(row_sizes), len(column_sizes))
+    pad = lambda sizes, last: (*sizes, *[last] * (steps - len(sizes)))
+    row_sizes, column_sizes = pad(row_sizes, num_gt), pad(column_sizes, num_anchors)
+    prefilter = jax.vmap(lambda b, m: _geometry(points, strides, b, m, config)[0])(
+        gt_boxes, gt_mask
+    )
+    index = buckets.bucket_index(
+        [gt_mask.sum(axis=1).max(), prefilter.sum(axis=1).max()], [row_sizes, column_sizes]
+    )
+    branches = [
+        partial(
+            _assign_at_size,
+            config=config,
+            rows=rows,
+            columns=None if columns >= num_anchors else columns,
+        )
+        for rows, columns in zip(row_sizes, column_sizes, strict=True)
+    ]
+    return buckets.switch(index, branches, args)
+
+
 def _simota_one_image(
     pred_boxes,
     cls_logits,
@@ -70,29 +181,21 @@ def _simota_one_image(
     gt_labels,
     gt_mask,
     obj_logits,
+    anchor_mask,
     config: SimOTAConfig,
 ) -> Assignment:
+    """One image; ``anchor_mask [A]`` marks the anchors that exist (False: a padded
+    column of a compacted batch)."""
     inputs = prepare_inputs(
         pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
     )
     inputs = jax.tree.map(jax.lax.stop_gradient, inputs)
-    if inputs.gt_boxes.shape[0] == 0:  # static: no gt slot at all
-        return background_assignment(inputs.points.shape[0])
     gt_mask = inputs.gt_mask
     num_gt, num_anchors = inputs.ious.shape
 
     # Geometry: the prefilter (anchors that take part at all) and the allowed pairs.
-    in_centre = (
-        inside_centre_regions(inputs.points, inputs.strides, inputs.gt_boxes, config.center_radius)
-        & gt_mask[:, None]
-    )
-    if config.prior == "center":
-        prefilter = in_centre.any(axis=0)
-        allowed = in_centre
-    else:
-        in_box = inside_boxes(inputs.points, inputs.gt_boxes) & gt_mask[:, None]
-        prefilter = (in_box | in_centre).any(axis=0)
-        allowed = in_box & in_centre
+    prefilter, allowed = _geometry(inputs.points, inputs.strides, inputs.gt_boxes, gt_mask, config)
+    prefilter = prefilter & anchor_mask
 
     # Cost: BCE of the class score vs one-hot + iou_weight * -log IoU + penalty.
     class_cost = bce_class_cost(
@@ -154,9 +257,10 @@ def simota_assign(
       non-finite predictions never produce NaN, as for `ota_assign`. An image whose
       gts have no anchor in their regions is all background (the reference crashes).
     """
-    return _simota_one_image(
-        pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits, config
-    )
+    args = (pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits)
+    args = check_inputs(args, batched=False)
+    args = tuple(x if i in (2, 3) or x is None else x[None] for i, x in enumerate(args))
+    return jax.tree.map(lambda x: x[0], _simota_batch(args, config))
 
 
 @partial(jax.jit, static_argnames=("config",))
@@ -174,7 +278,5 @@ def simota_assign_batch(
 ) -> Assignment:
     """`simota_assign` over a batch: a leading ``[B]`` axis on every argument except
     ``points [A, 2]`` and ``strides [A]``."""
-    per_image = partial(_simota_one_image, config=config)
-    return jax.vmap(per_image, in_axes=(0, 0, None, None, 0, 0, 0, 0))(
-        pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
-    )
+    args = (pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits)
+    return _simota_batch(check_inputs(args, batched=True), config)

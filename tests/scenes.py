@@ -77,10 +77,15 @@ def make_scene(
 
 
 def padded(scene: Scene, max_gt: int, rng: np.random.Generator | None = None):
-    """``(gt_boxes [max_gt, 4], gt_labels [max_gt], gt_mask [max_gt])`` with the real gts at
-    random slots (or first, without rng) and garbage in the padding."""
+    """``(gt_boxes [max_gt, 4], gt_labels [max_gt], gt_mask [max_gt], slots)`` with the real
+    gts at random slots in their order (or first, without rng) and garbage in the padding.
+
+    The gt order is kept: float32 sums depend on it, so a permutation may flip a
+    near-tie (see test_gt_order_does_not_matter); padding alone must change nothing."""
     num_gt = len(scene.gt_boxes)
-    slots = np.arange(num_gt) if rng is None else rng.choice(max_gt, num_gt, replace=False)
+    slots = np.arange(num_gt)
+    if rng is not None:
+        slots = np.sort(rng.choice(max_gt, num_gt, replace=False))
     boxes = np.full((max_gt, 4), 7.0, np.float32)  # padding garbage must not matter
     labels = np.full(max_gt, 3, np.int32)
     mask = np.zeros(max_gt, bool)

@@ -97,13 +97,22 @@ def test_gt_order_does_not_matter(name, seed, data):
     scene = _scene(seed, 9)
     order = np.array(data.draw(st.permutations(range(9))))
     mask = np.ones(9, bool)
+    if isinstance(config, ota_jax.OTAConfig):
+        config = ota_jax.OTAConfig(return_transport=True)
     first = _call(assign, scene, scene.gt_boxes, scene.gt_labels, mask, config)
     second = _call(assign, scene, scene.gt_boxes[order], scene.gt_labels[order], mask, config)
     back = np.where(second.gt_index >= 0, order[np.asarray(second.gt_index)], -1)
-    # Summation order differs with the gt order, so float32 may flip a near-tie; the
-    # reference loop would flip it just as well. Allow one anchor in a thousand.
-    positives = max(int(first.num_fg), 1)
-    assert (back != np.asarray(first.gt_index)).sum() <= positives // 1000
+    differ = back != np.asarray(first.gt_index)
+    if first.transport is None:  # SimOTA: per-pair costs do not depend on the order
+        assert not differ.any()
+    else:
+        # Sinkhorn sums over gts, so float32 rounding follows the gt order and may flip
+        # an anchor whose two best rows (each scaled to a maximum of 1) nearly tie;
+        # the reference loop would flip it just as well.
+        plan = np.asarray(first.transport.plan)
+        scores = np.sort(plan / plan.max(axis=1, keepdims=True), axis=0)
+        near_tie = scores[-1] - scores[-2] < 1e-3
+        assert not (differ & ~near_tie).any()
     np.testing.assert_array_equal(np.asarray(second.dynamic_k), np.asarray(first.dynamic_k)[order])
 
 
