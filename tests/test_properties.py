@@ -153,3 +153,28 @@ def test_same_shapes_compile_once(name):
         if before is None:
             before = assign._cache_size()
     assert assign._cache_size() == before
+
+
+@pytest.mark.parametrize("name", ASSIGNERS)
+def test_bfloat16_predictions_are_assigned_in_float32(name):
+    """A bfloat16 model's outputs give exactly the assignment of the same values in float32."""
+    import jax.numpy as jnp
+
+    assign, _, config = ASSIGNERS[name]
+    scene = _scene(5, 6)
+    bf16 = {
+        k: jnp.asarray(getattr(scene, k), jnp.bfloat16)
+        for k in ("pred_boxes", "cls_logits", "obj_logits")
+    }
+    f32 = {k: np.asarray(v.astype(jnp.float32)) for k, v in bf16.items()}
+    mask = np.ones(6, bool)
+    args = (scene.points, scene.strides, scene.gt_boxes, scene.gt_labels, mask)
+    low = assign(
+        bf16["pred_boxes"], bf16["cls_logits"], *args, obj_logits=bf16["obj_logits"], config=config
+    )
+    high = assign(
+        f32["pred_boxes"], f32["cls_logits"], *args, obj_logits=f32["obj_logits"], config=config
+    )
+    assert low.ious.dtype == jnp.float32 and low.box_targets.dtype == jnp.float32
+    np.testing.assert_array_equal(low.gt_index, high.gt_index)
+    np.testing.assert_array_equal(low.ious, high.ious)
