@@ -9,7 +9,8 @@ branch runs. Padding never changes a result, so neither does the bucket.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,8 @@ from ota_jax.assignment import Assignment
 
 __all__ = [
     "bucket_index",
+    "by_columns",
+    "by_real_gts",
     "ladder",
     "real_gts_first",
     "restore_gt_order",
@@ -65,6 +68,53 @@ def take_gt_rows(x: Array, order: Array, rows: int) -> Array:
     """``x [B, M, ...]`` at the first ``rows`` slots of ``order [B, M]``: ``[B, rows, ...]``."""
     index = order[:, :rows].reshape(order.shape[0], rows, *([1] * (x.ndim - 2)))
     return jnp.take_along_axis(x, index, axis=1)
+
+
+def by_real_gts(args: tuple, run: Callable[[tuple], Assignment]) -> Assignment:
+    """Run an assigner on the smallest gt bucket that holds every image's real gts.
+
+    Args:
+      args: the batched assigner arguments ``(pred_boxes, cls_logits, points, strides,
+        gt_boxes, gt_labels, gt_mask, obj_logits)`` with ``M > 0`` gt slots.
+      run: the assigner on such arguments; it gets the gts cut to R slots, real first.
+
+    Returns:
+      ``run``'s batched `Assignment`, in the caller's gt numbering.
+    """
+    gt_boxes, gt_labels, gt_mask = args[4:7]
+    num_gt = gt_mask.shape[1]
+    order = real_gts_first(gt_mask)
+
+    def at_rows(rows: int):
+        def branch(args: tuple) -> Assignment:
+            cut = [take_gt_rows(x, order, rows) for x in (gt_boxes, gt_labels, gt_mask)]
+            result = run((*args[:4], *cut, args[7]))
+            return jax.vmap(partial(restore_gt_order, num_gt=num_gt))(result, order)
+
+        return branch
+
+    sizes = ladder(num_gt, start=8)
+    index = bucket_index([gt_mask.sum(axis=1).max()], [sizes])
+    return switch(index, [at_rows(rows) for rows in sizes], args)
+
+
+def by_columns(
+    args: tuple, needed: Array, limit: int, run: Callable[[tuple, int | None], Assignment]
+) -> Assignment:
+    """Run an assigner on the smallest anchor-column bucket that holds ``needed``.
+
+    Args:
+      args: the batched assigner arguments.
+      needed: ``[]`` int, the most columns an image of the batch needs.
+      limit: the largest compacted size; beyond it ``run`` gets None (all anchors).
+      run: ``run(args, columns)``.
+    """
+    num_anchors = args[2].shape[0]
+    sizes = ladder(limit, start=1024) if limit < num_anchors else ()
+    sizes = (*sizes, num_anchors)
+    index = bucket_index([needed], [sizes])
+    branches = [partial(run, columns=None if c >= num_anchors else c) for c in sizes]
+    return switch(index, branches, args)
 
 
 def switch(index: Array, branches: Sequence, *operands):

@@ -213,72 +213,38 @@ def _candidates(points, strides, gt_boxes, gt_mask, config: OTAConfig) -> Array:
     )
 
 
-def _assign_at_size(args: tuple, config: OTAConfig, *, rows: int, columns: int | None):
-    """The batch with gts cut to ``rows`` slots (real ones first) and the transport
-    on ``columns`` anchors (None: all of them)."""
-    pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits = args
-    num_gt = gt_mask.shape[1]
-    order = buckets.real_gts_first(gt_mask)
-    cut = lambda x: buckets.take_gt_rows(x, order, rows)
+def _assign_at_size(args: tuple, config: OTAConfig, *, columns: int | None) -> Assignment:
+    """The batch with the transport on ``columns`` anchors (None: all of them)."""
     problem = jax.vmap(
         partial(_build_problem, config=config), in_axes=(0, 0, None, None, 0, 0, 0, 0)
-    )(
-        pred_boxes,
-        cls_logits,
-        points,
-        strides,
-        cut(gt_boxes),
-        cut(gt_labels),
-        cut(gt_mask),
-        obj_logits,
-    )
+    )(*args)
     if columns is None:
         solve = partial(_solve_dense, config=config)
     else:
         solve = partial(_solve_compacted, config=dataclasses.replace(config, max_columns=columns))
     transport = jax.vmap(solve)(problem)
-    assignment = jax.vmap(partial(_decode, config=config))(problem, transport)
-    return jax.vmap(partial(buckets.restore_gt_order, num_gt=num_gt))(assignment, order)
+    return jax.vmap(partial(_decode, config=config))(problem, transport)
 
 
-def _ota_batch(args: tuple, config: OTAConfig) -> Assignment:
+def _assign_real_gts(args: tuple, config: OTAConfig) -> Assignment:
+    """Pick the column bucket from an upper bound of the anchors compaction keeps:
+    every candidate plus ``extra_columns`` per candidate-less gt."""
     _, _, points, strides, gt_boxes, _, gt_mask, _ = args
-    num_images, num_gt = gt_mask.shape
-    num_anchors = points.shape[0]
-    if num_gt == 0:  # static: no gt slot at all
-        empty = background_assignment(num_anchors)
-        return jax.tree.map(lambda x: jnp.broadcast_to(x, (num_images, *x.shape)), empty)
-
-    # Bucket ladders: gt rows from 8 up to M; transport columns from 512 up to
-    # max_columns, then the dense problem for what does not fit.
-    row_sizes = buckets.ladder(num_gt, start=8)
-    compact = config.max_columns is not None and config.max_columns < num_anchors
-    column_sizes = buckets.ladder(config.max_columns, start=512) if compact else ()
-    steps = max(len(row_sizes), len(column_sizes))
-    pad = lambda sizes, last: (*sizes, *[last] * (steps - len(sizes)))
-    row_sizes = (*pad(row_sizes, num_gt), num_gt)
-    column_sizes = (*pad(column_sizes, num_anchors), num_anchors)
-
-    # What each image needs: its real gts, and (an upper bound of) the anchors that
-    # compaction keeps: every candidate plus `extra_columns` per candidate-less gt.
     candidates = jax.vmap(partial(_candidates, config=config), in_axes=(None, None, 0, 0))(
         points, strides, gt_boxes, gt_mask
     )
     candidate_less = gt_mask & ~candidates.any(axis=2)
-    kept_columns = candidates.any(axis=1).sum(axis=1) + config.extra_columns * candidate_less.sum(1)
-    index = buckets.bucket_index(
-        [gt_mask.sum(axis=1).max(), kept_columns.max()], [row_sizes, column_sizes]
-    )
-    branches = [
-        partial(
-            _assign_at_size,
-            config=config,
-            rows=rows,
-            columns=None if columns >= num_anchors else columns,
-        )
-        for rows, columns in zip(row_sizes, column_sizes, strict=True)
-    ]
-    return buckets.switch(index, branches, args)
+    kept = candidates.any(axis=1).sum(axis=1) + config.extra_columns * candidate_less.sum(axis=1)
+    limit = points.shape[0] if config.max_columns is None else config.max_columns
+    return buckets.by_columns(args, kept.max(), limit, partial(_assign_at_size, config=config))
+
+
+def _ota_batch(args: tuple, config: OTAConfig) -> Assignment:
+    num_images, num_gt = args[6].shape
+    if num_gt == 0:  # static: no gt slot at all
+        empty = background_assignment(args[2].shape[0])
+        return jax.tree.map(lambda x: jnp.broadcast_to(x, (num_images, *x.shape)), empty)
+    return buckets.by_real_gts(args, partial(_assign_real_gts, config=config))
 
 
 @partial(jax.jit, static_argnames=("config",))

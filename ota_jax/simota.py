@@ -75,57 +75,46 @@ def _geometry(points, strides, gt_boxes, gt_mask, config: SimOTAConfig):
     return (in_box | in_centre).any(axis=0), in_box & in_centre
 
 
-def _assign_at_size(args: tuple, config: SimOTAConfig, *, rows: int, columns: int | None):
-    """The batch with gts cut to ``rows`` slots (real ones first) and anchors cut to the
-    ``columns`` prefiltered ones (None: all anchors)."""
+def _assign_at_size(args: tuple, config: SimOTAConfig, *, columns: int | None) -> Assignment:
+    """The batch on each image's ``columns`` prefiltered anchors (None: all anchors)."""
     pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits = args
-    num_gt = gt_mask.shape[1]
     num_anchors = points.shape[0]
-    order = buckets.real_gts_first(gt_mask)
-    cut = lambda x: buckets.take_gt_rows(x, order, rows)
-    gt_boxes, gt_labels, gt_mask = cut(gt_boxes), cut(gt_labels), cut(gt_mask)
     per_image = partial(_simota_one_image, config=config)
     if columns is None:
-        assignment = jax.vmap(per_image, in_axes=(0, 0, None, None, 0, 0, 0, 0, None))(
-            pred_boxes,
-            cls_logits,
-            points,
-            strides,
-            gt_boxes,
-            gt_labels,
-            gt_mask,
-            obj_logits,
-            jnp.ones(num_anchors, bool),
+        return jax.vmap(per_image, in_axes=(0, 0, None, None, 0, 0, 0, 0, None))(
+            *args, jnp.ones(num_anchors, bool)
         )
-    else:
-        # Gather each image's prefiltered anchors; SimOTA never looks at the others.
-        prefilter = jax.vmap(lambda b, m: _geometry(points, strides, b, m, config)[0])(
-            gt_boxes, gt_mask
-        )
-        index = jax.vmap(lambda p: jnp.nonzero(p, size=columns, fill_value=num_anchors)[0])(
-            prefilter
-        )
-        take = lambda x: jnp.take(x, index, axis=0, mode="clip")
-        per_anchor = (pred_boxes, cls_logits, obj_logits)
-        pred_k, cls_k, obj_k = (
-            None
-            if x is None
-            else jax.vmap(lambda a, i: jnp.take(a, i, axis=0, mode="clip"))(x, index)
-            for x in per_anchor
-        )
-        compact = jax.vmap(per_image)(
-            pred_k,
-            cls_k,
-            take(points),
-            take(strides),
-            gt_boxes,
-            gt_labels,
-            gt_mask,
-            obj_k,
-            index < num_anchors,
-        )
-        assignment = jax.vmap(partial(_scatter_anchors, num_anchors=num_anchors))(compact, index)
-    return jax.vmap(partial(buckets.restore_gt_order, num_gt=num_gt))(assignment, order)
+    # Gather each image's prefiltered anchors; SimOTA never looks at the others.
+    prefilter = _prefilter_batch(points, strides, gt_boxes, gt_mask, config)
+    index = jax.vmap(lambda p: jnp.nonzero(p, size=columns, fill_value=num_anchors)[0])(prefilter)
+    take_shared = lambda x: jnp.take(x, index, axis=0, mode="clip")
+    take = jax.vmap(lambda x, i: jnp.take(x, i, axis=0, mode="clip"))
+    compact = jax.vmap(per_image)(
+        take(pred_boxes, index),
+        take(cls_logits, index),
+        take_shared(points),
+        take_shared(strides),
+        gt_boxes,
+        gt_labels,
+        gt_mask,
+        None if obj_logits is None else take(obj_logits, index),
+        index < num_anchors,
+    )
+    return jax.vmap(partial(_scatter_anchors, num_anchors=num_anchors))(compact, index)
+
+
+def _prefilter_batch(points, strides, gt_boxes, gt_mask, config: SimOTAConfig) -> Array:
+    """``[B, A]`` prefiltered anchors of every image."""
+    geometry = lambda boxes, mask: _geometry(points, strides, boxes, mask, config)[0]
+    return jax.vmap(geometry)(gt_boxes, gt_mask)
+
+
+def _assign_real_gts(args: tuple, config: SimOTAConfig) -> Assignment:
+    _, _, points, strides, gt_boxes, _, gt_mask, _ = args
+    prefiltered = _prefilter_batch(points, strides, gt_boxes, gt_mask, config).sum(axis=1)
+    return buckets.by_columns(
+        args, prefiltered.max(), points.shape[0], partial(_assign_at_size, config=config)
+    )
 
 
 def _scatter_anchors(compact: Assignment, index: Array, num_anchors: int) -> Assignment:
@@ -143,33 +132,11 @@ def _scatter_anchors(compact: Assignment, index: Array, num_anchors: int) -> Ass
 
 
 def _simota_batch(args: tuple, config: SimOTAConfig) -> Assignment:
-    _, _, points, strides, gt_boxes, _, gt_mask, _ = args
-    num_images, num_gt = gt_mask.shape
-    num_anchors = points.shape[0]
+    num_images, num_gt = args[6].shape
     if num_gt == 0:  # static: no gt slot at all
-        empty = background_assignment(num_anchors)
+        empty = background_assignment(args[2].shape[0])
         return jax.tree.map(lambda x: jnp.broadcast_to(x, (num_images, *x.shape)), empty)
-    row_sizes = buckets.ladder(num_gt, start=8)
-    column_sizes = buckets.ladder(num_anchors, start=512)
-    steps = max(len(row_sizes), len(column_sizes))
-    pad = lambda sizes, last: (*sizes, *[last] * (steps - len(sizes)))
-    row_sizes, column_sizes = pad(row_sizes, num_gt), pad(column_sizes, num_anchors)
-    prefilter = jax.vmap(lambda b, m: _geometry(points, strides, b, m, config)[0])(
-        gt_boxes, gt_mask
-    )
-    index = buckets.bucket_index(
-        [gt_mask.sum(axis=1).max(), prefilter.sum(axis=1).max()], [row_sizes, column_sizes]
-    )
-    branches = [
-        partial(
-            _assign_at_size,
-            config=config,
-            rows=rows,
-            columns=None if columns >= num_anchors else columns,
-        )
-        for rows, columns in zip(row_sizes, column_sizes, strict=True)
-    ]
-    return buckets.switch(index, branches, args)
+    return buckets.by_real_gts(args, partial(_assign_real_gts, config=config))
 
 
 def _simota_one_image(

@@ -244,6 +244,7 @@ def make_dataset(
     seed: int = 0,
     shuffle_buffer: int = 1024,
     cache: bool = False,
+    start_index: int = 0,
     process_index: int | None = None,
     process_count: int | None = None,
 ) -> tf.data.Dataset:
@@ -268,6 +269,10 @@ def make_dataset(
       shuffle_buffer: examples in the shuffle buffer (they are kept encoded).
       cache: keep the encoded examples in memory after the first pass (small
         datasets such as ``ota_shapes``).
+      start_index: training only: the position in this host's example stream
+        to start at, e.g. ``step * batch_size // process_count`` to resume a
+        run. The skipped examples are never decoded, and the stream goes on
+        exactly as an uninterrupted one would (same order, same flips).
       process_index: this host; None for ``jax.process_index()``.
       process_count: number of hosts; None for ``jax.process_count()``.
 
@@ -277,13 +282,16 @@ def make_dataset(
 
     Raises:
       DatasetNotPreparedError: COCO or VOC data is not in ``data_dir``.
-      ValueError: ``batch_size`` does not split evenly across hosts.
+      ValueError: ``batch_size`` does not split evenly across hosts, or
+        ``start_index`` is negative or given for evaluation.
     """
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
     if batch_size % process_count:
         raise ValueError(f"batch_size {batch_size} is not divisible by {process_count} hosts.")
     local_batch_size = batch_size // process_count
+    if start_index < 0 or (start_index and not train):
+        raise ValueError(f"start_index must be >= 0 and only for training (got {start_index}).")
     if isinstance(image_size, int):
         image_size = (image_size, image_size)
     spec, _ = registry.resolve(name)
@@ -309,6 +317,9 @@ def make_dataset(
         dataset = dataset.repeat()
         # A per-example counter makes each flip a pure function of (seed, position).
         dataset = dataset.enumerate()
+        if start_index:
+            # Skipped before decoding: cheap, and the indices (flip seeds) stay as they were.
+            dataset = dataset.skip(start_index)
         dataset = dataset.map(
             lambda index, example: preprocess(example, tf.stack([tf.cast(seed, tf.int64), index])),
             num_parallel_calls=tf.data.AUTOTUNE,

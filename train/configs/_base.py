@@ -1,0 +1,71 @@
+"""Every setting ``ota-train`` reads, with defaults; the other configs start from this.
+
+Not a config to run by itself (its name starts with ``_``): ``shapes``,
+``smoke`` and ``coco_fcos_r50_ota_1x`` call `base_config` and change what they need.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """The full tree of settings; see the comments for what each one does."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0  # Model initialisation and data order (shuffle, flips).
+
+    # Steps are referenced by the optimizer's horizon: overriding
+    # --config.train.steps also moves the cosine schedule's end.
+    steps = config_dict.FieldReference(1000)
+
+    config.dataset = ml_collections.ConfigDict()
+    config.dataset.name = "ota_shapes"  # A key of ota_jax.data.registry, or ota_shapes/<config>.
+    config.dataset.data_dir = config_dict.placeholder(str)  # TFDS data_dir; None: TFDS default.
+    config.dataset.train_split = config_dict.placeholder(str)  # None: the dataset's default.
+    config.dataset.eval_split = config_dict.placeholder(str)
+    config.dataset.image_size = 128  # Square side, or (H, W); images are resized to fit, padded.
+    config.dataset.max_gt = 16  # Static ground-truth slots per image.
+    config.dataset.shuffle_buffer = 1024
+    config.dataset.cache = False  # Keep the encoded examples in memory (small datasets).
+
+    config.model = ml_collections.ConfigDict()
+    config.model.preset = "tiny"  # ota_jax.detector.fcos_config preset.
+    config.model.overrides = ml_collections.ConfigDict()  # FCOSConfig fields over the preset.
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.assigner = "ota"  # "ota" or "simota".
+    config.loss.assigner_config = ml_collections.ConfigDict()  # OTAConfig/SimOTAConfig fields.
+    config.loss.overrides = ml_collections.ConfigDict()  # Other LossConfig fields.
+
+    config.optimizer = ml_collections.ConfigDict()  # ota_jax.detector.OptimizerConfig fields.
+    config.optimizer.name = "sgd"
+    config.optimizer.learning_rate = 0.01
+    config.optimizer.momentum = 0.9
+    config.optimizer.weight_decay = 1e-4
+    config.optimizer.total_steps = steps
+    config.optimizer.warmup_steps = 100
+    config.optimizer.warmup_factor = 0.001
+    config.optimizer.schedule = "cosine"
+    config.optimizer.decay_steps = ()
+    config.optimizer.decay_factor = 0.1
+    config.optimizer.clip_norm = config_dict.placeholder(float)
+
+    config.train = ml_collections.ConfigDict()
+    config.train.steps = steps
+    config.train.batch_size = 16  # Global batch over all devices and hosts.
+    config.train.log_every = 50  # Steps between metrics records (and non-finite checks).
+    config.train.checkpoint_every = 500  # Steps between checkpoints; one is also saved at the end.
+    config.train.keep_checkpoints = 3
+    config.train.async_checkpoints = True  # Write checkpoints while training goes on.
+    config.train.eval_every = 0  # Steps between COCO evaluations; 0: only at the end.
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.batch_size = 50  # Global; the last batch is padded.
+    config.eval.score_threshold = 0.05  # ota_jax.detector.PostprocessConfig fields.
+    config.eval.pre_nms_topk = 1000
+    config.eval.nms_iou_threshold = 0.6
+    config.eval.max_detections = 100
+    config.eval.num_draw_images = 6  # Validation images drawn in detections.png.
+    config.eval.draw_score_threshold = 0.3  # Detections drawn score at least this.
+    return config
