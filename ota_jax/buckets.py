@@ -99,19 +99,20 @@ def by_real_gts(args: tuple, run: Callable[[tuple], Assignment]) -> Assignment:
 
 
 def by_columns(
-    args: tuple, needed: Array, limit: int, run: Callable[[tuple, int | None], Assignment]
+    args: tuple, needed: Array, limit: int | None, run: Callable[..., Assignment]
 ) -> Assignment:
     """Run an assigner on the smallest anchor-column bucket that holds ``needed``.
 
     Args:
       args: the batched assigner arguments.
       needed: ``[]`` int, the most columns an image of the batch needs.
-      limit: the largest compacted size; beyond it ``run`` gets None (all anchors).
-      run: ``run(args, columns)``.
+      limit: the largest gathered size (None: never gather); beyond it ``run`` gets
+        ``columns=None``, all anchors.
+      run: ``run(args, columns=...)``.
     """
     num_anchors = args[2].shape[0]
-    sizes = ladder(limit, start=1024) if limit < num_anchors else ()
-    sizes = (*sizes, num_anchors)
+    sizes = () if limit is None else ladder(min(limit, num_anchors), start=1024)
+    sizes = (*tuple(c for c in sizes if c < num_anchors), num_anchors)
     index = bucket_index([needed], [sizes])
     branches = [partial(run, columns=None if c >= num_anchors else c) for c in sizes]
     return switch(index, branches, args)

@@ -235,8 +235,9 @@ def _assign_real_gts(args: tuple, config: OTAConfig) -> Assignment:
     )
     candidate_less = gt_mask & ~candidates.any(axis=2)
     kept = candidates.any(axis=1).sum(axis=1) + config.extra_columns * candidate_less.sum(axis=1)
-    limit = points.shape[0] if config.max_columns is None else config.max_columns
-    return buckets.by_columns(args, kept.max(), limit, partial(_assign_at_size, config=config))
+    return buckets.by_columns(
+        args, kept.max(), config.max_columns, partial(_assign_at_size, config=config)
+    )
 
 
 def _ota_batch(args: tuple, config: OTAConfig) -> Assignment:

@@ -1,6 +1,6 @@
 """The default: the tiny FCOS on ``ota_shapes`` (128x128), minutes on a laptop CPU.
 
-    ota-train --config shapes --workdir runs/shapes
+ota-train --config shapes --workdir runs/shapes
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A few steps on ``ota_shapes/tiny`` (64x64, 16 training images): checks the plumbing.
 
-    ota-train --config smoke --workdir /tmp/smoke
+ota-train --config smoke --workdir /tmp/smoke
 """
 
 from __future__ import annotations

@@ -1,0 +1,65 @@
+"""The bucket runners pick the smallest static size that holds the batch."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ota_jax import Assignment, buckets
+
+
+def test_ladder_ends_at_the_limit():
+    assert buckets.ladder(100, start=8) == (8, 32, 100)
+    assert buckets.ladder(8, start=8) == (8,)
+    assert buckets.ladder(5, start=8) == (5,)
+
+
+def _args(num_anchors):
+    return (None, None, jnp.zeros((num_anchors, 2)), None, None, None, None, None)
+
+
+def _columns_run(args, columns):
+    """Reports the column bucket it ran at (-1: all anchors) in gt_index."""
+    size = -1 if columns is None else columns
+    return Assignment(*[jnp.full((1,), size)] * 7)
+
+
+@pytest.mark.parametrize(
+    ("needed", "limit", "want"),
+    [
+        (300, 4096, 1024),
+        (1025, 4096, 4096),
+        (5000, 4096, -1),
+        (300, None, -1),
+        (300, 8400, 1024),
+        (8000, 8400, -1),
+        (10, 600, 600),
+    ],
+)
+def test_by_columns_picks_the_smallest_bucket(needed, limit, want):
+    result = buckets.by_columns(_args(8400), jnp.int32(needed), limit, _columns_run)
+    assert int(result.gt_index[0]) == want
+
+
+def test_by_real_gts_cuts_to_real_gts_first_and_restores_the_order():
+    gt_mask = np.zeros((2, 40), bool)
+    gt_mask[0, [3, 17, 30]] = True
+    gt_mask[1, [0, 39]] = True
+    labels = np.arange(80).reshape(2, 40)
+
+    def run(args):
+        cut_labels, cut_mask = args[5], args[6]
+        # Every anchor takes the last real gt of its image; k = label; num_fg = the
+        # bucket's gt rows (every bucket is traced, one runs).
+        last = cut_mask.sum(axis=1) - 1
+        gt_index = jnp.broadcast_to(last[:, None], (2, 5))
+        rows = jnp.full(2, cut_mask.shape[1], jnp.int32)
+        zeros = jnp.zeros((2, 5))
+        return Assignment(gt_index, gt_index >= 0, gt_index, zeros, zeros, rows, cut_labels)
+
+    args = (None, None, None, None, np.zeros((2, 40, 4)), labels, gt_mask, None)
+    result = buckets.by_real_gts(args, run)
+    np.testing.assert_array_equal(result.num_fg, [8, 8])  # 3 real gts: the smallest bucket
+    np.testing.assert_array_equal(result.num_fg, [8, 8])  # 3 real gts: the smallest bucket
+    np.testing.assert_array_equal(result.gt_index[:, 0], [30, 39])
+    np.testing.assert_array_equal(np.asarray(result.dynamic_k)[0, [3, 17, 30]], [3, 17, 30])
+    np.testing.assert_array_equal(np.asarray(result.dynamic_k)[1, [0, 39]], [40, 79])

@@ -1,0 +1,104 @@
+"""The library's frozen configs built from an ``ml_collections`` training config.
+
+Each function turns one branch of the config tree (see ``configs/_base.py``)
+into the dataclass the library takes; unknown keys are reported by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import ml_collections
+
+from ota_jax import OTAConfig, SimOTAConfig
+from ota_jax.detector import (
+    FCOSConfig,
+    LossConfig,
+    OptimizerConfig,
+    PostprocessConfig,
+    fcos_config,
+)
+
+__all__ = [
+    "image_size",
+    "loss_config",
+    "model_config",
+    "optimizer_config",
+    "postprocess_config",
+]
+
+_ASSIGNER_CONFIGS: dict[str, type] = {"ota": OTAConfig, "simota": SimOTAConfig}
+
+T = TypeVar("T")
+
+
+def _plain(value: Any) -> Any:
+    """ConfigDicts to dicts and lists to tuples: the frozen configs want hashable values."""
+    if isinstance(value, ml_collections.ConfigDict):
+        value = value.to_dict()
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return tuple(_plain(item) for item in value)
+    return value
+
+
+def _build(cls: type[T], values: Mapping[str, Any], where: str) -> T:
+    """``cls(**values)`` with unknown keys named in the error."""
+    known = {field.name for field in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown {cls.__name__} fields {unknown}; known: {sorted(known)}"
+        )
+    return cls(**values)
+
+
+def model_config(config: ml_collections.ConfigDict, num_classes: int) -> FCOSConfig:
+    """`FCOSConfig` from ``config.model``: a preset plus field overrides."""
+    overrides = _plain(config.model.overrides)
+    known = {field.name for field in dataclasses.fields(FCOSConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"config.model.overrides: unknown FCOSConfig fields {unknown}")
+    return fcos_config(config.model.preset, num_classes=num_classes, **overrides)
+
+
+def loss_config(config: ml_collections.ConfigDict) -> LossConfig:
+    """`LossConfig` from ``config.loss`` (assigner name, its settings, loss weights)."""
+    assigner = config.loss.assigner
+    if assigner not in _ASSIGNER_CONFIGS:
+        raise ValueError(
+            f"config.loss.assigner: {assigner!r} is not one of {list(_ASSIGNER_CONFIGS)}"
+        )
+    settings = _plain(config.loss.assigner_config)
+    assigner_config = (
+        _build(_ASSIGNER_CONFIGS[assigner], settings, "config.loss.assigner_config")
+        if settings
+        else None
+    )
+    values = {"assigner": assigner, "assigner_config": assigner_config}
+    return _build(LossConfig, {**values, **_plain(config.loss.overrides)}, "config.loss")
+
+
+def optimizer_config(config: ml_collections.ConfigDict) -> OptimizerConfig:
+    """`OptimizerConfig` from ``config.optimizer``."""
+    return _build(OptimizerConfig, _plain(config.optimizer), "config.optimizer")
+
+
+def postprocess_config(config: ml_collections.ConfigDict) -> PostprocessConfig:
+    """`PostprocessConfig` from the inference fields of ``config.eval``."""
+    names = [field.name for field in dataclasses.fields(PostprocessConfig)]
+    return PostprocessConfig(**{name: config.eval[name] for name in names})
+
+
+def image_size(config: ml_collections.ConfigDict) -> tuple[int, int]:
+    """``config.dataset.image_size`` as ``(H, W)``."""
+    size = _plain(config.dataset.image_size)
+    if isinstance(size, int):
+        return size, size
+    if len(size) != 2:
+        raise ValueError(f"config.dataset.image_size must be an int or (H, W), got {size}")
+    return int(size[0]), int(size[1])

@@ -1,0 +1,112 @@
+"""``ota-train``: train and evaluate the FCOS detector from an ``ml_collections`` config.
+
+Examples::
+
+    ota-train                                   # configs/shapes.py into runs/shapes
+    ota-train --config smoke --workdir /tmp/smoke
+    ota-train --config train/configs/shapes.py --config.train.steps=100
+    ota-train --config coco_fcos_r50_ota_1x --config.dataset.data_dir=/data/tfds \
+        --distributed                          # on every host of a multi-host job
+
+``--config`` takes a config name of ``ota_train/configs`` or a path to a file
+with a ``get_config()``. Any field can be overridden with
+``--config.<path>=<value>``. Rerunning with the same ``--workdir`` resumes from
+the newest checkpoint there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from ota_train import configs
+
+__all__ = ["main"]
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config",
+    default=str(configs.CONFIG_DIR / f"{configs.DEFAULT_CONFIG}.py"),
+    help_string=f"Config file: a name of {configs.available()} or a path.",
+    lock_config=True,
+)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Run directory (default runs/<config name>); reruns resume from it."
+)
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed",
+    os.environ.get("OTA_TRAIN_DISTRIBUTED", "").lower() in ("1", "true", "yes"),
+    "Call jax.distributed.initialize() first (multi-host; default from $OTA_TRAIN_DISTRIBUTED). "
+    "Cluster settings are detected (TPU pods, SLURM, ...) or taken from the flags below.",
+)
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "With --distributed: host:port of process 0."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --distributed: process count.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --distributed: this process's id.")
+
+
+def _with_resolved_config(argv: Sequence[str]) -> list[str]:
+    """``argv`` with a ``--config`` name (``shapes``) replaced by its file's path."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg in ("--config", "-config") and i + 1 < len(out):
+            out[i + 1] = configs.resolve_config_path(out[i + 1])
+        elif arg.startswith(("--config=", "-config=")):
+            flag, value = arg.split("=", 1)
+            out[i] = f"{flag}={configs.resolve_config_path(value)}"
+    return out
+
+
+def _config_name() -> str:
+    path = config_flags.get_config_filename(flags.FLAGS["config"])
+    return Path(path.split(":", 1)[0]).stem
+
+
+def _run(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {list(argv[1:])}")
+    import jax
+
+    if _DISTRIBUTED.value:
+        # Before anything touches a device: every process must join first.
+        jax.distributed.initialize(
+            coordinator_address=_COORDINATOR.value,
+            num_processes=_NUM_PROCESSES.value,
+            process_id=_PROCESS_ID.value,
+        )
+    from ota_train import trainer  # Imports TensorFlow; keep --help fast.
+
+    logging.getLogger("ota_train").setLevel(logging.INFO)
+    workdir = _WORKDIR.value or os.path.join("runs", _config_name())
+    if jax.process_index() == 0:
+        logging.getLogger(__name__).info(
+            "Training %s in %s on %d device(s), %d process(es).",
+            _config_name(),
+            workdir,
+            jax.device_count(),
+            jax.process_count(),
+        )
+    try:
+        trainer.train_and_evaluate(_CONFIG.value, workdir)
+    except trainer.NonFiniteLossError as error:
+        raise SystemExit(f"ota-train: {error}") from None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``ota-train`` console script."""
+    argv = sys.argv if argv is None else argv
+    try:
+        argv = _with_resolved_config(argv)
+    except FileNotFoundError as error:
+        raise SystemExit(f"ota-train: {error}") from None
+    app.run(_run, argv=argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,257 @@
+"""The training loop of ``ota-train``: train, checkpoint, resume, evaluate, draw.
+
+One function, `train_and_evaluate`. The train state is replicated over a
+``"data"`` mesh of every device (of every host) and each batch is sharded over
+it, so the same code runs on one CPU and on a pod. Metrics are fetched from
+the device only every ``log_every`` steps (and at checkpoints), which keeps the
+host ahead of the accelerator; every step's loss is still checked then, so a
+non-finite loss is reported with its exact step, before any later state can be
+saved.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping
+
+import jax
+import ml_collections
+from flax import nnx
+from jax.sharding import Mesh
+from tqdm.auto import tqdm
+
+from ota_jax.data import registry
+from ota_jax.detector import (
+    FCOS,
+    TrainState,
+    create_train_state,
+    make_data_mesh,
+    make_optimizer,
+    make_schedule,
+    replicate,
+    shard_batch,
+    train_step,
+)
+from ota_jax.evaluation import CocoEvaluator, write_metrics
+from ota_train import builders, input_data
+from ota_train.checkpoints import Checkpoints
+from ota_train.evaluate import evaluate
+from ota_train.metrics_writer import MetricsWriter
+from ota_train.visualize import draw_detections
+
+__all__ = ["NonFiniteLossError", "create_state", "train_and_evaluate"]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or inf loss; ``step`` is the first such step."""
+
+    def __init__(self, step: int, value: float, last_checkpoint: int | None, directory: str):
+        self.step = step
+        self.last_checkpoint = last_checkpoint
+        where = (
+            f"the last good checkpoint is step {last_checkpoint} in {directory}"
+            if last_checkpoint is not None
+            else "no checkpoint was saved before it"
+        )
+        super().__init__(
+            f"Non-finite loss ({value}) at step {step}; training stopped and {where}. "
+            "Lower the learning rate, add gradient clipping (optimizer.clip_norm) or "
+            "lengthen the warm-up."
+        )
+
+
+def create_state(config: ml_collections.ConfigDict, mesh: Mesh) -> TrainState:
+    """A freshly initialised train state of ``config``, replicated over ``mesh``."""
+    spec, _ = registry.resolve(config.dataset.name)
+    model = FCOS(builders.model_config(config, spec.num_classes), rngs=nnx.Rngs(config.seed))
+    optimizer = builders.optimizer_config(config)
+    state = create_train_state(
+        model,
+        make_optimizer(optimizer),
+        loss_config=builders.loss_config(config),
+        schedule=make_schedule(optimizer),
+    )
+    return replicate(state, mesh)
+
+
+def _check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
+    """Clear errors for settings the loop cannot run with."""
+    for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
+        if config.train[name] < 1:
+            raise ValueError(f"config.train.{name} must be at least 1, got {config.train[name]}")
+    for name, size in (("train", config.train.batch_size), ("eval", config.eval.batch_size)):
+        if size % mesh.size:
+            raise ValueError(
+                f"config.{name}.batch_size={size} must be divisible by the {mesh.size} devices"
+            )
+
+
+class _Window:
+    """Host-side sums of the step metrics since the last record."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.steps = 0
+        self.start = time.perf_counter()
+
+    def add(self, metrics: Mapping[str, float]) -> None:
+        for name, value in metrics.items():
+            self.sums[name] = self.sums.get(name, 0.0) + float(value)
+        self.steps += 1
+
+    def record(self) -> dict[str, float]:
+        """Means over the window plus its speed; starts a new window."""
+        elapsed = time.perf_counter() - self.start
+        record = {f"train/{name}": total / self.steps for name, total in self.sums.items()}
+        record["train/steps_per_sec"] = self.steps / max(elapsed, 1e-9)
+        self.__init__()
+        return record
+
+
+def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Trains ``config`` in ``workdir`` (resuming from its newest checkpoint), then evaluates.
+
+    Writes ``metrics.jsonl``, TensorBoard files under ``tensorboard/``,
+    checkpoints under ``checkpoints/``, ``config.json``, and at the end
+    ``eval.json`` and ``detections.png``.
+
+    Args:
+      config: a training config (see ``ota_train/configs/_base.py``).
+      workdir: the run's directory; a rerun with the same one resumes.
+
+    Returns:
+      The final COCO metrics (AP, AP50, AP75, APs, APm, APl).
+
+    Raises:
+      NonFiniteLossError: a step's loss was NaN or inf (the newest checkpoint
+        is the last good state).
+    """
+    workdir = os.path.abspath(workdir)
+    is_chief = jax.process_index() == 0
+    os.makedirs(workdir, exist_ok=True)
+    mesh = make_data_mesh()
+    _check_config(config, mesh)
+    spec, _ = registry.resolve(config.dataset.name)
+
+    state = create_state(config, mesh)
+    checkpoints = Checkpoints(
+        os.path.join(workdir, CHECKPOINT_DIR),
+        max_to_keep=config.train.keep_checkpoints,
+        async_save=config.train.async_checkpoints,
+    )
+    writer = None
+    try:
+        start_step = checkpoints.latest_step() or 0
+        if start_step:
+            state = checkpoints.restore(state, start_step)
+            logger.info("Resuming from the checkpoint of step %d in %s", start_step, workdir)
+        if is_chief:
+            _write_config(config, workdir)
+        writer = MetricsWriter(workdir, resume_step=start_step, enabled=is_chief)
+        evaluator = CocoEvaluator.from_dataset(
+            config.dataset.name, config.dataset.eval_split, data_dir=config.dataset.data_dir
+        )
+        state = _train(config, state, mesh, start_step, checkpoints, writer, evaluator)
+
+        keep = config.eval.num_draw_images
+        result = evaluate(state, config, mesh, evaluator, keep_images=keep)
+        step = int(state.step)
+        writer.write(step, {f"eval/{name}": value for name, value in result.metrics.items()})
+        if is_chief:
+            write_metrics(result.metrics, workdir)
+            draw_detections(
+                os.path.join(workdir, "detections.png"),
+                result.images,
+                spec.class_names,
+                score_threshold=config.eval.draw_score_threshold,
+            )
+        logger.info("Step %d: %s", step, json.dumps(result.metrics))
+        return result.metrics
+    finally:
+        # Let pending (good) checkpoint writes finish even when training failed.
+        checkpoints.close()
+        if writer is not None:
+            writer.close()
+
+
+def _train(
+    config: ml_collections.ConfigDict,
+    state: TrainState,
+    mesh: Mesh,
+    start_step: int,
+    checkpoints: Checkpoints,
+    writer: MetricsWriter,
+    evaluator: CocoEvaluator,
+) -> TrainState:
+    """Steps ``start_step + 1 .. config.train.steps``; returns the final state."""
+    total = config.train.steps
+    if start_step >= total:
+        if start_step > total:
+            logger.warning("The checkpoint (step %d) is past train.steps=%d.", start_step, total)
+        return state
+    train = config.train
+    batches = input_data.train_batches(config, start_step=start_step)
+    window = _Window()
+    pending: list[tuple[int, dict[str, jax.Array]]] = []
+    bar = tqdm(
+        total=total,
+        initial=start_step,
+        unit="step",
+        desc="train",
+        disable=jax.process_index() != 0,
+        dynamic_ncols=True,
+    )
+    try:
+        for step in range(start_step + 1, total + 1):
+            batch = next(batches)
+            state, metrics = train_step(
+                state, shard_batch({key: batch[key] for key in input_data.TRAIN_KEYS}, mesh)
+            )
+            pending.append((step, metrics))
+            bar.update(1)
+            log_now = step % train.log_every == 0 or step == total
+            save_now = step % train.checkpoint_every == 0 or step == total
+            eval_now = bool(train.eval_every) and step % train.eval_every == 0 and step < total
+            if not (log_now or save_now or eval_now):
+                continue
+            # One device-to-host transfer for the whole window.
+            for pending_step, values in jax.device_get(pending):
+                loss = float(values["loss"])
+                if not math.isfinite(loss):
+                    checkpoints.wait()
+                    raise NonFiniteLossError(
+                        pending_step, loss, checkpoints.latest_step(), checkpoints.directory
+                    )
+                window.add(values)
+            pending.clear()
+            if log_now:
+                record = window.record()
+                writer.write(step, record)
+                bar.set_postfix(
+                    loss=f"{record['train/loss']:.4f}",
+                    lr=f"{record.get('train/learning_rate', float('nan')):.2g}",
+                    refresh=False,
+                )
+            if save_now:
+                checkpoints.save(state)
+            if eval_now:
+                metrics = evaluate(state, config, mesh, evaluator).metrics
+                writer.write(step, {f"eval/{name}": value for name, value in metrics.items()})
+                writer.flush()
+                window.start = time.perf_counter()  # Evaluation time is not training speed.
+    finally:
+        bar.close()
+    return state
