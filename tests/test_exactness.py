@@ -196,3 +196,54 @@ def test_gts_without_candidates_still_ship_their_labels():
     np.testing.assert_allclose(plan[:2].sum(axis=1), want["mu"][:2], rtol=1e-3)
     np.testing.assert_allclose(plan[[0, 1, 2, 4]], want["plan"], atol=1e-3)
     np.testing.assert_array_equal(np.asarray(result.gt_index), want["gt_index"])
+
+
+@pytest.mark.parametrize("assigner", ["ota", "simota"])
+def test_matches_reference_on_a_crowded_image_with_100_gts(assigner):
+    rng = np.random.default_rng(100)
+    scene = make_scene(rng, num_gt=100, image_size=(192, 192))
+    mask = np.ones(100, bool)
+    if assigner == "ota":
+        result = ota_jax.ota_assign(
+            scene.pred_boxes,
+            scene.cls_logits,
+            scene.points,
+            scene.strides,
+            scene.gt_boxes,
+            scene.gt_labels,
+            mask,
+        )
+        want = reference.ota_reference(
+            scene.pred_boxes,
+            scene.cls_logits,
+            scene.points,
+            scene.strides,
+            scene.gt_boxes,
+            scene.gt_labels,
+            subtract_row_min=False,
+        )
+    else:
+        result = ota_jax.simota_assign(
+            scene.pred_boxes,
+            scene.cls_logits,
+            scene.points,
+            scene.strides,
+            scene.gt_boxes,
+            scene.gt_labels,
+            mask,
+            obj_logits=scene.obj_logits,
+        )
+        want = reference.simota_reference(
+            scene.pred_boxes,
+            scene.cls_logits,
+            scene.points,
+            scene.strides,
+            scene.gt_boxes,
+            scene.gt_labels,
+            obj_logits=scene.obj_logits,
+        )
+    positives = want["gt_index"] >= 0
+    agreed = (np.asarray(result.gt_index)[positives] == want["gt_index"][positives]).mean()
+    assert positives.sum() > 200
+    assert agreed >= 0.999
+    np.testing.assert_array_equal(result.dynamic_k, want["dynamic_k"])
