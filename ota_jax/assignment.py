@@ -143,6 +143,13 @@ def check_inputs(args: tuple, *, batched: bool) -> tuple:
     return args
 
 
+def assign_one_image(assign_batch, args: tuple, config) -> Assignment:
+    """Run a batched assigner ``assign_batch(args, config)`` on one image's arguments."""
+    args = check_inputs(args, batched=False)
+    args = tuple(x if i in (2, 3) or x is None else x[None] for i, x in enumerate(args))
+    return jax.tree.map(lambda x: x[0], assign_batch(args, config))
+
+
 def prepare_inputs(
     pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits=None
 ) -> AssignInputs:

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from ota_jax.assignment import Assignment
+from ota_jax.assignment import Assignment, background_assignment
 
 __all__ = [
     "bucket_index",
@@ -75,14 +75,18 @@ def by_real_gts(args: tuple, run: Callable[[tuple], Assignment]) -> Assignment:
 
     Args:
       args: the batched assigner arguments ``(pred_boxes, cls_logits, points, strides,
-        gt_boxes, gt_labels, gt_mask, obj_logits)`` with ``M > 0`` gt slots.
+        gt_boxes, gt_labels, gt_mask, obj_logits)``. With no gt slot (``M == 0``)
+        every anchor is background and ``run`` is not called.
       run: the assigner on such arguments; it gets the gts cut to R slots, real first.
 
     Returns:
       ``run``'s batched `Assignment`, in the caller's gt numbering.
     """
     gt_boxes, gt_labels, gt_mask = args[4:7]
-    num_gt = gt_mask.shape[1]
+    num_images, num_gt = gt_mask.shape
+    if num_gt == 0:  # static: no gt slot at all
+        empty = background_assignment(args[2].shape[0])
+        return jax.tree.map(lambda x: jnp.broadcast_to(x, (num_images, *x.shape)), empty)
     order = real_gts_first(gt_mask)
 
     def at_rows(rows: int):

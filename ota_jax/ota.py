@@ -23,7 +23,7 @@ from ota_jax import buckets
 from ota_jax.assignment import (
     AssignInputs,
     Assignment,
-    background_assignment,
+    assign_one_image,
     check_inputs,
     finite_cost,
     make_assignment,
@@ -226,6 +226,10 @@ def _assign_at_size(args: tuple, config: OTAConfig, *, columns: int | None) -> A
     return jax.vmap(partial(_decode, config=config))(problem, transport)
 
 
+def _assign_batch(args: tuple, config: OTAConfig) -> Assignment:
+    return buckets.by_real_gts(args, partial(_assign_real_gts, config=config))
+
+
 def _assign_real_gts(args: tuple, config: OTAConfig) -> Assignment:
     """Pick the column bucket from an upper bound of the anchors compaction keeps:
     every candidate plus ``extra_columns`` per candidate-less gt."""
@@ -238,14 +242,6 @@ def _assign_real_gts(args: tuple, config: OTAConfig) -> Assignment:
     return buckets.by_columns(
         args, kept.max(), config.max_columns, partial(_assign_at_size, config=config)
     )
-
-
-def _ota_batch(args: tuple, config: OTAConfig) -> Assignment:
-    num_images, num_gt = args[6].shape
-    if num_gt == 0:  # static: no gt slot at all
-        empty = background_assignment(args[2].shape[0])
-        return jax.tree.map(lambda x: jnp.broadcast_to(x, (num_images, *x.shape)), empty)
-    return buckets.by_real_gts(args, partial(_assign_real_gts, config=config))
 
 
 @partial(jax.jit, static_argnames=("config",))
@@ -287,9 +283,7 @@ def ota_assign(
     to float32 precision instead of being float32 rounding noise around 1e6.
     """
     args = (pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits)
-    args = check_inputs(args, batched=False)
-    args = tuple(x if i in (2, 3) or x is None else x[None] for i, x in enumerate(args))
-    return jax.tree.map(lambda x: x[0], _ota_batch(args, config))
+    return assign_one_image(_assign_batch, args, config)
 
 
 @partial(jax.jit, static_argnames=("config",))
@@ -309,4 +303,4 @@ def ota_assign_batch(
     ``points [A, 2]`` and ``strides [A]``, shared by all images. Gts are padded to a
     common ``M`` with ``gt_mask``; padding never changes a result."""
     args = (pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits)
-    return _ota_batch(check_inputs(args, batched=True), config)
+    return _assign_batch(check_inputs(args, batched=True), config)

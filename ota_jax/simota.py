@@ -17,7 +17,7 @@ from jax.typing import ArrayLike
 from ota_jax import buckets
 from ota_jax.assignment import (
     Assignment,
-    background_assignment,
+    assign_one_image,
     check_inputs,
     finite_cost,
     make_assignment,
@@ -109,6 +109,10 @@ def _prefilter_batch(points, strides, gt_boxes, gt_mask, config: SimOTAConfig) -
     return jax.vmap(geometry)(gt_boxes, gt_mask)
 
 
+def _assign_batch(args: tuple, config: SimOTAConfig) -> Assignment:
+    return buckets.by_real_gts(args, partial(_assign_real_gts, config=config))
+
+
 def _assign_real_gts(args: tuple, config: SimOTAConfig) -> Assignment:
     _, _, points, strides, gt_boxes, _, gt_mask, _ = args
     prefiltered = _prefilter_batch(points, strides, gt_boxes, gt_mask, config).sum(axis=1)
@@ -129,14 +133,6 @@ def _scatter_anchors(compact: Assignment, index: Array, num_anchors: int) -> Ass
         box_targets=scatter(compact.box_targets, 0.0),
         ious=scatter(compact.ious, 0.0),
     )
-
-
-def _simota_batch(args: tuple, config: SimOTAConfig) -> Assignment:
-    num_images, num_gt = args[6].shape
-    if num_gt == 0:  # static: no gt slot at all
-        empty = background_assignment(args[2].shape[0])
-        return jax.tree.map(lambda x: jnp.broadcast_to(x, (num_images, *x.shape)), empty)
-    return buckets.by_real_gts(args, partial(_assign_real_gts, config=config))
 
 
 def _simota_one_image(
@@ -225,9 +221,7 @@ def simota_assign(
       gts have no anchor in their regions is all background (the reference crashes).
     """
     args = (pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits)
-    args = check_inputs(args, batched=False)
-    args = tuple(x if i in (2, 3) or x is None else x[None] for i, x in enumerate(args))
-    return jax.tree.map(lambda x: x[0], _simota_batch(args, config))
+    return assign_one_image(_assign_batch, args, config)
 
 
 @partial(jax.jit, static_argnames=("config",))
@@ -246,4 +240,4 @@ def simota_assign_batch(
     """`simota_assign` over a batch: a leading ``[B]`` axis on every argument except
     ``points [A, 2]`` and ``strides [A]``."""
     args = (pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits)
-    return _simota_batch(check_inputs(args, batched=True), config)
+    return _assign_batch(check_inputs(args, batched=True), config)
