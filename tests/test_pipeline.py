@@ -184,6 +184,18 @@ def test_same_seed_same_batches(data_dir):
     assert not np.array_equal(order, np.concatenate([b["image_id"] for b in other]))
 
 
+def test_start_index_continues_the_stream_exactly(data_dir):
+    """A resumed stream (several epochs of 16 images in) equals the uninterrupted one."""
+    kwargs = {"train": True, "batch_size": 4, "seed": 3, "cache": True}
+    full = _batches(data_dir, 12, **kwargs)
+    resumed = _batches(data_dir, 3, start_index=9 * 4, **kwargs)
+    for a, b in zip(full[9:], resumed, strict=True):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    with pytest.raises(ValueError, match="start_index"):
+        _batches(data_dir, 1, start_index=4)  # Evaluation has no stream position.
+
+
 def test_eval_pass_sees_every_image_once_and_pads_the_last_batch(data_dir, annotations):
     dataset = pipeline.make_dataset(
         TINY, data_dir=data_dir, image_size=TINY_SIZE, max_gt=8, batch_size=3, train=False

@@ -22,6 +22,7 @@ from ota_jax.detector import (
 )
 
 __all__ = [
+    "ConfigError",
     "image_size",
     "loss_config",
     "model_config",
@@ -30,6 +31,11 @@ __all__ = [
 ]
 
 _ASSIGNER_CONFIGS: dict[str, type] = {"ota": OTAConfig, "simota": SimOTAConfig}
+
+
+class ConfigError(ValueError):
+    """A training config that cannot run; the message names the field."""
+
 
 T = TypeVar("T")
 
@@ -50,42 +56,50 @@ def _build(cls: type[T], values: Mapping[str, Any], where: str) -> T:
     known = {field.name for field in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"{where}: unknown {cls.__name__} fields {unknown}; known: {sorted(known)}"
         )
     return cls(**values)
 
 
+def _set_fields(branch: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The fields of a placeholder branch that were given a value (not None)."""
+    return {key: value for key, value in _plain(branch).items() if value is not None}
+
+
 def model_config(config: ml_collections.ConfigDict, num_classes: int) -> FCOSConfig:
-    """`FCOSConfig` from ``config.model``: a preset plus field overrides."""
-    overrides = _plain(config.model.overrides)
-    known = {field.name for field in dataclasses.fields(FCOSConfig)}
+    """`FCOSConfig` from ``config.model``: a preset plus the overrides that are set."""
+    overrides = _set_fields(config.model.overrides)
+    known = {field.name for field in dataclasses.fields(FCOSConfig)} - {"num_classes"}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise ValueError(f"config.model.overrides: unknown FCOSConfig fields {unknown}")
+        raise ConfigError(f"config.model.overrides: unknown FCOSConfig fields {unknown}")
     return fcos_config(config.model.preset, num_classes=num_classes, **overrides)
 
 
 def loss_config(config: ml_collections.ConfigDict) -> LossConfig:
-    """`LossConfig` from ``config.loss`` (assigner name, its settings, loss weights)."""
+    """`LossConfig` from ``config.loss``: the assigner, its settings, the loss weights."""
     assigner = config.loss.assigner
     if assigner not in _ASSIGNER_CONFIGS:
-        raise ValueError(
+        raise ConfigError(
             f"config.loss.assigner: {assigner!r} is not one of {list(_ASSIGNER_CONFIGS)}"
         )
-    settings = _plain(config.loss.assigner_config)
+    settings = _set_fields(config.loss[assigner])
     assigner_config = (
-        _build(_ASSIGNER_CONFIGS[assigner], settings, "config.loss.assigner_config")
+        _build(_ASSIGNER_CONFIGS[assigner], settings, f"config.loss.{assigner}")
         if settings
-        else None
+        else None  # The assigner's own defaults.
     )
     values = {"assigner": assigner, "assigner_config": assigner_config}
-    return _build(LossConfig, {**values, **_plain(config.loss.overrides)}, "config.loss")
+    return _build(LossConfig, {**values, **_set_fields(config.loss.overrides)}, "config.loss")
 
 
 def optimizer_config(config: ml_collections.ConfigDict) -> OptimizerConfig:
-    """`OptimizerConfig` from ``config.optimizer``."""
-    return _build(OptimizerConfig, _plain(config.optimizer), "config.optimizer")
+    """`OptimizerConfig` from ``config.optimizer``; ``total_steps`` None is ``train.steps``."""
+    values = _plain(config.optimizer)
+    if values.get("total_steps") is None:
+        values["total_steps"] = config.train.steps
+    return _build(OptimizerConfig, values, "config.optimizer")
 
 
 def postprocess_config(config: ml_collections.ConfigDict) -> PostprocessConfig:
@@ -100,5 +114,5 @@ def image_size(config: ml_collections.ConfigDict) -> tuple[int, int]:
     if isinstance(size, int):
         return size, size
     if len(size) != 2:
-        raise ValueError(f"config.dataset.image_size must be an int or (H, W), got {size}")
+        raise ConfigError(f"config.dataset.image_size must be an int or (H, W), got {size}")
     return int(size[0]), int(size[1])

@@ -4,7 +4,7 @@ Only the arrays are saved (``step``, ``params``, ``rest``, ``opt_state``); the
 model structure, optimizer and loss settings come from the config. Orbax
 writes each checkpoint to a temporary directory and renames it when complete,
 so a run killed mid-save leaves the previous checkpoints intact and the next
-run ignores the partial one.
+run deletes the partial one.
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ class Checkpoints:
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
             create=True,
+            # A run killed mid-save leaves a temporary directory: remove it on restart.
+            cleanup_tmp_directories=True,
             enable_async_checkpointing=async_save,
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)

@@ -28,7 +28,9 @@ def local_batch_size(global_batch_size: int) -> int:
     """This host's share of a global batch."""
     count = jax.process_count()
     if global_batch_size % count:
-        raise ValueError(f"batch size {global_batch_size} does not split over {count} hosts")
+        raise builders.ConfigError(
+            f"batch size {global_batch_size} does not split over {count} hosts"
+        )
     return global_batch_size // count
 
 

@@ -1,10 +1,11 @@
-"""``ota-train``: train and evaluate the FCOS detector from an ``ml_collections`` config.
+r"""``ota-train``: train and evaluate the FCOS detector from an ``ml_collections`` config.
 
 Examples::
 
     ota-train                                   # configs/shapes.py into runs/shapes
     ota-train --config smoke --workdir /tmp/smoke
-    ota-train --config train/configs/shapes.py --config.train.steps=100
+    ota-train --config train/configs/shapes.py --config.train.steps=100 \
+        --config.loss.assigner=simota --config.model.overrides.fpn_width=64
     ota-train --config coco_fcos_r50_ota_1x --config.dataset.data_dir=/data/tfds \
         --distributed                          # on every host of a multi-host job
 
@@ -92,19 +93,31 @@ def _run(argv: Sequence[str]) -> None:
             jax.device_count(),
             jax.process_count(),
         )
+    from ota_jax.data.registry import DatasetNotPreparedError
+    from ota_train.builders import ConfigError
+    from ota_train.checkpoints import CheckpointError
+
     try:
         trainer.train_and_evaluate(_CONFIG.value, workdir)
-    except trainer.NonFiniteLossError as error:
+    except (
+        trainer.NonFiniteLossError,
+        DatasetNotPreparedError,
+        ConfigError,
+        CheckpointError,
+    ) as error:
+        # Expected failures with a message that says what to do: no traceback.
         raise SystemExit(f"ota-train: {error}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``ota-train`` console script."""
-    argv = sys.argv if argv is None else argv
+    argv = sys.argv if argv is None else list(argv)
     try:
         argv = _with_resolved_config(argv)
     except FileNotFoundError as error:
         raise SystemExit(f"ota-train: {error}") from None
+    # ml_collections reads the --config.* overrides from sys.argv itself.
+    sys.argv = argv
     app.run(_run, argv=argv)
 
 

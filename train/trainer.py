@@ -11,15 +11,17 @@ saved.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import jax
 import ml_collections
+import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
@@ -27,6 +29,9 @@ from tqdm.auto import tqdm
 from ota_jax.data import registry
 from ota_jax.detector import (
     FCOS,
+    FCOSConfig,
+    LossConfig,
+    OptimizerConfig,
     TrainState,
     create_train_state,
     make_data_mesh,
@@ -37,7 +42,7 @@ from ota_jax.detector import (
 )
 from ota_jax.evaluation import CocoEvaluator, write_metrics
 from ota_train import builders, input_data
-from ota_train.checkpoints import Checkpoints
+from ota_train.checkpoints import Checkpoints, all_finite
 from ota_train.evaluate import evaluate
 from ota_train.metrics_writer import MetricsWriter
 from ota_train.visualize import draw_detections
@@ -52,9 +57,22 @@ _FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensiv
 
 
 class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or inf loss; ``step`` is the first such step."""
+    """Training produced a NaN or inf loss (or gradient, or parameters) at ``step``.
 
-    def __init__(self, step: int, value: float, last_checkpoint: int | None, directory: str):
+    Attributes:
+      step: the first step (1-based, as logged) with a non-finite value.
+      last_checkpoint: the newest checkpoint's step, all finite; None if there is none.
+    """
+
+    def __init__(
+        self,
+        step: int,
+        value: float | str,
+        last_checkpoint: int | None,
+        directory: str,
+        *,
+        what: str = "loss",
+    ):
         self.step = step
         self.last_checkpoint = last_checkpoint
         where = (
@@ -63,43 +81,65 @@ class NonFiniteLossError(RuntimeError):
             else "no checkpoint was saved before it"
         )
         super().__init__(
-            f"Non-finite loss ({value}) at step {step}; training stopped and {where}. "
+            f"Non-finite {what} ({value}) at step {step}; training stopped and {where}. "
             "Lower the learning rate, add gradient clipping (optimizer.clip_norm) or "
             "lengthen the warm-up."
         )
 
 
-def create_state(config: ml_collections.ConfigDict, mesh: Mesh) -> TrainState:
-    """A freshly initialised train state of ``config``, replicated over ``mesh``."""
-    spec, _ = registry.resolve(config.dataset.name)
-    model_config = builders.model_config(config, spec.num_classes)
-    optimizer = builders.optimizer_config(config)
-    loss_config = builders.loss_config(config)
+@functools.cache
+def _optimizer(config: OptimizerConfig) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """One optimizer and schedule per config: the train state carries them as static
+    fields, so reusing the same objects lets a later run in this process (a resume,
+    a test) reuse the compiled train step instead of compiling it again."""
+    return make_optimizer(config), make_schedule(config)
+
+
+@functools.cache
+def _initializer(
+    model_config: FCOSConfig,
+    optimizer: OptimizerConfig,
+    loss_config: LossConfig,
+    seed: int,
+    mesh: Mesh,
+) -> Callable[[], TrainState]:
+    """The compiled function making a fresh, replicated train state (cached per setting)."""
+    tx, schedule = _optimizer(optimizer)
 
     def init() -> TrainState:
-        model = FCOS(model_config, rngs=nnx.Rngs(config.seed))
-        return create_train_state(
-            model,
-            make_optimizer(optimizer),
-            loss_config=loss_config,
-            schedule=make_schedule(optimizer),
-        )
+        model = FCOS(model_config, rngs=nnx.Rngs(seed))
+        return create_train_state(model, tx, loss_config=loss_config, schedule=schedule)
 
     # One compiled initialisation instead of an eager op (and a compile) per parameter,
     # written straight into its replicated placement. It runs once, so XLA's expensive
     # optimisations are not worth it: on CPU they take the compile from ~2 s to ~15 s.
     init = jax.jit(init, out_shardings=NamedSharding(mesh, PartitionSpec()))
-    return init.lower().compile(compiler_options=_FAST_COMPILE)()
+    return init.lower().compile(compiler_options=_FAST_COMPILE)
+
+
+def create_state(config: ml_collections.ConfigDict, mesh: Mesh) -> TrainState:
+    """A freshly initialised train state of ``config``, replicated over ``mesh``."""
+    spec, _ = registry.resolve(config.dataset.name)
+    init = _initializer(
+        builders.model_config(config, spec.num_classes),
+        builders.optimizer_config(config),
+        builders.loss_config(config),
+        config.seed,
+        mesh,
+    )
+    return init()
 
 
 def _check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
     """Clear errors for settings the loop cannot run with."""
     for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
         if config.train[name] < 1:
-            raise ValueError(f"config.train.{name} must be at least 1, got {config.train[name]}")
+            raise builders.ConfigError(
+                f"config.train.{name} must be at least 1, got {config.train[name]}"
+            )
     for name, size in (("train", config.train.batch_size), ("eval", config.eval.batch_size)):
         if size % mesh.size:
-            raise ValueError(
+            raise builders.ConfigError(
                 f"config.{name}.batch_size={size} must be divisible by the {mesh.size} devices"
             )
 
@@ -155,6 +195,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     mesh = make_data_mesh()
     _check_config(config, mesh)
     spec, _ = registry.resolve(config.dataset.name)
+    # First, so that missing data stops the run before the model is built.
+    evaluator = CocoEvaluator.from_dataset(
+        config.dataset.name, config.dataset.eval_split, data_dir=config.dataset.data_dir
+    )
 
     state = create_state(config, mesh)
     checkpoints = Checkpoints(
@@ -171,9 +215,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if is_chief:
             _write_config(config, workdir)
         writer = MetricsWriter(workdir, resume_step=start_step, enabled=is_chief)
-        evaluator = CocoEvaluator.from_dataset(
-            config.dataset.name, config.dataset.eval_split, data_dir=config.dataset.data_dir
-        )
         state = _train(config, state, mesh, start_step, checkpoints, writer, evaluator)
 
         keep = config.eval.num_draw_images
@@ -187,6 +228,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 result.images,
                 spec.class_names,
                 score_threshold=config.eval.draw_score_threshold,
+                max_per_image=config.eval.draw_max_per_image,
             )
         logger.info("Step %d: %s", step, json.dumps(result.metrics))
         return result.metrics
@@ -195,6 +237,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         checkpoints.close()
         if writer is not None:
             writer.close()
+
+
+def _fetch_finite(
+    pending: list[tuple[int, dict[str, jax.Array]]], checkpoints: Checkpoints
+) -> list[dict[str, float]]:
+    """The pending steps' metrics on the host (one transfer), each step checked in order.
+
+    Raises:
+      NonFiniteLossError: at the first step with a non-finite loss or gradient norm
+        (a NaN gradient spoils every state after it), once pending saves are done.
+    """
+    fetched = []
+    for step, values in jax.device_get(pending):
+        for name, what in (("loss", "loss"), ("grad_norm", "gradient")):
+            if not math.isfinite(value := float(values[name])):
+                checkpoints.wait()
+                raise NonFiniteLossError(
+                    step, value, checkpoints.latest_step(), checkpoints.directory, what=what
+                )
+        fetched.append(values)
+    return fetched
 
 
 def _train(
@@ -237,14 +300,7 @@ def _train(
             eval_now = bool(train.eval_every) and step % train.eval_every == 0 and step < total
             if not (log_now or save_now or eval_now):
                 continue
-            # One device-to-host transfer for the whole window.
-            for pending_step, values in jax.device_get(pending):
-                loss = float(values["loss"])
-                if not math.isfinite(loss):
-                    checkpoints.wait()
-                    raise NonFiniteLossError(
-                        pending_step, loss, checkpoints.latest_step(), checkpoints.directory
-                    )
+            for values in _fetch_finite(pending, checkpoints):
                 window.add(values)
             pending.clear()
             if log_now:
@@ -256,6 +312,15 @@ def _train(
                     refresh=False,
                 )
             if save_now:
+                if not bool(all_finite(state.params)):  # Finite loss and gradient, yet overflow.
+                    checkpoints.wait()
+                    raise NonFiniteLossError(
+                        step,
+                        "nan/inf",
+                        checkpoints.latest_step(),
+                        checkpoints.directory,
+                        what="parameters",
+                    )
                 checkpoints.save(state)
             if eval_now:
                 metrics = evaluate(state, config, mesh, evaluator).metrics

@@ -11,6 +11,7 @@ import math
 import os
 from collections.abc import Sequence
 
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
@@ -33,6 +34,7 @@ def draw_detections(
     class_names: Sequence[str],
     *,
     score_threshold: float = 0.3,
+    max_per_image: int = 20,
     columns: int = 3,
 ) -> str:
     """Draws ``images`` in a grid and saves a PNG; returns its path.
@@ -42,6 +44,7 @@ def draw_detections(
       images: images with ground truth and detections (see `EvalImage`).
       class_names: ``[C]`` names of the contiguous labels.
       score_threshold: detections scoring below this are not drawn.
+      max_per_image: at most this many detections (the best) are drawn per image.
       columns: images per row.
     """
     path = os.fspath(path)
@@ -55,7 +58,7 @@ def draw_detections(
     for ax in axes:
         ax.set_axis_off()
     for ax, item in zip(axes, images, strict=False):
-        ax.imshow(item.image)
+        ax.imshow(item.image, interpolation="nearest")
         for box, label in zip(item.gt_boxes, item.gt_labels, strict=True):
             x1, y1, x2, y2 = (float(v) for v in box)
             ax.add_patch(
@@ -64,11 +67,11 @@ def draw_detections(
                     edgecolor=colours[int(label)],
                 )
             )  # fmt: skip
-        shown = 0
-        for box, score, label in zip(item.boxes, item.scores, item.classes, strict=True):
-            if score < score_threshold:
-                continue
-            shown += 1
+        order = np.argsort(-np.asarray(item.scores), kind="stable")
+        shown = [i for i in order if item.scores[i] >= score_threshold][:max_per_image]
+        for box, score, label in zip(
+            item.boxes[shown], item.scores[shown], item.classes[shown], strict=True
+        ):
             x1, y1, x2, y2 = (float(v) for v in box)
             colour = colours[int(label)]
             ax.add_patch(
@@ -79,7 +82,7 @@ def draw_detections(
                 va="bottom", bbox={"facecolor": colour, "alpha": 0.8, "pad": 1, "linewidth": 0},
             )  # fmt: skip
         ax.set_title(
-            f"{len(item.gt_boxes)} gt (dashed), {shown} detections >= {score_threshold:g}",
+            f"{len(item.gt_boxes)} gt (dashed), {len(shown)} detections >= {score_threshold:g}",
             fontsize=8,
         )
     figure.tight_layout()

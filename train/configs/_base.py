@@ -6,8 +6,37 @@ Not a config to run by itself (its name starts with ``_``): ``shapes``,
 
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
 from ml_collections import config_dict
+
+from ota_jax import OTAConfig, SimOTAConfig
+from ota_jax.detector import FCOSConfig, LossConfig
+
+# Types of the fields whose default is None (a placeholder needs a type for command-line
+# overrides; a field missing here still works from config files).
+_TYPES_OF_NONE_DEFAULTS = {"backbone_width": int}
+
+
+def _placeholders(cls: type, skip: tuple[str, ...] = ()) -> ml_collections.ConfigDict:
+    """A None placeholder, typed like the default, for each field of the dataclass ``cls``.
+
+    Overriding one (``--config.model.overrides.fpn_width=64``) sets that field; the
+    ones left None keep the library's default, so the defaults live in one place.
+    """
+    fields = {}
+    for field in dataclasses.fields(cls):
+        if field.name in skip:
+            continue
+        default = field.default
+        kind = (
+            type(default)
+            if default is not None
+            else _TYPES_OF_NONE_DEFAULTS.get(field.name, object)
+        )
+        fields[field.name] = config_dict.placeholder(kind)
+    return ml_collections.ConfigDict(fields)
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -15,35 +44,37 @@ def base_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0  # Model initialisation and data order (shuffle, flips).
 
-    # Steps are referenced by the optimizer's horizon: overriding
-    # --config.train.steps also moves the cosine schedule's end.
-    steps = config_dict.FieldReference(1000)
-
     config.dataset = ml_collections.ConfigDict()
     config.dataset.name = "ota_shapes"  # A key of ota_jax.data.registry, or ota_shapes/<config>.
     config.dataset.data_dir = config_dict.placeholder(str)  # TFDS data_dir; None: TFDS default.
     config.dataset.train_split = config_dict.placeholder(str)  # None: the dataset's default.
     config.dataset.eval_split = config_dict.placeholder(str)
-    config.dataset.image_size = 128  # Square side, or (H, W); images are resized to fit, padded.
+    config.dataset.image_size = (128, 128)  # (H, W): images are resized to fit, then padded.
     config.dataset.max_gt = 16  # Static ground-truth slots per image.
     config.dataset.shuffle_buffer = 1024
     config.dataset.cache = False  # Keep the encoded examples in memory (small datasets).
 
     config.model = ml_collections.ConfigDict()
     config.model.preset = "tiny"  # ota_jax.detector.fcos_config preset.
-    config.model.overrides = ml_collections.ConfigDict()  # FCOSConfig fields over the preset.
+    # Every FCOSConfig field (but num_classes, from the dataset); None keeps the preset's.
+    config.model.overrides = _placeholders(FCOSConfig, skip=("num_classes",))
 
     config.loss = ml_collections.ConfigDict()
     config.loss.assigner = "ota"  # "ota" or "simota".
-    config.loss.assigner_config = ml_collections.ConfigDict()  # OTAConfig/SimOTAConfig fields.
-    config.loss.overrides = ml_collections.ConfigDict()  # Other LossConfig fields.
+    # The assigner's settings, every field of OTAConfig / SimOTAConfig; None keeps the default.
+    config.loss.ota = _placeholders(OTAConfig, skip=("return_transport",))
+    config.loss.simota = _placeholders(SimOTAConfig)
+    # The other LossConfig fields (weights, focal parameters); None keeps the default.
+    config.loss.overrides = _placeholders(LossConfig, skip=("assigner", "assigner_config"))
 
     config.optimizer = ml_collections.ConfigDict()  # ota_jax.detector.OptimizerConfig fields.
     config.optimizer.name = "sgd"
     config.optimizer.learning_rate = 0.01
     config.optimizer.momentum = 0.9
     config.optimizer.weight_decay = 1e-4
-    config.optimizer.total_steps = steps
+    # The schedule's horizon; None: train.steps (so --config.train.steps=N moves the
+    # cosine schedule's end too). Set it to resume a run for more steps on the same schedule.
+    config.optimizer.total_steps = config_dict.placeholder(int)
     config.optimizer.warmup_steps = 100
     config.optimizer.warmup_factor = 0.001
     config.optimizer.schedule = "cosine"
@@ -52,7 +83,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.optimizer.clip_norm = config_dict.placeholder(float)
 
     config.train = ml_collections.ConfigDict()
-    config.train.steps = steps
+    config.train.steps = 1000
     config.train.batch_size = 16  # Global batch over all devices and hosts.
     config.train.log_every = 50  # Steps between metrics records (and non-finite checks).
     config.train.checkpoint_every = 500  # Steps between checkpoints; one is also saved at the end.
@@ -68,4 +99,5 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval.max_detections = 100
     config.eval.num_draw_images = 6  # Validation images drawn in detections.png.
     config.eval.draw_score_threshold = 0.3  # Detections drawn score at least this.
+    config.eval.draw_max_per_image = 20  # And are among the best this many of their image.
     return config

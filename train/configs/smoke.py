@@ -14,7 +14,7 @@ def get_config() -> ml_collections.ConfigDict:
     """Tiny data, tiny model, every step logged, checkpoints every 2 steps."""
     config = base_config()
     config.dataset.name = "ota_shapes/tiny"
-    config.dataset.image_size = 64
+    config.dataset.image_size = (64, 64)
     config.dataset.max_gt = 8
     config.dataset.shuffle_buffer = 16
     config.dataset.cache = True

@@ -1,0 +1,323 @@
+"""``ota-train`` end to end on the smoke config: outputs, resume, SIGKILL, NaN.
+
+Runs are tiny (64x64 images, batch 4, a few dozen steps). Runs in this process
+share one compiled train step (same config, same optimizer objects); the
+subprocess runs share a persistent compilation cache.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+ocp = pytest.importorskip("orbax.checkpoint")
+pytest.importorskip("ml_collections")
+
+from ota_jax.data.registry import DatasetNotPreparedError  # noqa: E402
+from ota_train import configs, input_data, trainer  # noqa: E402
+from ota_train import main as cli  # noqa: E402
+from ota_train.builders import optimizer_config  # noqa: E402
+from ota_train.configs import smoke  # noqa: E402
+from ota_train.metrics_writer import read_metrics  # noqa: E402
+
+# Tiny steps compile faster than they run; test_train_step sets this process-wide too.
+jax.config.update("jax_disable_most_optimizations", True)
+
+STEPS = 24
+CHECKPOINT_EVERY = 8
+METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def smoke_config(data_dir: str, steps: int = STEPS):
+    """The smoke config for ``steps`` steps on the full run's schedule."""
+    config = smoke.get_config()
+    config.dataset.data_dir = data_dir
+    config.train.steps = steps
+    config.train.checkpoint_every = CHECKPOINT_EVERY
+    # One schedule for every run length: a shorter run is a prefix of the full one.
+    config.optimizer.total_steps = STEPS
+    return config
+
+
+def cli_args(workdir: Path, data_dir: str, steps: int = STEPS) -> list[str]:
+    """The command line equivalent to ``smoke_config(data_dir, steps)``."""
+    command = shutil.which("ota-train")
+    prefix = [command] if command else [sys.executable, "-m", "ota_train.main"]
+    return [
+        *prefix,
+        "--config",
+        "smoke",
+        f"--workdir={workdir}",
+        f"--config.dataset.data_dir={data_dir}",
+        f"--config.train.steps={steps}",
+        f"--config.train.checkpoint_every={CHECKPOINT_EVERY}",
+        f"--config.optimizer.total_steps={STEPS}",
+    ]
+
+
+def train_records(workdir: Path) -> list[dict]:
+    return [r for r in read_metrics(str(workdir)) if "train/loss" in r]
+
+
+def checkpoint_steps(workdir: Path) -> list[int]:
+    """Complete checkpoints (orbax renames a finished one to its bare step number)."""
+    directory = workdir / trainer.CHECKPOINT_DIR
+    if not directory.exists():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+
+
+def restored_params(workdir: Path, step: int) -> list[np.ndarray]:
+    """The parameters saved at ``step``, as numpy leaves in path order."""
+    with ocp.CheckpointManager(str(workdir / trainer.CHECKPOINT_DIR)) as manager:
+        arrays = manager.restore(step, args=ocp.args.StandardRestore())
+    leaves = jax.tree_util.tree_flatten_with_path(arrays["params"])[0]
+    return [np.asarray(leaf) for _, leaf in sorted(leaves, key=lambda item: str(item[0]))]
+
+
+def assert_params_close(a: list[np.ndarray], b: list[np.ndarray]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("tfds"))  # ota_shapes/tiny is generated on first use.
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, data_dir) -> tuple[Path, dict[str, float]]:
+    """One uninterrupted smoke run: its workdir and final metrics."""
+    workdir = tmp_path_factory.mktemp("reference")
+    metrics = trainer.train_and_evaluate(smoke_config(data_dir), str(workdir))
+    return workdir, metrics
+
+
+def test_run_writes_metrics_events_checkpoints_eval_and_picture(reference):
+    workdir, metrics = reference
+    records = train_records(workdir)
+    assert [r["step"] for r in records] == list(range(1, STEPS + 1))
+    assert all(np.isfinite(r["train/loss"]) and r["train/steps_per_sec"] > 0 for r in records)
+    # The total first rises with the IoU-weighted box loss (see test_train_step); the class
+    # loss falls from the start.
+    assert records[-1]["train/loss_cls"] < records[0]["train/loss_cls"]
+    (final_eval,) = [r for r in read_metrics(str(workdir)) if "eval/AP" in r]
+    assert final_eval["step"] == STEPS
+
+    import tensorflow as tf
+
+    events = list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+    assert events
+    tags: dict[str, list[int]] = {}
+    for path in events:
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                assert value.metadata.plugin_data.plugin_name == "scalars"
+                tags.setdefault(value.tag, []).append(event.step)
+    assert tags["train/loss"] == list(range(1, STEPS + 1))
+    assert tags["eval/AP"] == [STEPS]
+
+    assert checkpoint_steps(workdir) == [8, 16, 24]
+    assert all(np.isfinite(p).all() for p in restored_params(workdir, STEPS))
+
+    assert set(metrics) == set(METRIC_NAMES)
+    saved = json.loads((workdir / "eval.json").read_text())
+    assert set(saved) == set(METRIC_NAMES)
+    assert all(0.0 <= saved[name] <= 1.0 for name in METRIC_NAMES)
+    assert saved == pytest.approx(metrics)
+
+    picture = workdir / "detections.png"
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from matplotlib.image import imread
+
+    assert imread(picture).shape[0] > 100
+    assert (workdir / "config.json").exists()
+
+
+def test_rerun_with_more_steps_resumes_from_the_checkpoint(reference, data_dir, tmp_path):
+    half = STEPS // 2
+    trainer.train_and_evaluate(smoke_config(data_dir, steps=half), str(tmp_path))
+    assert checkpoint_steps(tmp_path) == [8, half]
+    logged_before = len(read_metrics(str(tmp_path)))
+
+    trainer.train_and_evaluate(smoke_config(data_dir), str(tmp_path))
+    records = read_metrics(str(tmp_path))
+    first_new = next(r for r in records[logged_before:] if "train/loss" in r)
+    assert first_new["step"] == half + 1
+    assert [r["step"] for r in train_records(tmp_path)] == list(range(1, STEPS + 1))
+    assert checkpoint_steps(tmp_path)[-1] == STEPS
+
+    # The same batches and the same steps as the uninterrupted run.
+    ref_workdir, _ = reference
+    ref_losses = [r["train/loss"] for r in train_records(ref_workdir)]
+    np.testing.assert_allclose(
+        [r["train/loss"] for r in train_records(tmp_path)], ref_losses, rtol=1e-5
+    )
+    assert_params_close(restored_params(tmp_path, STEPS), restored_params(ref_workdir, STEPS))
+
+
+def test_sigkill_then_rerun_completes_like_an_uninterrupted_run(
+    reference, data_dir, tmp_path, tmp_path_factory, caplog
+):
+    env = dict(
+        os.environ,
+        JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.getbasetemp() / "jax_cache"),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        # Compile exactly as the in-process reference run did, for equal numbers.
+        JAX_DISABLE_MOST_OPTIMIZATIONS=str(jax.config.read("jax_disable_most_optimizations")),
+        JAX_PLATFORMS="cpu",
+    )
+    workdir = tmp_path / "run"
+    args = cli_args(workdir, data_dir)
+    log = open(tmp_path / "killed.log", "w")
+    proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while not checkpoint_steps(workdir):
+            assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint within 3 minutes"
+            time.sleep(0.02)
+        still_running = proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    assert still_running and proc.returncode == -signal.SIGKILL
+    saved_at_kill = checkpoint_steps(workdir)
+    assert saved_at_kill and saved_at_kill[-1] < STEPS, saved_at_kill
+    assert not (workdir / "eval.json").exists()
+
+    # The rerun (in this process, where the train step is compiled already) resumes.
+    with caplog.at_level(logging.INFO, logger="ota_train"):
+        trainer.train_and_evaluate(smoke_config(data_dir), str(workdir))
+    assert f"Resuming from the checkpoint of step {saved_at_kill[-1]}" in caplog.text
+
+    # Same total number of steps, each logged once, every checkpoint readable.
+    assert [r["step"] for r in train_records(workdir)] == list(range(1, STEPS + 1))
+    for step in checkpoint_steps(workdir):
+        assert all(np.isfinite(p).all() for p in restored_params(workdir, step))
+    assert checkpoint_steps(workdir)[-1] == STEPS
+    leftovers = [p.name for p in (workdir / trainer.CHECKPOINT_DIR).iterdir() if "tmp" in p.name]
+    assert not leftovers
+    assert (workdir / "eval.json").exists() and (workdir / "detections.png").exists()
+
+    ref_workdir, _ = reference
+    np.testing.assert_allclose(
+        [r["train/loss"] for r in train_records(workdir)],
+        [r["train/loss"] for r in train_records(ref_workdir)],
+        rtol=1e-5,
+    )
+    assert_params_close(restored_params(workdir, STEPS), restored_params(ref_workdir, STEPS))
+
+
+def test_nan_loss_stops_with_its_step_and_keeps_the_last_good_checkpoint(
+    reference, data_dir, tmp_path, monkeypatch
+):
+    bad_step = 11
+    real_batches = input_data.train_batches
+
+    def poisoned(config, *, start_step=0):
+        """The real stream with NaN pixels in the batch of ``bad_step``."""
+        for step, batch in enumerate(real_batches(config, start_step=start_step), start_step + 1):
+            if step == bad_step:
+                batch = dict(batch, image=np.full_like(batch["image"], np.nan))
+            yield batch
+
+    monkeypatch.setattr(input_data, "train_batches", poisoned)
+    with pytest.raises(trainer.NonFiniteLossError, match=f"at step {bad_step};") as error:
+        trainer.train_and_evaluate(smoke_config(data_dir), str(tmp_path))
+    assert error.value.step == bad_step
+    assert error.value.last_checkpoint == 8
+    assert "last good checkpoint is step 8" in str(error.value)
+
+    assert checkpoint_steps(tmp_path) == [8]
+    assert all(np.isfinite(p).all() for p in restored_params(tmp_path, 8))
+    assert [r["step"] for r in train_records(tmp_path)] == list(range(1, bad_step))
+    assert not (tmp_path / "eval.json").exists()
+
+
+def test_cli_turns_expected_failures_into_a_clear_exit(monkeypatch, tmp_path):
+    errors = [
+        trainer.NonFiniteLossError(7, float("nan"), 4, "/some/checkpoints"),
+        DatasetNotPreparedError("Dataset 'coco/2017' is not prepared in /x. Run `tfds build`"),
+    ]
+    messages = []
+    for error in errors:
+
+        def fail(config, workdir, error=error):
+            raise error
+
+        monkeypatch.setattr(trainer, "train_and_evaluate", fail)
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["ota-train", "--config", "smoke", f"--workdir={tmp_path}"])
+        messages.append(str(exit_info.value.code))
+    assert messages[0].startswith("ota-train: Non-finite loss (nan) at step 7;")
+    assert "last good checkpoint is step 4 in /some/checkpoints" in messages[0]
+    assert messages[1].startswith("ota-train: Dataset 'coco/2017' is not prepared")
+
+
+def test_missing_data_stops_before_the_model_is_built(tmp_path):
+    config = importlib.import_module("ota_train.configs.coco_fcos_r50_ota_1x").get_config()
+    config.dataset.data_dir = str(tmp_path / "empty")
+    with pytest.raises(DatasetNotPreparedError, match="tfds build coco/2017"):
+        trainer.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_config_names_and_paths_resolve():
+    assert configs.available() == ["coco_fcos_r50_ota_1x", "shapes", "smoke"]
+    by_name = configs.resolve_config_path("smoke")
+    assert Path(by_name) == configs.CONFIG_DIR / "smoke.py"
+    assert configs.resolve_config_path(by_name) == by_name
+    assert configs.resolve_config_path("train/configs/shapes.py").endswith("shapes.py")
+    assert configs.resolve_config_path("shapes:arg").endswith("shapes.py:arg")
+    with pytest.raises(FileNotFoundError, match="smoke"):
+        configs.resolve_config_path("no_such_config")
+
+
+def test_packaged_configs_build_library_configs():
+    from ota_train import builders
+
+    for name in configs.available():
+        config = importlib.import_module(f"ota_train.configs.{name}").get_config()
+        optimizer = optimizer_config(config)
+        assert optimizer.total_steps == config.train.steps
+        builders.loss_config(config)
+        builders.postprocess_config(config)
+        builders.image_size(config)
+    coco = importlib.import_module("ota_train.configs.coco_fcos_r50_ota_1x").get_config()
+    recipe = optimizer_config(coco)
+    assert (recipe.name, recipe.learning_rate, recipe.momentum, recipe.weight_decay) == (
+        "sgd", 0.01, 0.9, 1e-4,
+    )  # fmt: skip
+    assert (recipe.total_steps, recipe.decay_steps) == (90_000, (60_000, 80_000))
+    assert coco.train.batch_size == 16 and builders.image_size(coco) == (800, 1344)
+    assert builders.model_config(coco, 80).backbone == "resnet50"
+
+    tuned = smoke.get_config()
+    tuned.model.overrides.fpn_width = 16
+    tuned.loss.ota.num_iters = 7
+    tuned.loss.overrides.box_weight = 1.0
+    assert builders.model_config(tuned, 6).fpn_width == 16
+    assert builders.model_config(smoke.get_config(), 6).fpn_width == 32  # The preset's.
+    loss = builders.loss_config(tuned)
+    assert (loss.assigner_config.num_iters, loss.box_weight) == (7, 1.0)
+    assert builders.loss_config(smoke.get_config()).assigner_config is None
+    tuned.loss.assigner = "hungarian"
+    with pytest.raises(ValueError, match="hungarian"):
+        builders.loss_config(tuned)
