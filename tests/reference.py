@@ -179,8 +179,19 @@ def ota_candidate_mask(points, strides, gt_boxes, center_radius):
     return mask
 
 
-def ota_costs(cls_logits, obj_logits, gt_labels, ious, candidate_mask, *,
-              reg_weight, focal_alpha, focal_gamma, penalty, iou_eps):
+def ota_costs(
+    cls_logits,
+    obj_logits,
+    gt_labels,
+    ious,
+    candidate_mask,
+    *,
+    reg_weight,
+    focal_alpha,
+    focal_gamma,
+    penalty,
+    iou_eps,
+):
     """Foreground cost ``[M, A]`` and background cost ``[A]`` of OTA.
 
     Foreground: focal loss against the one-hot label, summed over classes (the
@@ -256,10 +267,26 @@ def ota_decode(plan):
     return np.argmax(rescaled, axis=0)
 
 
-def ota_reference(pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, *,
-                  obj_logits=None, center_radius=2.5, candidate_topk=20, reg_weight=1.5,
-                  epsilon=0.1, num_iters=50, focal_alpha=0.25, focal_gamma=2.0,
-                  penalty=1e6, iou_eps=1e-6, subtract_row_min=True) -> dict:
+def ota_reference(
+    pred_boxes,
+    cls_logits,
+    points,
+    strides,
+    gt_boxes,
+    gt_labels,
+    *,
+    obj_logits=None,
+    center_radius=2.5,
+    candidate_topk=20,
+    reg_weight=1.5,
+    epsilon=0.1,
+    num_iters=50,
+    focal_alpha=0.25,
+    focal_gamma=2.0,
+    penalty=1e6,
+    iou_eps=1e-6,
+    subtract_row_min=True,
+) -> dict:
     """OTA assignment for one image (official cvpods FCOS loop, float64).
 
     ``subtract_row_min`` (default True, as ASSIGNERS.md step 5 prescribes):
@@ -278,18 +305,25 @@ def ota_reference(pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, 
       Sinkhorn (equal to ``cost`` when ``subtract_row_min`` is False),
       ``plan`` [M+1, A] the transport plan (not rescaled), ``u``, ``v``.
     """
-    (pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels,
-     obj_logits) = _prepare_inputs(pred_boxes, cls_logits, points, strides, gt_boxes,
-                                   gt_labels, obj_logits)
+    (pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, obj_logits) = _prepare_inputs(
+        pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, obj_logits
+    )
     num_gt = gt_boxes.shape[0]
     num_anchors = pred_boxes.shape[0]
 
     candidate_mask = ota_candidate_mask(points, strides, gt_boxes, center_radius)
     ious = box_iou(gt_boxes, pred_boxes)
     cost_fg, cost_bg = ota_costs(
-        cls_logits, obj_logits, gt_labels, ious, candidate_mask,
-        reg_weight=reg_weight, focal_alpha=focal_alpha, focal_gamma=focal_gamma,
-        penalty=penalty, iou_eps=iou_eps,
+        cls_logits,
+        obj_logits,
+        gt_labels,
+        ious,
+        candidate_mask,
+        reg_weight=reg_weight,
+        focal_alpha=focal_alpha,
+        focal_gamma=focal_gamma,
+        penalty=penalty,
+        iou_eps=iou_eps,
     )
     mu, dynamic_k = ota_supplies(ious, candidate_mask, candidate_topk, num_anchors)
     nu = np.ones(num_anchors, dtype=np.float64)
@@ -361,8 +395,9 @@ def simota_geometry(points, strides, gt_boxes, center_radius, prior):
         cy = (y1 + y2) / 2.0
         radius = center_radius * strides
         in_box[i] = min_distance_to_box(points, x1, y1, x2, y2) > 0.0
-        in_center[i] = min_distance_to_box(points, cx - radius, cy - radius,
-                                           cx + radius, cy + radius) > 0.0
+        in_center[i] = (
+            min_distance_to_box(points, cx - radius, cy - radius, cx + radius, cy + radius) > 0.0
+        )
     if prior == "center":
         prefilter = in_center.any(axis=0)
         allowed = in_center
@@ -397,9 +432,21 @@ def simota_matching(cost, dynamic_k):
     return matching, selected
 
 
-def simota_reference(pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, *,
-                     obj_logits=None, center_radius=1.5, prior="center", candidate_topk=10,
-                     iou_weight=3.0, penalty=1e6) -> dict:
+def simota_reference(
+    pred_boxes,
+    cls_logits,
+    points,
+    strides,
+    gt_boxes,
+    gt_labels,
+    *,
+    obj_logits=None,
+    center_radius=1.5,
+    prior="center",
+    candidate_topk=10,
+    iou_weight=3.0,
+    penalty=1e6,
+) -> dict:
     """SimOTA assignment for one image (YOLOX ``get_assignments``, float64).
 
     Returns a dict with:
@@ -413,9 +460,9 @@ def simota_reference(pred_boxes, cls_logits, points, strides, gt_boxes, gt_label
     If no anchor is prefiltered (or M == 0) everything is background; then
     ``dynamic_k`` is ``max(1, int(0)) = 1`` per gt (the formula over an empty set).
     """
-    (pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels,
-     obj_logits) = _prepare_inputs(pred_boxes, cls_logits, points, strides, gt_boxes,
-                                   gt_labels, obj_logits)
+    (pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, obj_logits) = _prepare_inputs(
+        pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, obj_logits
+    )
     num_gt = gt_boxes.shape[0]
     num_anchors, num_classes = cls_logits.shape
 

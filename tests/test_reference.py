@@ -58,8 +58,7 @@ def test_sinkhorn_converges_to_pot_sinkhorn_log(seed):
     mu, nu, cost = _small_problem(seed)
     epsilon = 0.5
     plan, _, _ = sinkhorn_official(mu, nu, cost, epsilon, num_iters=2000)
-    expected = ot.bregman.sinkhorn_log(mu, nu, cost, epsilon, numItermax=100000,
-                                       stopThr=1e-13)
+    expected = ot.bregman.sinkhorn_log(mu, nu, cost, epsilon, numItermax=100000, stopThr=1e-13)
     np.testing.assert_allclose(plan, expected, atol=1e-6)
     np.testing.assert_allclose(plan.sum(axis=1), mu, atol=1e-6)
     np.testing.assert_allclose(plan.sum(axis=0), nu, atol=1e-6)
@@ -81,16 +80,20 @@ def test_sinkhorn_first_iteration_by_hand():
     eps = 0.5
     plan, u, v = sinkhorn_official(mu, nu, cost, eps, num_iters=1)
     u0 = np.ones(2)
-    v1 = np.array([
-        eps * np.log(1 + 1e-8) - eps * np.log(np.exp((u0[0] - cost[0, j]) / eps)
-                                             + np.exp((u0[1] - cost[1, j]) / eps))
-        for j in range(2)
-    ])
-    u1 = np.array([
-        eps * np.log(1 + 1e-8) - eps * np.log(np.exp((v1[0] - cost[i, 0]) / eps)
-                                             + np.exp((v1[1] - cost[i, 1]) / eps))
-        for i in range(2)
-    ])
+    v1 = np.array(
+        [
+            eps * np.log(1 + 1e-8)
+            - eps * np.log(np.exp((u0[0] - cost[0, j]) / eps) + np.exp((u0[1] - cost[1, j]) / eps))
+            for j in range(2)
+        ]
+    )
+    u1 = np.array(
+        [
+            eps * np.log(1 + 1e-8)
+            - eps * np.log(np.exp((v1[0] - cost[i, 0]) / eps) + np.exp((v1[1] - cost[i, 1]) / eps))
+            for i in range(2)
+        ]
+    )
     np.testing.assert_allclose(v, v1, rtol=1e-12)
     np.testing.assert_allclose(u, u1, rtol=1e-12)
     np.testing.assert_allclose(plan, np.exp((u1[:, None] + v1[None, :] - cost) / eps))
@@ -104,12 +107,14 @@ def test_ota_converged_matches_pot(seed):
     # epsilon 0.5: at 0.1 some of these problems need > 1e5 iterations to converge
     out = ota_reference(**case, epsilon=0.5, num_iters=1000)
     num_anchors = case["points"].shape[0]
-    expected = ot.bregman.sinkhorn_log(out["mu"], np.ones(num_anchors), out["sinkhorn_cost"],
-                                       0.5, numItermax=100000, stopThr=1e-13)
+    expected = ot.bregman.sinkhorn_log(
+        out["mu"], np.ones(num_anchors), out["sinkhorn_cost"], 0.5, numItermax=100000, stopThr=1e-13
+    )
     np.testing.assert_allclose(out["plan"], expected, atol=1e-6)
     num_gt = case["gt_boxes"].shape[0]
-    np.testing.assert_array_equal(np.where(out["gt_index"] < 0, num_gt, out["gt_index"]),
-                                  ota_decode(expected))
+    np.testing.assert_array_equal(
+        np.where(out["gt_index"] < 0, num_gt, out["gt_index"]), ota_decode(expected)
+    )
 
 
 @pytest.mark.parametrize("use_obj", [False, True])
@@ -128,7 +133,8 @@ def test_ota_outputs_are_consistent(use_obj):
     assert np.all(out["labels"][~fg] == -1)
     assert np.all(out["ious"][~fg] == 0)
     np.testing.assert_allclose(
-        out["ious"][fg], out["iou_matrix"][out["gt_index"][fg], np.nonzero(fg)[0]])
+        out["ious"][fg], out["iou_matrix"][out["gt_index"][fg], np.nonzero(fg)[0]]
+    )
     # positives only where the pair is a candidate (the 1e6 penalty keeps them out)
     assert np.all(out["candidate_mask"][out["gt_index"][fg], np.nonzero(fg)[0]])
     # the shifted cost differs from the official one by a constant per gt row only
@@ -174,11 +180,13 @@ def test_ota_candidate_mask_by_hand():
 
 # ------------------------------------------------------------------ SimOTA
 def test_simota_matching_quirk_by_hand():
-    cost = np.array([
-        [1.0, 5.0, 9.0],  # k = 1 -> col 0
-        [2.0, 1.0, 9.0],  # k = 2 -> cols 1, 0
-        [0.5, 9.0, 0.1],  # k = 1 -> col 2; yet it has the lowest cost for col 0
-    ])
+    cost = np.array(
+        [
+            [1.0, 5.0, 9.0],  # k = 1 -> col 0
+            [2.0, 1.0, 9.0],  # k = 2 -> cols 1, 0
+            [0.5, 9.0, 0.1],  # k = 1 -> col 2; yet it has the lowest cost for col 0
+        ]
+    )
     matching, selected = simota_matching(cost, np.array([1, 2, 1]))
     assert selected.tolist() == [[True, False, False], [True, True, False], [False, False, True]]
     # col 0 is wanted by gts 0 and 1, and goes to gt 2 (lowest cost over ALL gts)
@@ -193,13 +201,15 @@ def test_simota_matching_ties_take_lower_index():
 def _simota_hand_case():
     # One gt [0, 0, 32, 32] (centre (16, 16)); stride 8, radius 1.5 -> region (4, 28)^2.
     points = np.array([[16.0, 16.0], [12.0, 16.0], [20.0, 16.0], [16.0, 20.0], [100.0, 100.0]])
-    pred_boxes = np.array([
-        [0.0, 0.0, 32.0, 32.0],  # IoU 1
-        [0.0, 0.0, 32.0, 16.0],  # IoU 0.5
-        [0.0, 0.0, 16.0, 32.0],  # IoU 0.5 (ties with anchor 1 -> anchor 1 wins)
-        [0.0, 0.0, 16.0, 16.0],  # IoU 0.25
-        [0.0, 0.0, 32.0, 32.0],  # IoU 1 but outside the prefilter: takes no part
-    ])
+    pred_boxes = np.array(
+        [
+            [0.0, 0.0, 32.0, 32.0],  # IoU 1
+            [0.0, 0.0, 32.0, 16.0],  # IoU 0.5
+            [0.0, 0.0, 16.0, 32.0],  # IoU 0.5 (ties with anchor 1 -> anchor 1 wins)
+            [0.0, 0.0, 16.0, 16.0],  # IoU 0.25
+            [0.0, 0.0, 32.0, 32.0],  # IoU 1 but outside the prefilter: takes no part
+        ]
+    )
     return {
         "pred_boxes": pred_boxes,
         "cls_logits": np.zeros((5, 3)),
@@ -225,8 +235,9 @@ def test_simota_by_hand():
 
 def test_simota_box_and_center_prior_by_hand():
     # Same case with prior="box_and_center": anchor 4 is still outside box and region.
-    out = simota_reference(**_simota_hand_case(), prior="box_and_center", center_radius=2.5,
-                           penalty=1e5)
+    out = simota_reference(
+        **_simota_hand_case(), prior="box_and_center", center_radius=2.5, penalty=1e5
+    )
     assert out["prefilter"].tolist() == [True, True, True, True, False]
     assert out["gt_index"].tolist() == [0, 0, -1, -1, -1]
 
@@ -248,7 +259,8 @@ def test_simota_outputs_are_consistent(prior, use_obj):
     assert np.all(out["dynamic_k"] >= 1)
     np.testing.assert_array_equal(out["labels"][fg], case["gt_labels"][out["gt_index"][fg]])
     np.testing.assert_allclose(
-        out["ious"][fg], out["iou_matrix"][out["gt_index"][fg], np.nonzero(fg)[0]])
+        out["ious"][fg], out["iou_matrix"][out["gt_index"][fg], np.nonzero(fg)[0]]
+    )
     assert np.all(out["ious"][~fg] == 0)
     assert fg.sum() <= out["dynamic_k"].sum()
 
