@@ -21,8 +21,6 @@ from ota_jax.detector.losses import (
 )
 from ota_jax.detector.model import FCOSOutput, decode_ltrb
 
-jax.config.update("jax_disable_most_optimizations", True)
-
 IMAGE = (64, 64)
 STRIDES = (8, 16, 32)
 NUM_CLASSES = 4

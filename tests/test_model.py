@@ -15,9 +15,6 @@ from flax import nnx
 from ota_jax.anchors import anchor_points, level_sizes
 from ota_jax.detector.model import FCOS, FCOSConfig, FCOSOutput, decode_ltrb, fcos_config
 
-# Compile time dominates these tiny models.
-jax.config.update("jax_disable_most_optimizations", True)
-
 NUM_CLASSES = 3
 
 

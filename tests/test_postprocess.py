@@ -17,8 +17,6 @@ from ota_jax.detector.postprocess import (
     postprocess,
 )
 
-jax.config.update("jax_disable_most_optimizations", True)
-
 
 def _np_iou(box, boxes):
     iw = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)

@@ -33,9 +33,6 @@ from ota_train.builders import optimizer_config  # noqa: E402
 from ota_train.configs import smoke  # noqa: E402
 from ota_train.metrics_writer import read_metrics  # noqa: E402
 
-# Tiny steps compile faster than they run; test_train_step sets this process-wide too.
-jax.config.update("jax_disable_most_optimizations", True)
-
 STEPS = 24
 CHECKPOINT_EVERY = 8
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")

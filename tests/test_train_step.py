@@ -28,8 +28,6 @@ from ota_jax.detector.train_step import (
     train_step,
 )
 
-jax.config.update("jax_disable_most_optimizations", True)
-
 REPO = Path(__file__).resolve().parents[1]
 
 
