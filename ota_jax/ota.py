@@ -96,6 +96,15 @@ class _Problem(NamedTuple):
     needed: Array  # [A] anchors a compacted problem must keep
 
 
+def _candidates(points, strides, gt_boxes, gt_mask, config: OTAConfig) -> Array:
+    """``[M, A]`` OTA candidate pairs: inside the box and its clipped centre region."""
+    return (
+        inside_boxes(points, gt_boxes, margin=config.in_box_margin)
+        & inside_centre_regions(points, strides, gt_boxes, config.center_radius, clip_to_box=True)
+        & gt_mask[:, None]
+    )
+
+
 def _build_problem(
     pred_boxes,
     cls_logits,
@@ -107,6 +116,7 @@ def _build_problem(
     obj_logits,
     config: OTAConfig,
 ) -> _Problem:
+    """Steps 1-5 of ASSIGNERS.md for one image: candidates, costs, supplies."""
     inputs = prepare_inputs(
         pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
     )
@@ -115,13 +125,7 @@ def _build_problem(
     gt_mask = inputs.gt_mask
 
     # 1. Candidates: inside the box and inside the centre region clipped to the box.
-    candidates = (
-        inside_boxes(inputs.points, inputs.gt_boxes, margin=config.in_box_margin)
-        & inside_centre_regions(
-            inputs.points, inputs.strides, inputs.gt_boxes, config.center_radius, clip_to_box=True
-        )
-        & gt_mask[:, None]
-    )
+    candidates = _candidates(inputs.points, inputs.strides, inputs.gt_boxes, gt_mask, config)
 
     # 2-3. Costs: focal loss vs the one-hot label + reg_weight * -log IoU; background row.
     logits = joint_logits(inputs.cls_logits, inputs.obj_logits)
@@ -201,15 +205,6 @@ def _decode(problem: _Problem, transport: Transport, config: OTAConfig) -> Assig
         problem.inputs,
         problem.dynamic_k,
         transport if config.return_transport else None,
-    )
-
-
-def _candidates(points, strides, gt_boxes, gt_mask, config: OTAConfig) -> Array:
-    """``[M, A]`` OTA candidate pairs: inside the box and its clipped centre region."""
-    return (
-        inside_boxes(points, gt_boxes, margin=config.in_box_margin)
-        & inside_centre_regions(points, strides, gt_boxes, config.center_radius, clip_to_box=True)
-        & gt_mask[:, None]
     )
 
 
