@@ -198,50 +198,33 @@ def test_gts_without_candidates_still_ship_their_labels():
     np.testing.assert_array_equal(np.asarray(result.gt_index), want["gt_index"])
 
 
-@pytest.mark.parametrize("assigner", ["ota", "simota"])
-def test_matches_reference_on_a_crowded_image_with_100_gts(assigner):
-    rng = np.random.default_rng(100)
-    scene = make_scene(rng, num_gt=100, image_size=(192, 192))
-    mask = np.ones(100, bool)
-    if assigner == "ota":
-        result = ota_jax.ota_assign(
-            scene.pred_boxes,
-            scene.cls_logits,
-            scene.points,
-            scene.strides,
-            scene.gt_boxes,
-            scene.gt_labels,
-            mask,
-        )
-        want = reference.ota_reference(
-            scene.pred_boxes,
-            scene.cls_logits,
-            scene.points,
-            scene.strides,
-            scene.gt_boxes,
-            scene.gt_labels,
-            subtract_row_min=False,
-        )
-    else:
-        result = ota_jax.simota_assign(
-            scene.pred_boxes,
-            scene.cls_logits,
-            scene.points,
-            scene.strides,
-            scene.gt_boxes,
-            scene.gt_labels,
-            mask,
-            obj_logits=scene.obj_logits,
-        )
-        want = reference.simota_reference(
-            scene.pred_boxes,
-            scene.cls_logits,
-            scene.points,
-            scene.strides,
-            scene.gt_boxes,
-            scene.gt_labels,
-            obj_logits=scene.obj_logits,
-        )
+@pytest.mark.parametrize(
+    ("assign", "reference_fn", "config"),
+    [
+        pytest.param(ota_jax.ota_assign, reference.ota_reference, ota_jax.OTAConfig(), id="ota"),
+        pytest.param(
+            ota_jax.simota_assign, reference.simota_reference, ota_jax.SimOTAConfig(), id="simota"
+        ),
+    ],
+)
+def test_matches_reference_on_a_crowded_image_with_100_gts(assign, reference_fn, config):
+    scene = make_scene(np.random.default_rng(100), num_gt=100, image_size=(192, 192))
+    head = (scene.pred_boxes, scene.cls_logits, scene.points, scene.strides)
+    result = assign(
+        *head,
+        scene.gt_boxes,
+        scene.gt_labels,
+        np.ones(100, bool),
+        obj_logits=scene.obj_logits,
+        config=config,
+    )
+    want = reference_fn(
+        *head,
+        scene.gt_boxes,
+        scene.gt_labels,
+        obj_logits=scene.obj_logits,
+        **_reference_kwargs(config),
+    )
     positives = want["gt_index"] >= 0
     agreed = (np.asarray(result.gt_index)[positives] == want["gt_index"][positives]).mean()
     assert positives.sum() > 200
