@@ -75,8 +75,11 @@ def _geometry(points, strides, gt_boxes, gt_mask, config: SimOTAConfig):
     return (in_box | in_centre).any(axis=0), in_box & in_centre
 
 
-def _assign_at_size(args: tuple, config: SimOTAConfig, *, columns: int | None) -> Assignment:
-    """The batch on each image's ``columns`` prefiltered anchors (None: all anchors)."""
+def _assign_at_size(
+    args: tuple, config: SimOTAConfig, *, prefilter: Array, columns: int | None
+) -> Assignment:
+    """The batch on each image's ``columns`` prefiltered anchors (None: all anchors);
+    ``prefilter [B, A]`` marks them."""
     pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits = args
     num_anchors = points.shape[0]
     per_image = partial(_simota_one_image, config=config)
@@ -85,7 +88,6 @@ def _assign_at_size(args: tuple, config: SimOTAConfig, *, columns: int | None) -
             *args, jnp.ones(num_anchors, bool)
         )
     # Gather each image's prefiltered anchors; SimOTA never looks at the others.
-    prefilter = _prefilter_batch(points, strides, gt_boxes, gt_mask, config)
     index = jax.vmap(lambda p: jnp.nonzero(p, size=columns, fill_value=num_anchors)[0])(prefilter)
     take_shared = lambda x: jnp.take(x, index, axis=0, mode="clip")
     take = jax.vmap(lambda x, i: jnp.take(x, i, axis=0, mode="clip"))
@@ -115,10 +117,9 @@ def _assign_batch(args: tuple, config: SimOTAConfig) -> Assignment:
 
 def _assign_real_gts(args: tuple, config: SimOTAConfig) -> Assignment:
     _, _, points, strides, gt_boxes, _, gt_mask, _ = args
-    prefiltered = _prefilter_batch(points, strides, gt_boxes, gt_mask, config).sum(axis=1)
-    return buckets.by_columns(
-        args, prefiltered.max(), points.shape[0], partial(_assign_at_size, config=config)
-    )
+    prefilter = _prefilter_batch(points, strides, gt_boxes, gt_mask, config)
+    run = partial(_assign_at_size, config=config, prefilter=prefilter)
+    return buckets.by_columns(args, prefilter.sum(axis=1).max(), points.shape[0], run)
 
 
 def _scatter_anchors(compact: Assignment, index: Array, num_anchors: int) -> Assignment:
