@@ -4,7 +4,8 @@ For each workload (see ``workloads.py``) and assigner (OTA, SimOTA) this times
 ``ota_jax.ota_assign_batch`` / ``ota_jax.simota_assign_batch`` and the
 per-image PyTorch loops of ``torch_loops.py`` on the same inputs, checks that
 they assign the same anchors, and measures peak memory. It prints a markdown
-table and writes everything to JSON.
+table and writes everything to JSON, and the table (under a line naming the
+device, date, commit and command) to markdown next to it (``--markdown``).
 
 Timing: warm-up calls first (the first call, which compiles for JAX, is
 reported apart), then the median of ``--repeats`` JAX calls and of
@@ -461,6 +462,18 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def markdown_report(report: dict) -> str:
+    """The printed table under a header line naming the device, date, commit and command."""
+    commit = report.get("git_commit")
+    header = "{device}; {date}; commit {commit}; `{command}`".format(
+        device=report["device"],
+        date=report["date"],
+        commit=commit[:12] if commit else "unknown",
+        command=report["command"],
+    )
+    return f"{header}\n\n{markdown_table(report['results'])}\n"
+
+
 def _versions() -> dict:
     import jax
 
@@ -512,6 +525,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "gpu"))
     parser.add_argument("--seed", type=int, default=0, help="workload seed")
     parser.add_argument("--out", default=None, help="JSON path (benchmarks/results/<device>.json)")
+    parser.add_argument(
+        "--markdown",
+        default=None,
+        help="markdown path for the table (default: the JSON path with .md)",
+    )
     parser.add_argument("--skip-torch", action="store_true", help="time only ota_jax")
     parser.add_argument("--skip-jax", action="store_true", help="time only the torch loops")
     parser.add_argument(
@@ -737,8 +755,11 @@ def main(argv=None) -> dict:
     tmp = out.with_suffix(out.suffix + ".tmp")
     tmp.write_text(json.dumps(report, indent=2) + "\n")
     tmp.replace(out)
+    markdown = Path(args.markdown) if args.markdown else out.with_suffix(".md")
+    markdown.parent.mkdir(parents=True, exist_ok=True)
+    markdown.write_text(markdown_report(report))
     print(markdown_table(report["results"]))
-    print(f"\n{report['device']}; batch {args.batch}; JSON: {out}")
+    print(f"\n{report['device']}; batch {args.batch}; JSON: {out}; markdown: {markdown}")
     return report
 
 

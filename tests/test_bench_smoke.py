@@ -272,6 +272,13 @@ def test_bench_quick_writes_complete_json(tmp_path, capsys):
     assert "vs_row_shifted_loop" in ota_row
     table = capsys.readouterr().out
     assert "| workload | assigner |" in table and "tiny320" in table
+    markdown = out.with_suffix(".md").read_text()
+    assert report["device"] in markdown.splitlines()[0] and report["command"] in markdown
+    table_rows = [line for line in markdown.splitlines() if line.startswith("| ")]
+    assert table_rows[0].startswith("| workload | assigner |")
+    assert sorted(tuple(line.split(" | ")[:2]) for line in table_rows[1:]) == sorted(
+        (f"| {r['workload']}", r["assigner"]) for r in rows
+    )
 
 
 @pytest.mark.slow

@@ -1,0 +1,427 @@
+"""Benchmark: the full FCOS train step with OTA / SimOTA, and the assignment's share of it.
+
+For each assigner (``ota``, ``simota``) this times, on one synthetic batch:
+
+* ``step``: ``ota_jax.detector.train_step`` (forward, assignment, losses,
+  backward, optimizer update) with ``LossConfig(assigner=name)``;
+* ``fixed``: the same step with the assignment precomputed: the `LossConfig`'s
+  assigner is a callable that ignores its inputs and returns an `Assignment`
+  for the batch computed once from the initial model's head outputs (it enters
+  the compiled step as a constant, so the step does everything but assigning).
+  After the assignment the step's work has static shapes, so one fixed step
+  (with the first assigner's targets, ``fixed_assignment_from`` in the JSON)
+  is the baseline of every assigner: one compilation fewer;
+* ``assign``: the assigner alone (``ota_jax.detector.assign_targets``, jitted)
+  on the step's own head outputs (the initial model's forward on the batch).
+
+Per assigner it reports step ms, fixed-step ms, assign-alone ms and the
+assignment's share of the step two ways: ``(step - fixed) / step`` and
+``assign / step``. Both are clipped to ``[0, 1]``: timing noise can make
+``step - fixed`` slightly negative when the assignment is cheap (the raw
+values are kept in the JSON as ``*_raw``).
+
+Timing: one warm-up call per variant (compilation, excluded), then
+``--repeats`` rounds in which every variant runs once, interleaved so that a
+change of machine load hits all alike; each call is ended by
+``jax.block_until_ready``; medians are reported (min and all times are in the
+JSON). The train steps keep training (their state is donated and replaced), so
+later calls see slightly different weights; the work per call is unchanged.
+
+The defaults are the OTA paper's COCO setting on a GPU: FCOS-R50, 800x1344
+inputs, batch 16, gts padded to 100. Synthetic batch: random normal images and
+2-8 random gt boxes per image (seeded), padded to ``--max-gt``.
+
+Examples::
+
+    python benchmarks/train_step_bench.py                  # FCOS-R50 800x1344 batch 16 (GPU)
+    python benchmarks/train_step_bench.py --quick --out /tmp/q.json
+    python benchmarks/train_step_bench.py --preset tiny --image-size 128 128 --batch 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+_ROOT = Path(__file__).resolve().parent.parent
+ASSIGNER_NAMES = ("ota", "simota")
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def _cpu_name() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "cpu"
+
+
+def device_name_and_slug() -> tuple[str, str]:
+    """A readable device name and a file-name slug (``cpu-2core``, ``nvidia-h100-...``)."""
+    import jax
+
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        cores = os.cpu_count() or 1
+        return f"{_cpu_name()} ({cores} cores)", f"cpu-{cores}core"
+    name = device.device_kind
+    slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+    while "--" in slug:
+        slug = slug.replace("--", "-")
+    return name, slug
+
+
+def _versions() -> dict:
+    import jax
+
+    out = {"python": platform.python_version(), "numpy": np.__version__, "jax": jax.__version__}
+    for module, key in (("jaxlib", "jaxlib"), ("flax", "flax"), ("optax", "optax")):
+        with contextlib.suppress(ImportError):
+            out[key] = __import__(module).__version__
+    with contextlib.suppress(ImportError):
+        import ott
+
+        out["ott-jax"] = ott.__version__
+    with contextlib.suppress(ImportError):
+        import ota_jax
+
+        out["ota_jax"] = getattr(ota_jax, "__version__", None)
+    return out
+
+
+def _git_commit() -> str | None:
+    with contextlib.suppress(OSError):
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=_ROOT, capture_output=True, text=True, check=False
+        )
+        if result.returncode == 0:
+            return result.stdout.strip()
+    return None
+
+
+def _load_average() -> list[float] | None:
+    with contextlib.suppress(OSError, AttributeError):
+        return [round(x, 2) for x in os.getloadavg()]
+    return None
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def make_batch(
+    batch: int, height: int, width: int, max_gt: int, num_classes: int, seed: int
+) -> dict[str, np.ndarray]:
+    """A deterministic synthetic batch: normal images, 2-8 random boxes per image."""
+    rng = np.random.default_rng(seed)
+    images = rng.standard_normal((batch, height, width, 3), dtype=np.float32)
+    boxes = np.zeros((batch, max_gt, 4), np.float32)
+    labels = np.zeros((batch, max_gt), np.int32)
+    mask = np.zeros((batch, max_gt), bool)
+    for b in range(batch):
+        n = int(rng.integers(2, 9)) if max_gt >= 2 else max_gt
+        n = min(n, max_gt)
+        size = rng.uniform(0.05, 0.5, (n, 2)) * (width, height)
+        low = rng.uniform(0.0, 1.0, (n, 2)) * ((width, height) - size)
+        boxes[b, :n] = np.concatenate([low, low + size], axis=1)
+        labels[b, :n] = rng.integers(0, num_classes, n)
+        mask[b, :n] = True
+    return {"image": images, "gt_boxes": boxes, "gt_labels": labels, "gt_mask": mask}
+
+
+# --------------------------------------------------------------------------- timing
+
+
+class _Timed:
+    """A zero-argument call that blocks until its result is ready; collects seconds."""
+
+    def __init__(self, call):
+        self.call = call
+        self.times: list[float] = []
+        self.warmup_s: float | None = None
+
+    def warm(self) -> None:
+        start = time.perf_counter()
+        self.call()
+        self.warmup_s = time.perf_counter() - start
+
+    def once(self) -> None:
+        start = time.perf_counter()
+        self.call()
+        self.times.append(time.perf_counter() - start)
+
+    def summary(self) -> dict:
+        ms = [t * 1e3 for t in self.times]
+        return {
+            "median_ms": statistics.median(ms),
+            "min_ms": min(ms),
+            "times_ms": ms,
+            "warmup_s": self.warmup_s,
+        }
+
+
+def _step_call(state, batch):
+    """A call running `train_step` on a donated state it keeps replacing."""
+    import jax
+
+    from ota_jax.detector import train_step
+
+    holder = {"state": state}
+
+    def call():
+        new_state, metrics = train_step(holder["state"], batch)
+        jax.block_until_ready((new_state, metrics))
+        holder["state"] = new_state
+        return metrics
+
+    return call, holder
+
+
+def _fixed_assigner(assignment):
+    """A batched assigner (`ota_assign_batch`'s signature) returning `assignment`."""
+
+    def assign(*args, **kwargs):
+        del args, kwargs
+        return assignment
+
+    return assign
+
+
+def run(args) -> dict:
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from ota_jax.detector import (
+        FCOS,
+        LossConfig,
+        OptimizerConfig,
+        assign_targets,
+        create_train_state,
+        fcos_config,
+        make_optimizer,
+    )
+
+    load_before = _load_average()
+    height, width = args.image_size
+    name, slug = device_name_and_slug()
+    _log(
+        f"device {name}; FCOS-{args.preset} {height}x{width}, batch {args.batch}, "
+        f"max_gt {args.max_gt}, {args.repeats} repeats"
+    )
+    host_batch = make_batch(
+        args.batch, height, width, args.max_gt, args.num_classes, seed=args.seed
+    )
+    batch = {key: jnp.asarray(value) for key, value in host_batch.items()}
+    model = FCOS(fcos_config(args.preset, num_classes=args.num_classes), rngs=nnx.Rngs(args.seed))
+    tx = make_optimizer(OptimizerConfig())
+
+    graphdef, params0, rest0 = nnx.split(model, nnx.Param, ...)
+
+    @jax.jit
+    def forward(params, rest, images):
+        # The step's own head outputs: the initial model on the batch.
+        net = nnx.merge(graphdef, params, rest)
+        points, strides = net.anchors(tuple(images.shape[1:3]))
+        return net(images), points, strides
+
+    outputs, points, strides = jax.block_until_ready(forward(params0, rest0, batch["image"]))
+    num_anchors = int(points.shape[0])
+
+    sides: dict[tuple[str, str] | str, _Timed] = {}
+    fixed_from = None
+    extra: dict[str, dict] = {}
+    for assigner in args.assigners:
+        loss_config = LossConfig(assigner=assigner)
+        assign_fn = jax.jit(
+            lambda o, p, s, b, cfg=loss_config: assign_targets(o, p, s, b, config=cfg)
+        )
+        fixed = jax.block_until_ready(assign_fn(outputs, points, strides, batch))
+        extra[assigner] = {
+            "num_fg": int(np.asarray(fixed.num_fg).sum()),
+            "num_gt": int(host_batch["gt_mask"].sum()),
+        }
+        step_call, _ = _step_call(create_train_state(model, tx, loss_config=loss_config), batch)
+        sides[(assigner, "step")] = _Timed(step_call)
+        if "fixed" not in sides:
+            # One fixed-assignment step serves every assigner: after the assignment the
+            # step's work has static shapes, whichever assigner's targets it uses.
+            fixed_config = LossConfig(assigner=_fixed_assigner(fixed))
+            fixed_call, _ = _step_call(
+                create_train_state(model, tx, loss_config=fixed_config), batch
+            )
+            sides["fixed"] = _Timed(fixed_call)
+            fixed_from = assigner
+        sides[(assigner, "assign")] = _Timed(
+            lambda f=assign_fn: jax.block_until_ready(f(outputs, points, strides, batch))
+        )
+
+    for key, timed in sides.items():
+        _log(f"warm-up (compile) {key if isinstance(key, str) else ' '.join(key)}")
+        timed.warm()
+    for i in range(args.repeats):
+        _log(f"round {i + 1}/{args.repeats}")
+        for timed in sides.values():
+            timed.once()
+
+    results = []
+    for assigner in args.assigners:
+        step = sides[(assigner, "step")].summary()
+        fixed = sides["fixed"].summary()
+        alone = sides[(assigner, "assign")].summary()
+        share_diff_raw = (step["median_ms"] - fixed["median_ms"]) / step["median_ms"]
+        share_alone_raw = alone["median_ms"] / step["median_ms"]
+        results.append(
+            {
+                "assigner": assigner,
+                "step_ms": step["median_ms"],
+                "fixed_step_ms": fixed["median_ms"],
+                "assign_ms": alone["median_ms"],
+                "share_step_minus_fixed": float(np.clip(share_diff_raw, 0.0, 1.0)),
+                "share_assign_alone": float(np.clip(share_alone_raw, 0.0, 1.0)),
+                "share_step_minus_fixed_raw": share_diff_raw,
+                "share_assign_alone_raw": share_alone_raw,
+                "step": step,
+                "fixed_step": fixed,
+                "assign": alone,
+                **extra[assigner],
+            }
+        )
+
+    return {
+        "benchmark": "train_step",
+        "device": name,
+        "device_slug": slug,
+        "jax_backend": jax.devices()[0].platform,
+        "jax_device": str(jax.devices()[0]),
+        "cpu_count": os.cpu_count(),
+        "versions": _versions(),
+        "git_commit": _git_commit(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "load_average_before": load_before,
+        "load_average_after": _load_average(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "settings": {
+            "preset": args.preset,
+            "image_size": [height, width],
+            "batch": args.batch,
+            "max_gt": args.max_gt,
+            "num_classes": args.num_classes,
+            "num_anchors": num_anchors,
+            "repeats": args.repeats,
+            "seed": args.seed,
+            "quick": args.quick,
+            "assigners": list(args.assigners),
+            "fixed_assignment_from": fixed_from,
+            "optimizer": "OptimizerConfig() (SGD momentum 0.9, weight decay 1e-4)",
+            "timing": "median of repeats after one warm-up (compile) call, variants "
+            "interleaved; jax.block_until_ready",
+            "shares": "(step - fixed_step) / step and assign / step, clipped to [0, 1] "
+            "(raw values in *_raw)",
+        },
+        "results": results,
+    }
+
+
+# --------------------------------------------------------------------------- output
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = [
+        "| assigner | step | step, fixed assignment | assignment alone "
+        "| share (step - fixed) / step | share alone / step |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['assigner']} | {row['step_ms']:.1f} ms | {row['fixed_step_ms']:.1f} ms "
+            f"| {row['assign_ms']:.1f} ms | {100 * row['share_step_minus_fixed']:.1f}% "
+            f"| {100 * row['share_assign_alone']:.1f}% |"
+        )
+    return "\n".join(lines)
+
+
+def markdown_report(report: dict) -> str:
+    s = report["settings"]
+    commit = report.get("git_commit")
+    header = (
+        f"{report['device']}; FCOS-{s['preset']} {s['image_size'][0]}x{s['image_size'][1]}, "
+        f"batch {s['batch']}, max_gt {s['max_gt']}, {s['num_anchors']} anchors; "
+        f"{report['date']}; commit {commit[:12] if commit else 'unknown'}"
+    )
+    return f"{header}\n\n{markdown_table(report['results'])}\n"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=("tiny", "resnet18", "resnet50"), default=None)
+    parser.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"), default=None)
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--max-gt", type=int, default=None)
+    parser.add_argument("--num-classes", type=int, default=80)
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument(
+        "--assigners", default=",".join(ASSIGNER_NAMES), help="comma list of ota,simota"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="JSON path (default: benchmarks/results/train_step_<device>.json)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny model, 64x64, batch 2, 2 repeats (seconds)"
+    )
+    args = parser.parse_args(argv)
+    quick = args.quick
+    if args.preset is None:
+        args.preset = "tiny" if quick else "resnet50"
+    if args.image_size is None:
+        args.image_size = [64, 64] if quick else [800, 1344]
+    if args.batch is None:
+        args.batch = 2 if quick else 16
+    if args.max_gt is None:
+        args.max_gt = 8 if quick else 100
+    if args.repeats is None:
+        args.repeats = 2 if quick else 10
+    args.assigners = [a.strip() for a in args.assigners.split(",") if a.strip()]
+    for assigner in args.assigners:
+        if assigner not in ASSIGNER_NAMES:
+            parser.error(f"unknown assigner {assigner!r}; one of {', '.join(ASSIGNER_NAMES)}")
+    if args.repeats < 1 or args.batch < 1 or args.max_gt < 1:
+        parser.error("--repeats, --batch and --max-gt must be positive")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    report = run(args)
+    print(markdown_report(report))
+    out = args.out
+    if out is None:
+        out = _ROOT / "benchmarks" / "results" / f"train_step_{report['device_slug']}.json"
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    _log(f"wrote {out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
