@@ -53,7 +53,6 @@ import dataclasses
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -72,6 +71,7 @@ for _path in (str(_HERE), str(_ROOT)):
         sys.path.remove(_path)
     sys.path.insert(0, _path)
 
+import run_info  # noqa: E402
 import workloads as wl  # noqa: E402
 
 import ota_jax  # noqa: E402
@@ -94,14 +94,6 @@ class Devices:
     slug: str
 
 
-def _cpu_name() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "cpu"
-
-
 def pick_devices(requested: str) -> Devices:
     import jax
 
@@ -120,15 +112,7 @@ def pick_devices(requested: str) -> Devices:
         jax_device = jax.devices()[0]
         if requested in ("cuda", "gpu") and jax_device.platform != "gpu":
             raise SystemExit("--device cuda: JAX sees no GPU")
-    if jax_device.platform == "cpu":
-        cores = os.cpu_count() or 1
-        name = f"{_cpu_name()} ({cores} cores)"
-        slug = f"cpu-{cores}core"
-    else:
-        name = jax_device.device_kind
-        slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
-        while "--" in slug:
-            slug = slug.replace("--", "-")
+    name, slug = run_info.device_name_and_slug(jax_device)
     if torch_cuda:
         import torch
 
@@ -247,7 +231,7 @@ def time_sides(sides: dict[str, _Timed], warmup: int, prefix: str = "") -> None:
     if not sides:
         return
     for name, side in sides.items():
-        _log(f"{prefix}{name}: warm-up ...")
+        run_info.log(f"{prefix}{name}: warm-up ...")
         for i in range(max(warmup, 1)):
             elapsed = side.once()
             if i == 0:
@@ -258,7 +242,7 @@ def time_sides(sides: dict[str, _Timed], warmup: int, prefix: str = "") -> None:
             # This round's share of the side's repeats.
             count = (r + 1) * side.repeats // rounds - r * side.repeats // rounds
             side.times.extend(side.once() for _ in range(count))
-        _log(
+        run_info.log(
             f"{prefix}round {r + 1}/{rounds}: "
             + ", ".join(f"{n} {statistics.median(s.times):.1f} ms" for n, s in sides.items())
         )
@@ -474,36 +458,6 @@ def markdown_report(report: dict) -> str:
     return f"{header}\n\n{markdown_table(report['results'])}\n"
 
 
-def _versions() -> dict:
-    import jax
-
-    out = {"python": platform.python_version(), "numpy": np.__version__, "jax": jax.__version__}
-    out["ota_jax"] = getattr(ota_jax, "__version__", None)
-    with contextlib.suppress(ImportError):
-        import jaxlib
-
-        out["jaxlib"] = jaxlib.__version__
-    with contextlib.suppress(ImportError):
-        import ott
-
-        out["ott-jax"] = ott.__version__
-    with contextlib.suppress(ImportError):
-        import torch
-
-        out["torch"] = torch.__version__
-    return out
-
-
-def _git_commit() -> str | None:
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        proc = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=_ROOT, capture_output=True, text=True, check=False
-        )
-        if proc.returncode == 0:
-            return proc.stdout.strip()
-    return None
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -582,16 +536,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def _load_average() -> list[float] | None:
-    with contextlib.suppress(OSError, AttributeError):
-        return [round(x, 2) for x in os.getloadavg()]
-    return None
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def _estimated_torch_bytes(assigner: str, workload: wl.Workload) -> int:
     max_real = int(workload.gt_mask.sum(axis=1).max())
     size = max_real * workload.num_anchors * workload.spec.num_classes
@@ -616,14 +560,16 @@ def run(args) -> dict:
     if not args.skip_torch:
         import torch
 
-    load_before = _load_average()
-    _log(f"device: {devices.name} (torch on {devices.torch_device}, jax on {devices.jax_device})")
+    load_before = run_info.load_average()
+    run_info.log(
+        f"device: {devices.name} (torch on {devices.torch_device}, jax on {devices.jax_device})"
+    )
     rows, workload_info = [], []
     for name in names:
         start = time.perf_counter()
         workload = wl.make_workload(name, args.batch, seed=args.seed)
         workload_info.append(workload.summary())
-        _log(
+        run_info.log(
             f"[{name}] batch {workload.batch_size}, {workload.num_anchors} anchors, "
             f"{workload.gt_mask.sum()} gts (made in {time.perf_counter() - start:.1f} s)"
         )
@@ -648,7 +594,7 @@ def run(args) -> dict:
                 row["torch_skipped"] = (
                     f"estimated peak {estimate / 2**30:.1f} GiB > --torch-mem-limit-gb {limit_gb}"
                 )
-                _log(f"[{name}] {assigner} torch skipped: {row['torch_skipped']}")
+                run_info.log(f"[{name}] {assigner} torch skipped: {row['torch_skipped']}")
             elif not args.skip_torch:
 
                 def finish(result):
@@ -678,7 +624,7 @@ def run(args) -> dict:
                 for side, skipped in (("jax", args.skip_jax), ("torch", args.skip_torch)):
                     if skipped or (side == "torch" and "torch_skipped" in row):
                         continue
-                    _log(f"[{name}] {assigner} {side} memory ({args.memory}) ...")
+                    run_info.log(f"[{name}] {assigner} {side} memory ({args.memory}) ...")
                     if args.memory == "subprocess":
                         probe = measure_memory(side, assigner, name, args)
                     elif side == "jax":
@@ -691,7 +637,7 @@ def run(args) -> dict:
                     row[f"{side}_memory_method"] = probe.get("memory_method")
             rows.append(row)
             if "agreement" in row:
-                _log(f"[{name}] {assigner} agreement {100 * row['agreement']:.3f}%")
+                run_info.log(f"[{name}] {assigner} agreement {100 * row['agreement']:.3f}%")
 
     torch_threads = None
     if not args.skip_torch:
@@ -704,11 +650,11 @@ def run(args) -> dict:
         "jax_backend": devices.jax_device.platform,
         "torch_num_threads": torch_threads,
         "cpu_count": os.cpu_count(),
-        "versions": _versions(),
-        "git_commit": _git_commit(),
+        "versions": run_info.versions("torch"),
+        "git_commit": run_info.git_commit(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "load_average_before": load_before,
-        "load_average_after": _load_average(),
+        "load_average_after": run_info.load_average(),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "settings": {
             "batch": args.batch,

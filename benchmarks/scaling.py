@@ -38,7 +38,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -54,6 +53,7 @@ for _path in (str(_HERE), str(_ROOT)):
     sys.path.insert(0, _path)
 
 import assign_bench  # noqa: E402
+import run_info  # noqa: E402
 import workloads as wl  # noqa: E402
 
 import ota_jax  # noqa: E402
@@ -123,28 +123,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def _device() -> tuple[str, str, object]:
-    import jax
-
-    device = jax.devices()[0]
-    if device.platform == "cpu":
-        cores = os.cpu_count() or 1
-        return f"{assign_bench._cpu_name()} ({cores} cores)", f"cpu-{cores}core", device
-    name = device.device_kind
-    slug = "-".join(
-        filter(None, "".join(c if c.isalnum() else "-" for c in name.lower()).split("-"))
-    )
-    return name, slug, device
-
-
-def _versions() -> dict:
-    import jax
-
-    out = {"python": platform.python_version(), "numpy": np.__version__, "jax": jax.__version__}
-    out["ota_jax"] = getattr(ota_jax, "__version__", None)
-    return out
-
-
 def points(args) -> list[dict]:
     """The measured points: the base point plus one factor changed at a time."""
     base = {"batch": args.base_batch, "image": args.base_image, "gts": args.base_gts}
@@ -206,13 +184,13 @@ def time_points(calls: dict, repeats: int, warmup: int) -> dict:
     all calls (interleaved, so that a change of machine load hits every point alike)."""
     first = {}
     for key, once in calls.items():
-        assign_bench._log(f"[scaling] compile + warm-up {key} ...")
+        run_info.log(f"[scaling] compile + warm-up {key} ...")
         first[key] = once()
         for _ in range(warmup):
             once()
     times: dict = {key: [] for key in calls}
     for round_ in range(repeats):
-        assign_bench._log(f"[scaling] round {round_ + 1}/{repeats}")
+        run_info.log(f"[scaling] round {round_ + 1}/{repeats}")
         for key, once in calls.items():
             times[key].append(once())
     return {
@@ -239,8 +217,11 @@ def _x(row: dict) -> int:
 
 
 def run(args) -> dict:
-    name, slug, device = _device()
-    load_before = assign_bench._load_average()
+    import jax
+
+    device = jax.devices()[0]
+    name, slug = run_info.device_name_and_slug(device)
+    load_before = run_info.load_average()
     calls: dict[tuple, object] = {}
     info = []
     for point in points(args):
@@ -275,11 +256,11 @@ def run(args) -> dict:
         "jax_device": str(device),
         "jax_backend": device.platform,
         "cpu_count": os.cpu_count(),
-        "versions": _versions(),
-        "git_commit": assign_bench._git_commit(),
+        "versions": run_info.versions(),
+        "git_commit": run_info.git_commit(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "load_average_before": load_before,
-        "load_average_after": assign_bench._load_average(),
+        "load_average_after": run_info.load_average(),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "settings": {
             "quick": args.quick,

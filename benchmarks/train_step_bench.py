@@ -41,13 +41,10 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -55,71 +52,15 @@ from pathlib import Path
 import numpy as np
 
 _ROOT = Path(__file__).resolve().parent.parent
+if str(_ROOT / "benchmarks") not in sys.path:  # run_info, when imported from elsewhere
+    sys.path.insert(0, str(_ROOT / "benchmarks"))
+
+import run_info  # noqa: E402
+
 ASSIGNER_NAMES = ("ota", "simota")
 
 
 # --------------------------------------------------------------------------- environment
-
-
-def _cpu_name() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "cpu"
-
-
-def device_name_and_slug() -> tuple[str, str]:
-    """A readable device name and a file-name slug (``cpu-2core``, ``nvidia-h100-...``)."""
-    import jax
-
-    device = jax.devices()[0]
-    if device.platform == "cpu":
-        cores = os.cpu_count() or 1
-        return f"{_cpu_name()} ({cores} cores)", f"cpu-{cores}core"
-    name = device.device_kind
-    slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
-    while "--" in slug:
-        slug = slug.replace("--", "-")
-    return name, slug
-
-
-def _versions() -> dict:
-    import jax
-
-    out = {"python": platform.python_version(), "numpy": np.__version__, "jax": jax.__version__}
-    for module, key in (("jaxlib", "jaxlib"), ("flax", "flax"), ("optax", "optax")):
-        with contextlib.suppress(ImportError):
-            out[key] = __import__(module).__version__
-    with contextlib.suppress(ImportError):
-        import ott
-
-        out["ott-jax"] = ott.__version__
-    with contextlib.suppress(ImportError):
-        import ota_jax
-
-        out["ota_jax"] = getattr(ota_jax, "__version__", None)
-    return out
-
-
-def _git_commit() -> str | None:
-    with contextlib.suppress(OSError):
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=_ROOT, capture_output=True, text=True, check=False
-        )
-        if result.returncode == 0:
-            return result.stdout.strip()
-    return None
-
-
-def _load_average() -> list[float] | None:
-    with contextlib.suppress(OSError, AttributeError):
-        return [round(x, 2) for x in os.getloadavg()]
-    return None
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -218,10 +159,10 @@ def run(args) -> dict:
         make_optimizer,
     )
 
-    load_before = _load_average()
+    load_before = run_info.load_average()
     height, width = args.image_size
-    name, slug = device_name_and_slug()
-    _log(
+    name, slug = run_info.device_name_and_slug(jax.devices()[0])
+    run_info.log(
         f"device {name}; FCOS-{args.preset} {height}x{width}, batch {args.batch}, "
         f"max_gt {args.max_gt}, {args.repeats} repeats"
     )
@@ -273,10 +214,10 @@ def run(args) -> dict:
         )
 
     for key, timed in sides.items():
-        _log(f"warm-up (compile) {key if isinstance(key, str) else ' '.join(key)}")
+        run_info.log(f"warm-up (compile) {key if isinstance(key, str) else ' '.join(key)}")
         timed.warm()
     for i in range(args.repeats):
-        _log(f"round {i + 1}/{args.repeats}")
+        run_info.log(f"round {i + 1}/{args.repeats}")
         for timed in sides.values():
             timed.once()
 
@@ -311,11 +252,11 @@ def run(args) -> dict:
         "jax_backend": jax.devices()[0].platform,
         "jax_device": str(jax.devices()[0]),
         "cpu_count": os.cpu_count(),
-        "versions": _versions(),
-        "git_commit": _git_commit(),
+        "versions": run_info.versions("flax", "optax"),
+        "git_commit": run_info.git_commit(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "load_average_before": load_before,
-        "load_average_after": _load_average(),
+        "load_average_after": run_info.load_average(),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "settings": {
             "preset": args.preset,
@@ -419,7 +360,7 @@ def main(argv=None) -> dict:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    _log(f"wrote {out}")
+    run_info.log(f"wrote {out}")
     return report
 
 

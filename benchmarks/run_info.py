@@ -1,0 +1,66 @@
+"""What every benchmark records about its run: device, versions, commit, load."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parent.parent
+
+__all__ = ["cpu_name", "device_name_and_slug", "git_commit", "load_average", "log", "versions"]
+
+
+def cpu_name() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "cpu"
+
+
+def device_name_and_slug(device) -> tuple[str, str]:
+    """A readable name of a JAX device and a file-name slug (``cpu-2core``, ``nvidia-h100-...``)."""
+    if device.platform == "cpu":
+        cores = os.cpu_count() or 1
+        return f"{cpu_name()} ({cores} cores)", f"cpu-{cores}core"
+    name = device.device_kind
+    slug = "-".join(
+        filter(None, "".join(c if c.isalnum() else "-" for c in name.lower()).split("-"))
+    )
+    return name, slug
+
+
+def versions(*optional: str) -> dict:
+    """Python, NumPy, JAX, jaxlib, ott-jax and ota_jax versions, plus ``optional`` modules
+    (e.g. ``"torch"``) that are installed."""
+    out = {"python": platform.python_version()}
+    for module in ("numpy", "jax", "jaxlib", "ott", "ota_jax", *optional):
+        with contextlib.suppress(ImportError):
+            key = "ott-jax" if module == "ott" else module
+            out[key] = getattr(importlib.import_module(module), "__version__", None)
+    return out
+
+
+def git_commit() -> str | None:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        proc = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=_ROOT, capture_output=True, text=True, check=False
+        )
+        if proc.returncode == 0:
+            return proc.stdout.strip()
+    return None
+
+
+def load_average() -> list[float] | None:
+    with contextlib.suppress(OSError, AttributeError):
+        return [round(x, 2) for x in os.getloadavg()]
+    return None
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
