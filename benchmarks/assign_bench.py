@@ -50,9 +50,7 @@ import argparse
 import contextlib
 import ctypes
 import dataclasses
-import datetime
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -448,14 +446,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 def markdown_report(report: dict) -> str:
     """The printed table under a header line naming the device, date, commit and command."""
-    commit = report.get("git_commit")
-    header = "{device}; {date}; commit {commit}; `{command}`".format(
-        device=report["device"],
-        date=report["date"],
-        commit=commit[:12] if commit else "unknown",
-        command=report["command"],
-    )
-    return f"{header}\n\n{markdown_table(report['results'])}\n"
+    return f"{run_info.markdown_header(report)}\n\n{markdown_table(report['results'])}\n"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -643,19 +634,11 @@ def run(args) -> dict:
     if not args.skip_torch:
         torch_threads = torch.get_num_threads()
     return {
-        "device": devices.name,
-        "device_slug": devices.slug,
+        **run_info.report_header(
+            devices.name, devices.slug, devices.jax_device, load_before, "torch"
+        ),
         "torch_device": None if args.skip_torch else devices.torch_device,
-        "jax_device": str(devices.jax_device),
-        "jax_backend": devices.jax_device.platform,
         "torch_num_threads": torch_threads,
-        "cpu_count": os.cpu_count(),
-        "versions": run_info.versions("torch"),
-        "git_commit": run_info.git_commit(),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "load_average_before": load_before,
-        "load_average_after": run_info.load_average(),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "settings": {
             "batch": args.batch,
             "repeats": args.repeats,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import importlib
 import os
 import platform
@@ -12,7 +13,16 @@ from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parent.parent
 
-__all__ = ["cpu_name", "device_name_and_slug", "git_commit", "load_average", "log", "versions"]
+__all__ = [
+    "cpu_name",
+    "device_name_and_slug",
+    "git_commit",
+    "load_average",
+    "log",
+    "markdown_header",
+    "report_header",
+    "versions",
+]
 
 
 def cpu_name() -> str:
@@ -64,3 +74,27 @@ def load_average() -> list[float] | None:
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def report_header(name: str, slug: str, device, load_before, *optional_versions: str) -> dict:
+    """The fields every benchmark JSON starts with; call it when the run is over."""
+    return {
+        "device": name,
+        "device_slug": slug,
+        "jax_device": str(device),
+        "jax_backend": device.platform,
+        "cpu_count": os.cpu_count(),
+        "versions": versions(*optional_versions),
+        "git_commit": git_commit(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    }
+
+
+def markdown_header(report: dict) -> str:
+    """One line naming the device, date, commit and command of a report."""
+    commit = report.get("git_commit")
+    commit = commit[:12] if commit else "unknown"
+    return f"{report['device']}; {report['date']}; commit {commit}; `{report['command']}`"

@@ -34,10 +34,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import math
-import os
 import statistics
 import sys
 import time
@@ -251,17 +249,7 @@ def run(args) -> dict:
         for assigner in args.assigners
     }
     return {
-        "device": name,
-        "device_slug": slug,
-        "jax_device": str(device),
-        "jax_backend": device.platform,
-        "cpu_count": os.cpu_count(),
-        "versions": run_info.versions(),
-        "git_commit": run_info.git_commit(),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "load_average_before": load_before,
-        "load_average_after": run_info.load_average(),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        **run_info.report_header(name, slug, device, load_before),
         "settings": {
             "quick": args.quick,
             "base": {"batch": args.base_batch, "image": args.base_image, "gts": args.base_gts},
@@ -313,14 +301,7 @@ def markdown_table(report: dict) -> str:
 
 
 def markdown_report(report: dict) -> str:
-    commit = report.get("git_commit")
-    header = "{device}; {date}; commit {commit}; `{command}`".format(
-        device=report["device"],
-        date=report["date"],
-        commit=commit[:12] if commit else "unknown",
-        command=report["command"],
-    )
-    return f"{header}\n\n{markdown_table(report)}\n"
+    return f"{run_info.markdown_header(report)}\n\n{markdown_table(report)}\n"
 
 
 def main(argv=None) -> dict:

@@ -41,9 +41,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
 import statistics
 import sys
 import time
@@ -247,17 +245,7 @@ def run(args) -> dict:
 
     return {
         "benchmark": "train_step",
-        "device": name,
-        "device_slug": slug,
-        "jax_backend": jax.devices()[0].platform,
-        "jax_device": str(jax.devices()[0]),
-        "cpu_count": os.cpu_count(),
-        "versions": run_info.versions("flax", "optax"),
-        "git_commit": run_info.git_commit(),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "load_average_before": load_before,
-        "load_average_after": run_info.load_average(),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        **run_info.report_header(name, slug, jax.devices()[0], load_before, "flax", "optax"),
         "settings": {
             "preset": args.preset,
             "image_size": [height, width],
@@ -300,11 +288,10 @@ def markdown_table(rows: list[dict]) -> str:
 
 def markdown_report(report: dict) -> str:
     s = report["settings"]
-    commit = report.get("git_commit")
     header = (
-        f"{report['device']}; FCOS-{s['preset']} {s['image_size'][0]}x{s['image_size'][1]}, "
-        f"batch {s['batch']}, max_gt {s['max_gt']}, {s['num_anchors']} anchors; "
-        f"{report['date']}; commit {commit[:12] if commit else 'unknown'}"
+        f"{run_info.markdown_header(report)}; FCOS-{s['preset']} "
+        f"{s['image_size'][0]}x{s['image_size'][1]}, batch {s['batch']}, max_gt {s['max_gt']}, "
+        f"{s['num_anchors']} anchors"
     )
     return f"{header}\n\n{markdown_table(report['results'])}\n"
 
