@@ -14,7 +14,8 @@ plan mass beyond those is what the compacted problem drops (it is
 ``exp(-cost_gap / epsilon)`` small, far below what decides an assignment).
 
 The kept anchors are gathered into a static number of columns. When an image
-needs more, the caller falls back to the dense problem (see `fits`).
+needs more, the caller uses a larger size bucket or the dense problem
+(`ota_jax.buckets.by_columns`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from jax import Array
 
 from ota_jax.transport import Transport, solve_transport
 
-__all__ = ["fits", "needed_columns", "solve_compacted"]
+__all__ = ["needed_columns", "solve_compacted"]
 
 # Cost of the folded column for the gt rows: exp(-_UNREACHABLE / epsilon) is 0.
 _UNREACHABLE = 1e8
@@ -53,11 +54,6 @@ def needed_columns(
     return needed.at[cheapest.reshape(-1)].max(keep.reshape(-1))
 
 
-def fits(needed: Array, max_columns: int) -> Array:
-    """``[]`` bool (or ``[B]`` for a batch of masks): the kept anchors fit the columns."""
-    return needed.sum(axis=-1) <= max_columns
-
-
 def solve_compacted(
     cost: Array,
     supply: Array,
@@ -74,7 +70,7 @@ def solve_compacted(
       cost: ``[N, A]`` with the background as the last row.
       supply: ``[N]`` row marginals; every anchor demands 1.
       needed: ``[A]`` bool from `needed_columns`; at most ``max_columns`` set (else the
-        surplus is silently folded: check `fits` first).
+        surplus is silently folded: callers pick ``max_columns`` from an upper bound).
       max_columns: static number of columns gathered.
       epsilon, num_iters, row_offset: as for `solve_transport`.
 

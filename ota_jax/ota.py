@@ -97,7 +97,7 @@ class _Problem(NamedTuple):
 
 
 def _candidates(points, strides, gt_boxes, gt_mask, config: OTAConfig) -> Array:
-    """``[M, A]`` OTA candidate pairs: inside the box and its clipped centre region."""
+    """Step 1, ``[M, A]`` OTA candidate pairs: inside the box and its clipped centre region."""
     return (
         inside_boxes(points, gt_boxes, margin=config.in_box_margin)
         & inside_centre_regions(points, strides, gt_boxes, config.center_radius, clip_to_box=True)
@@ -114,9 +114,11 @@ def _build_problem(
     gt_labels,
     gt_mask,
     obj_logits,
+    candidates,
     config: OTAConfig,
 ) -> _Problem:
-    """Steps 1-5 of ASSIGNERS.md for one image: candidates, costs, supplies."""
+    """Steps 2-5 of ASSIGNERS.md for one image: costs and supplies, given the
+    ``candidates [M, A]`` of step 1 (`_candidates`, computed once per batch)."""
     inputs = prepare_inputs(
         pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
     )
@@ -124,8 +126,7 @@ def _build_problem(
     num_anchors = inputs.points.shape[0]
     gt_mask = inputs.gt_mask
 
-    # 1. Candidates: inside the box and inside the centre region clipped to the box.
-    candidates = _candidates(inputs.points, inputs.strides, inputs.gt_boxes, gt_mask, config)
+    candidates = candidates & gt_mask[:, None]  # drop gts that prepare_inputs found invalid
 
     # 2-3. Costs: focal loss vs the one-hot label + reg_weight * -log IoU; background row.
     logits = joint_logits(inputs.cls_logits, inputs.obj_logits)
@@ -208,11 +209,14 @@ def _decode(problem: _Problem, transport: Transport, config: OTAConfig) -> Assig
     )
 
 
-def _assign_at_size(args: tuple, config: OTAConfig, *, columns: int | None) -> Assignment:
-    """The batch with the transport on ``columns`` anchors (None: all of them)."""
+def _assign_at_size(
+    args: tuple, config: OTAConfig, *, candidates: Array, columns: int | None
+) -> Assignment:
+    """The batch with the transport on ``columns`` anchors (None: all of them);
+    ``candidates [B, M, A]`` from `_candidates`."""
     problem = jax.vmap(
-        partial(_build_problem, config=config), in_axes=(0, 0, None, None, 0, 0, 0, 0)
-    )(*args)
+        partial(_build_problem, config=config), in_axes=(0, 0, None, None, 0, 0, 0, 0, 0)
+    )(*args, candidates)
     if columns is None:
         solve = partial(_solve_dense, config=config)
     else:
@@ -234,9 +238,8 @@ def _assign_real_gts(args: tuple, config: OTAConfig) -> Assignment:
     )
     candidate_less = gt_mask & ~candidates.any(axis=2)
     kept = candidates.any(axis=1).sum(axis=1) + config.extra_columns * candidate_less.sum(axis=1)
-    return buckets.by_columns(
-        args, kept.max(), config.max_columns, partial(_assign_at_size, config=config)
-    )
+    run = partial(_assign_at_size, config=config, candidates=candidates)
+    return buckets.by_columns(args, kept.max(), config.max_columns, run)
 
 
 @partial(jax.jit, static_argnames=("config",))
