@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-__all__ = ["anchor_points", "feature_sizes", "level_sizes"]
+__all__ = ["anchor_boxes", "anchor_points", "feature_sizes", "level_sizes"]
 
 
 def feature_sizes(
@@ -61,3 +61,14 @@ def anchor_points(
         points.append((cell + offset) * stride)
         point_strides.append(np.full(height * width, stride, np.float32))
     return jnp.asarray(np.concatenate(points)), jnp.asarray(np.concatenate(point_strides))
+
+
+def anchor_boxes(points: Array, strides: Array, *, scale: float = 8.0) -> Array:
+    """``[A, 4]`` xyxy square anchor boxes of side ``scale * stride`` centred on ``points``.
+
+    The boxes of the anchor-based baselines (ATSS's octave base scale 8, RetinaNet's
+    one-anchor-per-point Max-IoU), one per anchor point.
+    """
+    half = (scale * jnp.asarray(strides, jnp.float32) / 2)[:, None]
+    points = jnp.asarray(points, jnp.float32)
+    return jnp.concatenate([points - half, points + half], axis=-1)

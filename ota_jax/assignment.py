@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -32,7 +33,10 @@ class Assignment(NamedTuple):
       ious: ``[A]`` float32 IoU of each positive's predicted box with its gt, 0 for
         background (the target of an IoU branch).
       num_fg: ``[]`` int32 number of positive anchors.
-      dynamic_k: ``[M]`` int32 labels each gt supplies, 0 for padded gts.
+      dynamic_k: ``[M]`` int32 labels each gt supplies, 0 for padded gts. Rule-based
+        assigners without a k (FCOS, ATSS, Max-IoU) report the positives each gt won.
+      ignore_mask: ``[A]`` bool, anchors that are neither positive nor negative (Max-IoU's
+        band between its two thresholds); losses leave them out. All False elsewhere.
       transport: OTA only, when asked for (``OTAConfig(return_transport=True)``) and M > 0:
         the solved problem, cost and plan ``[M+1, A]`` with the background row last.
     """
@@ -44,6 +48,7 @@ class Assignment(NamedTuple):
     ious: Array
     num_fg: Array
     dynamic_k: Array
+    ignore_mask: Array | None = None
     transport: Transport | None = None
 
 
@@ -143,6 +148,16 @@ def check_inputs(args: tuple, *, batched: bool) -> tuple:
     return args
 
 
+def vmap_images(one_image, args: tuple, config) -> Assignment:
+    """A batched assignment from ``one_image(*args, config=config)`` on one image's arguments.
+
+    ``args`` are the batched ``(pred_boxes, cls_logits, points, strides, gt_boxes,
+    gt_labels, gt_mask, obj_logits)``; points and strides are shared, obj_logits may be None.
+    """
+    in_axes = (0, 0, None, None, 0, 0, 0, None if args[7] is None else 0)
+    return jax.vmap(partial(one_image, config=config), in_axes=in_axes)(*args)
+
+
 def assign_one_image(assign_batch, args: tuple, config) -> Assignment:
     """Run a batched assigner ``assign_batch(args, config)`` on one image's arguments."""
     args = check_inputs(args, batched=False)
@@ -197,6 +212,7 @@ def background_assignment(num_anchors: int) -> Assignment:
         ious=jnp.zeros((num_anchors,), jnp.float32),
         num_fg=jnp.zeros((), jnp.int32),
         dynamic_k=jnp.zeros((0,), jnp.int32),
+        ignore_mask=jnp.zeros((num_anchors,), bool),
     )
 
 
@@ -206,10 +222,18 @@ def finite_cost(cost: Array) -> Array:
 
 
 def make_assignment(
-    gt_index: Array, inputs: AssignInputs, dynamic_k: Array, transport: Transport | None = None
+    gt_index: Array,
+    inputs: AssignInputs,
+    dynamic_k: Array,
+    transport: Transport | None = None,
+    *,
+    ignore_mask: Array | None = None,
 ) -> Assignment:
-    """Targets of every anchor from ``gt_index [A]`` (-1 background)."""
+    """Targets of every anchor from ``gt_index [A]`` (-1 background); ``ignore_mask [A]``
+    marks background anchors to leave out of the losses (default none)."""
     fg_mask = gt_index >= 0
+    if ignore_mask is None:
+        ignore_mask = jnp.zeros(gt_index.shape, bool)
     safe_index = jnp.maximum(gt_index, 0)
     anchor_ids = np.arange(gt_index.shape[0])
     box_targets = jnp.where(fg_mask[:, None], inputs.gt_boxes[safe_index], 0.0)
@@ -223,5 +247,6 @@ def make_assignment(
         ious=ious,
         num_fg=fg_mask.sum(dtype=jnp.int32),
         dynamic_k=dynamic_k,
+        ignore_mask=ignore_mask & ~fg_mask,
         transport=transport,
     )

@@ -133,6 +133,7 @@ def _scatter_anchors(compact: Assignment, index: Array, num_anchors: int) -> Ass
         labels=scatter(compact.labels, -1),
         box_targets=scatter(compact.box_targets, 0.0),
         ious=scatter(compact.ious, 0.0),
+        ignore_mask=scatter(compact.ignore_mask, False),
     )
 
 

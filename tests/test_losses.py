@@ -121,6 +121,8 @@ def _np_losses(outputs: FCOSOutput, assignment: Assignment, anchor_mask=None):
     focal = _np_focal(cls, onehot).sum(-1)
     if anchor_mask is not None:
         focal = focal * anchor_mask
+    if assignment.ignore_mask is not None:
+        focal = focal * ~np.asarray(assignment.ignore_mask)
     num_pos = max(fg.sum(), 1)
     t = np.asarray(assignment.ious, np.float64)[fg]
     pred = np.asarray(outputs.pred_boxes, np.float64)[fg]
@@ -157,6 +159,22 @@ def test_anchor_mask_removes_anchors_from_class_loss():
     np.testing.assert_allclose(
         got["loss_cls"], _np_losses(outputs, assignment, mask)["loss_cls"], rtol=2e-5
     )
+
+
+def test_ignored_anchors_leave_the_class_loss_only():
+    outputs = _outputs(12)
+    assignment = _random_assignment(outputs, 13)
+    rng = np.random.default_rng(14)
+    ignore = (rng.uniform(size=outputs.iou_logits.shape) < 0.3) & ~np.asarray(assignment.fg_mask)
+    ignored = assignment._replace(ignore_mask=jnp.asarray(ignore))
+    got = losses_from_assignment(outputs, ignored)
+    want = _np_losses(outputs, ignored)
+    for name, value in want.items():
+        np.testing.assert_allclose(got[name], value, rtol=2e-5, err_msg=name)
+    # Only the class loss changes, and it shrinks.
+    plain = losses_from_assignment(outputs, assignment)
+    assert float(got["loss_cls"]) < float(plain["loss_cls"])
+    np.testing.assert_allclose(got["loss_box"], plain["loss_box"], rtol=1e-6)
 
 
 def test_loss_weights_are_configurable():

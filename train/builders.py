@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import ml_collections
 
-from ota_jax import OTAConfig, SimOTAConfig
+from ota_jax.assigners import ASSIGNERS
 from ota_jax.detector import (
     FCOSConfig,
     LossConfig,
@@ -29,8 +29,6 @@ __all__ = [
     "optimizer_config",
     "postprocess_config",
 ]
-
-_ASSIGNER_CONFIGS: dict[str, type] = {"ota": OTAConfig, "simota": SimOTAConfig}
 
 
 class ConfigError(ValueError):
@@ -80,13 +78,11 @@ def model_config(config: ml_collections.ConfigDict, num_classes: int) -> FCOSCon
 def loss_config(config: ml_collections.ConfigDict) -> LossConfig:
     """`LossConfig` from ``config.loss``: the assigner, its settings, the loss weights."""
     assigner = config.loss.assigner
-    if assigner not in _ASSIGNER_CONFIGS:
-        raise ConfigError(
-            f"config.loss.assigner: {assigner!r} is not one of {list(_ASSIGNER_CONFIGS)}"
-        )
+    if assigner not in ASSIGNERS:
+        raise ConfigError(f"config.loss.assigner: {assigner!r} is not one of {list(ASSIGNERS)}")
     settings = _set_fields(config.loss[assigner])
     assigner_config = (
-        _build(_ASSIGNER_CONFIGS[assigner], settings, f"config.loss.{assigner}")
+        _build(ASSIGNERS[assigner].config_class, settings, f"config.loss.{assigner}")
         if settings
         else None  # The assigner's own defaults.
     )

@@ -8,7 +8,6 @@
 """
 
 from ota_jax.detector.losses import (
-    ASSIGNERS,
     LossConfig,
     assign_targets,
     detection_loss,
@@ -36,7 +35,6 @@ from ota_jax.detector.train_step import (
 )
 
 __all__ = [
-    "ASSIGNERS",
     "FCOS",
     "Detections",
     "FCOSConfig",

@@ -26,14 +26,12 @@ import numpy as np
 import optax
 from jax import Array
 
+from ota_jax.assigners import get_assigner
 from ota_jax.assignment import Assignment
 from ota_jax.boxes import elementwise_giou
 from ota_jax.detector.model import FCOSOutput
-from ota_jax.ota import ota_assign_batch
-from ota_jax.simota import simota_assign_batch
 
 __all__ = [
-    "ASSIGNERS",
     "AssignFn",
     "LossConfig",
     "assign_targets",
@@ -45,11 +43,6 @@ __all__ = [
 # A batched assigner with the signature of `ota_jax.ota_assign_batch`.
 AssignFn = Callable[..., Assignment]
 
-ASSIGNERS: dict[str, AssignFn] = {
-    "ota": ota_assign_batch,
-    "simota": simota_assign_batch,
-}
-
 # Stand-in box for anchors whose box loss is masked out: keeps GIoU and its
 # gradient finite there even when the prediction is inf/NaN (the double-where trick).
 _DUMMY_BOX = np.array([0.0, 0.0, 1.0, 1.0], np.float32)
@@ -60,10 +53,10 @@ class LossConfig:
     """Static loss settings (hashable).
 
     Attributes:
-      assigner: ``"ota"``, ``"simota"`` (see `ASSIGNERS`) or a batched callable
-        with the signature of `ota_jax.ota_assign_batch`.
-      assigner_config: the assigner's config (`ota_jax.OTAConfig`,
-        `ota_jax.SimOTAConfig`); ``None`` uses the assigner's default.
+      assigner: a name in `ota_jax.assigners.ASSIGNERS` (``"ota"``, ``"simota"``, the
+        baselines) or a batched callable with the signature of `ota_jax.ota_assign_batch`.
+      assigner_config: the assigner's config (`ota_jax.OTAConfig`, ...); ``None`` uses
+        the assigner's default.
       iou_branch_as_objectness: pass the IoU logits to the assigner as
         ``obj_logits`` (its class score becomes ``sqrt(sigmoid(cls) * sigmoid(iou))``,
         the inference score). The official OTA cost uses the class logits only.
@@ -82,12 +75,10 @@ class LossConfig:
 
 
 def resolve_assigner(assigner: str | AssignFn) -> AssignFn:
-    """A batched assign function from a name in `ASSIGNERS` or a callable."""
+    """A batched assign function from a name in `ota_jax.assigners.ASSIGNERS` or a callable."""
     if callable(assigner):
         return assigner
-    if assigner not in ASSIGNERS:
-        raise ValueError(f"unknown assigner {assigner!r}; one of {sorted(ASSIGNERS)}")
-    return ASSIGNERS[assigner]
+    return get_assigner(assigner).assign_batch
 
 
 def assign_targets(
@@ -147,7 +138,8 @@ def losses_from_assignment(
 
     Args:
       outputs: ``cls_logits [B, A, C]``, ``pred_boxes [B, A, 4]``, ``iou_logits [B, A]``.
-      assignment: batched targets (``fg_mask``, ``labels``, ``box_targets``, ``ious``).
+      assignment: batched targets (``fg_mask``, ``labels``, ``box_targets``, ``ious``);
+        anchors in its ``ignore_mask`` are left out of the classification loss.
       anchor_mask: optional ``[B, A]`` (or ``[A]``) bool, anchors that count for the
         classification loss (e.g. not in image padding); default all.
 
@@ -168,8 +160,10 @@ def losses_from_assignment(
     focal = optax.sigmoid_focal_loss(
         cls_logits, cls_targets, alpha=config.focal_alpha, gamma=config.focal_gamma
     ).sum(axis=-1)
+    counted = ~assignment.ignore_mask if assignment.ignore_mask is not None else True
     if anchor_mask is not None:
-        focal = jnp.where(jnp.broadcast_to(anchor_mask, focal.shape), focal, 0.0)
+        counted = counted & anchor_mask
+    focal = jnp.where(jnp.broadcast_to(counted, focal.shape), focal, 0.0)
     loss_cls = focal.sum() / pos_norm
 
     safe_pred = jnp.where(fg[..., None], pred_boxes, _DUMMY_BOX)

@@ -11,7 +11,7 @@ import dataclasses
 import ml_collections
 from ml_collections import config_dict
 
-from ota_jax import OTAConfig, SimOTAConfig
+from ota_jax.assigners import ASSIGNERS
 from ota_jax.detector import FCOSConfig, LossConfig
 
 # Types of the fields whose default is None (a placeholder needs a type for command-line
@@ -60,10 +60,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.overrides = _placeholders(FCOSConfig, skip=("num_classes",))
 
     config.loss = ml_collections.ConfigDict()
-    config.loss.assigner = "ota"  # "ota" or "simota".
-    # The assigner's settings, every field of OTAConfig / SimOTAConfig; None keeps the default.
-    config.loss.ota = _placeholders(OTAConfig, skip=("return_transport",))
-    config.loss.simota = _placeholders(SimOTAConfig)
+    config.loss.assigner = "ota"  # A name in ota_jax.assigners.ASSIGNERS.
+    # Each assigner's settings, every field of its config class; None keeps the default.
+    for name, spec in ASSIGNERS.items():
+        config.loss[name] = _placeholders(spec.config_class, skip=("return_transport",))
     # The other LossConfig fields (weights, focal parameters); None keeps the default.
     config.loss.overrides = _placeholders(LossConfig, skip=("assigner", "assigner_config"))
 
