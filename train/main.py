@@ -52,18 +52,6 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --distributed
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --distributed: this process's id.")
 
 
-def _with_resolved_config(argv: Sequence[str]) -> list[str]:
-    """``argv`` with a ``--config`` name (``shapes``) replaced by its file's path."""
-    out = list(argv)
-    for i, arg in enumerate(out):
-        if arg in ("--config", "-config") and i + 1 < len(out):
-            out[i + 1] = configs.resolve_config_path(out[i + 1])
-        elif arg.startswith(("--config=", "-config=")):
-            flag, value = arg.split("=", 1)
-            out[i] = f"{flag}={configs.resolve_config_path(value)}"
-    return out
-
-
 def _config_name() -> str:
     path = config_flags.get_config_filename(flags.FLAGS["config"])
     return Path(path.split(":", 1)[0]).stem
@@ -113,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``ota-train`` console script."""
     argv = sys.argv if argv is None else list(argv)
     try:
-        argv = _with_resolved_config(argv)
+        argv = configs.resolve_config_argv(argv)
     except FileNotFoundError as error:
         raise SystemExit(f"ota-train: {error}") from None
     # ml_collections reads the --config.* overrides from sys.argv itself.

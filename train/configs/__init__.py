@@ -7,9 +7,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["CONFIG_DIR", "DEFAULT_CONFIG", "available", "resolve_config_path"]
+__all__ = [
+    "CONFIG_DIR",
+    "DEFAULT_CONFIG",
+    "available",
+    "resolve_config_argv",
+    "resolve_config_path",
+]
 
 CONFIG_DIR = Path(__file__).resolve().parent
 DEFAULT_CONFIG = "shapes"
@@ -40,3 +47,19 @@ def resolve_config_path(spec: str) -> str:
         f"No config file {path!r}: give a path to an ml_collections config file or one of "
         f"{available()}."
     )
+
+
+def resolve_config_argv(argv: Sequence[str]) -> list[str]:
+    """``argv`` with a ``--config`` name (``shapes``) replaced by its file's path.
+
+    Raises:
+      FileNotFoundError: the ``--config`` value names no file (see `resolve_config_path`).
+    """
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg in ("--config", "-config") and i + 1 < len(out):
+            out[i + 1] = resolve_config_path(out[i + 1])
+        elif arg.startswith(("--config=", "-config=")):
+            flag, value = arg.split("=", 1)
+            out[i] = f"{flag}={resolve_config_path(value)}"
+    return out
