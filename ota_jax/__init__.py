@@ -1,12 +1,31 @@
 """ota_jax: OTA and SimOTA label assignment for object detection in JAX.
 
-Pure, jitted functions for one image (``ota_assign``, ``simota_assign``) and
-for padded batches (``*_assign_batch``), returning an `Assignment`.
+Pure, jitted functions for one image (``ota_assign``, ``simota_assign`` and the
+baselines ``fcos_assign``, ``atss_assign``, ``max_iou_assign``, ``tal_assign``,
+``dsl_assign``) and for padded batches (``*_assign_batch``), all returning an
+`Assignment`; `ota_jax.assigners.ASSIGNERS` lists them by name.
 """
 
-from ota_jax import anchors, boxes, costs, priors, transport
+from ota_jax import anchors, assigners, boxes, costs, priors, transport
 from ota_jax.anchors import anchor_points
 from ota_jax.assignment import Assignment
+from ota_jax.baselines import (
+    ATSSConfig,
+    DSLConfig,
+    FCOSAssignConfig,
+    MaxIoUConfig,
+    TALConfig,
+    atss_assign,
+    atss_assign_batch,
+    dsl_assign,
+    dsl_assign_batch,
+    fcos_assign,
+    fcos_assign_batch,
+    max_iou_assign,
+    max_iou_assign_batch,
+    tal_assign,
+    tal_assign_batch,
+)
 from ota_jax.dynamic_k import dynamic_k
 from ota_jax.ota import OTAConfig, ota_assign, ota_assign_batch
 from ota_jax.simota import SimOTAConfig, simota_assign, simota_assign_batch
@@ -15,20 +34,36 @@ from ota_jax.transport import Transport, solve_transport
 __version__ = "0.1.0"
 
 __all__ = [
+    "ATSSConfig",
     "Assignment",
+    "DSLConfig",
+    "FCOSAssignConfig",
+    "MaxIoUConfig",
     "OTAConfig",
     "SimOTAConfig",
+    "TALConfig",
     "Transport",
     "anchor_points",
     "anchors",
+    "assigners",
+    "atss_assign",
+    "atss_assign_batch",
     "boxes",
     "costs",
+    "dsl_assign",
+    "dsl_assign_batch",
     "dynamic_k",
+    "fcos_assign",
+    "fcos_assign_batch",
+    "max_iou_assign",
+    "max_iou_assign_batch",
     "ota_assign",
     "ota_assign_batch",
     "priors",
     "simota_assign",
     "simota_assign_batch",
     "solve_transport",
+    "tal_assign",
+    "tal_assign_batch",
     "transport",
 ]

@@ -11,6 +11,18 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from ota_jax.assignment import Assignment
+from ota_jax.baselines import (
+    ATSSConfig,
+    DSLConfig,
+    FCOSAssignConfig,
+    MaxIoUConfig,
+    TALConfig,
+    atss_assign_batch,
+    dsl_assign_batch,
+    fcos_assign_batch,
+    max_iou_assign_batch,
+    tal_assign_batch,
+)
 from ota_jax.ota import OTAConfig, ota_assign_batch
 from ota_jax.simota import SimOTAConfig, simota_assign_batch
 
@@ -34,6 +46,11 @@ class AssignerSpec(NamedTuple):
 ASSIGNERS: dict[str, AssignerSpec] = {
     "ota": AssignerSpec(ota_assign_batch, OTAConfig, "OTA: optimal transport (Sinkhorn)"),
     "simota": AssignerSpec(simota_assign_batch, SimOTAConfig, "SimOTA: per-gt dynamic top-k"),
+    "fcos": AssignerSpec(fcos_assign_batch, FCOSAssignConfig, "FCOS: centre sampling + scales"),
+    "atss": AssignerSpec(atss_assign_batch, ATSSConfig, "ATSS: adaptive IoU threshold"),
+    "max_iou": AssignerSpec(max_iou_assign_batch, MaxIoUConfig, "Max-IoU: RetinaNet thresholds"),
+    "tal": AssignerSpec(tal_assign_batch, TALConfig, "TAL: task-aligned top-k (TOOD)"),
+    "dsl": AssignerSpec(dsl_assign_batch, DSLConfig, "DSL: dynamic soft label (RTMDet)"),
 }
 
 

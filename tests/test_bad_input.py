@@ -6,9 +6,10 @@ import pytest
 import ota_jax
 from tests.scenes import make_scene
 
+# Every registered assigner: (one-image function, default config).
 ASSIGNERS = {
-    "ota": (ota_jax.ota_assign, ota_jax.OTAConfig()),
-    "simota": (ota_jax.simota_assign, ota_jax.SimOTAConfig()),
+    name: (getattr(ota_jax, f"{name}_assign"), spec.config_class())
+    for name, spec in ota_jax.assigners.ASSIGNERS.items()
 }
 
 

@@ -11,6 +11,7 @@ import pytest
 
 import ota_jax
 from ota_jax.anchors import anchor_points
+from ota_jax.assigners import ASSIGNERS
 from ota_jax.assignment import Assignment
 from ota_jax.detector.losses import (
     LossConfig,
@@ -222,7 +223,7 @@ def test_non_finite_background_predictions_do_not_poison_gradients():
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
 
-@pytest.mark.parametrize("assigner", ["ota", "simota"])
+@pytest.mark.parametrize("assigner", sorted(ASSIGNERS))
 def test_detection_loss_with_real_assigners(assigner):
     outputs = _outputs(11)
     batch = _batch()

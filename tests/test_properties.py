@@ -8,15 +8,16 @@ from hypothesis import strategies as st
 import ota_jax
 from tests.scenes import make_scene, padded
 
+# Every registered assigner: (one-image function, batched function, config).
 ASSIGNERS = {
-    "ota": (ota_jax.ota_assign, ota_jax.ota_assign_batch, ota_jax.OTAConfig()),
-    "simota": (ota_jax.simota_assign, ota_jax.simota_assign_batch, ota_jax.SimOTAConfig()),
-    "simota_box_and_center": (
-        ota_jax.simota_assign,
-        ota_jax.simota_assign_batch,
-        ota_jax.SimOTAConfig(prior="box_and_center"),
-    ),
+    name: (getattr(ota_jax, f"{name}_assign"), spec.assign_batch, spec.config_class())
+    for name, spec in ota_jax.assigners.ASSIGNERS.items()
 }
+ASSIGNERS["simota_box_and_center"] = (
+    ota_jax.simota_assign,
+    ota_jax.simota_assign_batch,
+    ota_jax.SimOTAConfig(prior="box_and_center"),
+)
 IMAGE = (96, 96)
 # A few static gt paddings, so hypothesis explores values, not compilations.
 MAX_GTS = (9, 16)
@@ -93,6 +94,8 @@ def test_padding_and_batching_change_nothing(name, seed, num_gt, max_gt, batch_s
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), data=st.data())
 def test_gt_order_does_not_matter(name, seed, data):
+    if name == "max_iou":
+        pytest.skip("Max-IoU's low-quality matches let the later gt win an anchor (mmdet)")
     assign, _, config = ASSIGNERS[name]
     scene = _scene(seed, 9)
     order = np.array(data.draw(st.permutations(range(9))))
@@ -103,7 +106,7 @@ def test_gt_order_does_not_matter(name, seed, data):
     second = _call(assign, scene, scene.gt_boxes[order], scene.gt_labels[order], mask, config)
     back = np.where(second.gt_index >= 0, order[np.asarray(second.gt_index)], -1)
     differ = back != np.asarray(first.gt_index)
-    if first.transport is None:  # SimOTA: per-pair costs do not depend on the order
+    if first.transport is None:  # The others: per-pair costs do not depend on the order
         assert not differ.any()
     else:
         # Sinkhorn sums over gts, so float32 rounding follows the gt order and may flip

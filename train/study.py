@@ -61,6 +61,7 @@ _DATASETS = flags.DEFINE_list("datasets", list(DEFAULT_DATASETS), "Datasets (reg
 _SEEDS = flags.DEFINE_list("seeds", [str(s) for s in DEFAULT_SEEDS], "Seeds of each setting.")
 
 logger = logging.getLogger(__name__)
+_COMMAND_LINE: list[str] = []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,10 +144,16 @@ def run_once(base, run: Run, root: str) -> dict:
             return json.load(f)
     config = run_config(base, run)
     start = time.perf_counter()
-    metrics = trainer.train_and_evaluate(config, workdir)
+    try:
+        metrics = trainer.train_and_evaluate(config, workdir)
+    except trainer.NonFiniteLossError as error:
+        # A diverged run is a result of the study too: NaN metrics, the others go on.
+        logger.warning("%s diverged: %s", run, error)
+        metrics = {key: float("nan") for key, _, _ in COLUMNS[:3]}
+        metrics["error"] = str(error)
     result = {
         **dataclasses.asdict(run),
-        **{key: float(value) for key, value in metrics.items()},
+        **metrics,
         "pos_per_gt": positives_per_gt(workdir),
         "assign_ms": assignment_ms(config, workdir),
         "train_seconds": time.perf_counter() - start,
@@ -262,7 +269,7 @@ def _run(argv: Sequence[str]) -> None:
     root = os.path.abspath(_WORKDIR.value)
     os.makedirs(root, exist_ok=True)
     runs = _runs()
-    command = " ".join(["ota-study", *sys.argv[1:]])
+    command = " ".join(["ota-study", *_COMMAND_LINE[1:]])
     results, start = [], time.perf_counter()
     seconds = 0.0
     for run in tqdm(runs, desc="study", unit="run"):
@@ -281,6 +288,7 @@ def _run(argv: Sequence[str]) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``ota-study`` console script."""
     argv = sys.argv if argv is None else list(argv)
+    _COMMAND_LINE[:] = argv  # As typed, for the report (the config path gets resolved below).
     try:
         argv = configs.resolve_config_argv(argv)
     except FileNotFoundError as error:

@@ -1,0 +1,186 @@
+"""FCOS label assignment (Tian et al. 2019), as mmdetection's ``FCOSHead._get_targets_single``.
+
+A (gt, anchor point) pair is allowed when
+
+1. the point lies inside the gt: with centre sampling (the default) inside the
+   square of half-width ``center_radius * stride`` around the gt centre, clipped to
+   the gt box, all four distances > 0; without, inside the gt box itself, all four
+   distances > 0. With centre sampling only the square counts, as in mmdet.
+2. the largest of the four regression distances ``l, t, r, b`` from the point to the
+   gt box sides lies in the point's level range: ``lo <= max(l, t, r, b) <= hi``.
+
+Each point takes the allowed gt of smallest area (the first gt on equal areas); a
+point allowed for no gt is background. Predictions play no part. ``dynamic_k`` is
+the number of points each gt won; ``ignore_mask`` is all False.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+from jax.typing import ArrayLike
+
+from ota_jax import buckets
+from ota_jax.assignment import (
+    Assignment,
+    assign_one_image,
+    check_inputs,
+    make_assignment,
+    prepare_inputs,
+    vmap_images,
+)
+from ota_jax.baselines.levels import level_index
+from ota_jax.boxes import box_area
+from ota_jax.priors import inside_boxes, inside_centre_regions
+
+__all__ = ["FCOSAssignConfig", "fcos_assign", "fcos_assign_batch"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FCOSAssignConfig:
+    """FCOS assignment hyperparameters; the defaults are mmdetection's FCOS head.
+
+    Attributes:
+      center_sampling: allow only points in the gt's centre square (clipped to the box)
+        instead of every point inside the box.
+      center_radius: half-width of the centre square, in strides of the point's level.
+      regress_ranges: one ``(lo, hi)`` per level (distinct stride, finest first): a
+        point may regress a gt when ``lo <= max(l, t, r, b) <= hi``. None derives
+        mmdet's ``((-1, 64), (64, 128), (128, 256), (256, 512), (512, inf))`` rule from
+        the strides: ``(4 * stride, 8 * stride)``, except ``lo = -1`` on the finest
+        level and ``hi = inf`` on the coarsest. Points on levels beyond the ranges
+        given are never positive (the number of levels is only known when tracing).
+    """
+
+    center_sampling: bool = True
+    center_radius: float = 1.5
+    regress_ranges: tuple[tuple[float, float], ...] | None = None
+
+    def __post_init__(self):
+        if not self.center_radius > 0:
+            raise ValueError(f"center_radius must be positive, got {self.center_radius}")
+        if self.regress_ranges is None:
+            return
+        try:
+            ranges = tuple((float(lo), float(hi)) for lo, hi in self.regress_ranges)
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"regress_ranges must be (lo, hi) pairs, got {self.regress_ranges!r}"
+            ) from error
+        if not ranges or any(not lo <= hi for lo, hi in ranges):
+            raise ValueError(f"regress_ranges need lo <= hi on every level, got {ranges}")
+        # A tuple of tuples keeps the config hashable, as a static jit argument must be.
+        object.__setattr__(self, "regress_ranges", ranges)
+
+
+def _scale_ranges(strides: Array, config: FCOSAssignConfig) -> tuple[Array, Array]:
+    """``lo [A]`` and ``hi [A]``: the regression range of each point's level."""
+    if config.regress_ranges is None:
+        lo = jnp.where(strides == strides.min(), -1.0, 4 * strides)
+        hi = jnp.where(strides == strides.max(), jnp.inf, 8 * strides)
+        return lo, hi
+    # An extra empty range (lo > hi) for levels the config does not cover.
+    ranges = np.array([*config.regress_ranges, (math.inf, -math.inf)], np.float32)
+    level = jnp.minimum(level_index(strides), len(config.regress_ranges))
+    return jnp.asarray(ranges[:, 0])[level], jnp.asarray(ranges[:, 1])[level]
+
+
+def _fcos_one_image(
+    pred_boxes,
+    cls_logits,
+    points,
+    strides,
+    gt_boxes,
+    gt_labels,
+    gt_mask,
+    obj_logits,
+    config: FCOSAssignConfig,
+) -> Assignment:
+    inputs = prepare_inputs(
+        pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
+    )
+    inputs = jax.tree.map(jax.lax.stop_gradient, inputs)
+    points, strides, boxes = inputs.points, inputs.strides, inputs.gt_boxes
+
+    if config.center_sampling:
+        inside = inside_centre_regions(
+            points, strides, boxes, config.center_radius, clip_to_box=True
+        )
+    else:
+        inside = inside_boxes(points, boxes)
+    x, y = points[None, :, 0], points[None, :, 1]
+    farthest = jnp.maximum(
+        jnp.maximum(x - boxes[:, 0:1], y - boxes[:, 1:2]),
+        jnp.maximum(boxes[:, 2:3] - x, boxes[:, 3:4] - y),
+    )
+    lo, hi = _scale_ranges(strides, config)
+    allowed = inside & (farthest >= lo) & (farthest <= hi) & inputs.gt_mask[:, None]
+
+    # The smallest allowed gt wins; argmin takes the first of equal areas.
+    area = jnp.where(allowed, box_area(boxes)[:, None], jnp.inf)
+    gt_index = jnp.where(allowed.any(axis=0), jnp.argmin(area, axis=0), -1)
+    num_won = jnp.bincount(gt_index + 1, length=boxes.shape[0] + 1)[1:].astype(jnp.int32)
+    return make_assignment(gt_index, inputs, num_won)
+
+
+def _assign_batch(args: tuple, config: FCOSAssignConfig) -> Assignment:
+    return buckets.by_real_gts(args, partial(vmap_images, _fcos_one_image, config=config))
+
+
+@partial(jax.jit, static_argnames=("config",))
+def fcos_assign(
+    pred_boxes: ArrayLike,
+    cls_logits: ArrayLike,
+    points: ArrayLike,
+    strides: ArrayLike,
+    gt_boxes: ArrayLike,
+    gt_labels: ArrayLike,
+    gt_mask: ArrayLike,
+    *,
+    obj_logits: ArrayLike | None = None,
+    config: FCOSAssignConfig = FCOSAssignConfig(),
+) -> Assignment:
+    """FCOS label assignment for one image (see the module docstring).
+
+    Args:
+      pred_boxes: ``[A, 4]`` predicted boxes, xyxy pixels; only for ``Assignment.ious``.
+      cls_logits: ``[A, C]`` class logits; only C is used (labels must lie in ``[0, C)``).
+      points: ``[A, 2]`` anchor point centres ``(x, y)`` in pixels.
+      strides: ``[A]`` stride of each point's FPN level.
+      gt_boxes: ``[M, 4]`` gt boxes, xyxy pixels; M may be 0.
+      gt_labels: ``[M]`` int gt classes in ``[0, C)``.
+      gt_mask: ``[M]`` bool, True for real gts, False for padding.
+      obj_logits: optional ``[A]``; unused, accepted for a common signature.
+      config: a `FCOSAssignConfig` (static).
+
+    Returns:
+      An `Assignment`; ``dynamic_k [M]`` counts the points each gt won. Invalid gts
+      are ignored like padding.
+    """
+    args = (pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits)
+    return assign_one_image(_assign_batch, args, config)
+
+
+@partial(jax.jit, static_argnames=("config",))
+def fcos_assign_batch(
+    pred_boxes: ArrayLike,
+    cls_logits: ArrayLike,
+    points: ArrayLike,
+    strides: ArrayLike,
+    gt_boxes: ArrayLike,
+    gt_labels: ArrayLike,
+    gt_mask: ArrayLike,
+    *,
+    obj_logits: ArrayLike | None = None,
+    config: FCOSAssignConfig = FCOSAssignConfig(),
+) -> Assignment:
+    """`fcos_assign` over a batch: a leading ``[B]`` axis on every argument except
+    ``points [A, 2]`` and ``strides [A]``."""
+    args = (pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits)
+    return _assign_batch(check_inputs(args, batched=True), config)

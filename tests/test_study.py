@@ -1,0 +1,91 @@
+"""``ota-study`` end to end on the smoke config: runs, report, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from ota_train import study
+
+ASSIGNERS = ("ota", "max_iou")
+SEEDS = (0, 1)
+
+
+def _command(workdir, data_dir) -> list[str]:
+    command = shutil.which("ota-study")
+    prefix = [command] if command else [sys.executable, "-m", "ota_train.study"]
+    return [
+        *prefix,
+        "--config=smoke",
+        f"--workdir={workdir}",
+        "--datasets=ota_shapes/tiny",
+        f"--assigners={','.join(ASSIGNERS)}",
+        f"--seeds={','.join(map(str, SEEDS))}",
+        "--config.train.steps=4",
+        f"--config.dataset.data_dir={data_dir}",
+    ]
+
+
+def _run(workdir, data_dir) -> subprocess.CompletedProcess:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run(
+        _command(workdir, data_dir), capture_output=True, text=True, env=env, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_study_trains_every_setting_writes_the_report_and_resumes(tmp_path):
+    workdir, data_dir = tmp_path / "study", tmp_path / "tfds"
+    _run(workdir, data_dir)
+
+    results = json.loads((workdir / "study.json").read_text())
+    assert {(r["assigner"], r["seed"]) for r in results} == {
+        (a, s) for a in ASSIGNERS for s in SEEDS
+    }
+    for r in results:
+        run_dir = study.Run(r["dataset"], r["assigner"], r["seed"]).workdir(str(workdir))
+        assert os.path.exists(os.path.join(run_dir, "eval.json"))
+        assert 0.0 <= r["AP"] <= 1.0 and r["pos_per_gt"] > 0 and r["assign_ms"] > 0
+        saved = json.loads((tmp_path / run_dir / "config.json").read_text())
+        assert (saved["loss"]["assigner"], saved["seed"]) == (r["assigner"], r["seed"])
+    report = (workdir / "study.md").read_text()
+    assert "ota-study --config=smoke" in report
+    for assigner in ASSIGNERS:
+        assert f"| {assigner} | " in report
+    assert (workdir / "study.png").stat().st_size > 1000
+
+    # A rerun reads the finished runs back instead of training them again.
+    stamps = {p: p.stat().st_mtime_ns for p in workdir.rglob(study.RESULT_FILE)}
+    assert len(stamps) == len(ASSIGNERS) * len(SEEDS)
+    _run(workdir, data_dir)
+    assert {p: p.stat().st_mtime_ns for p in workdir.rglob(study.RESULT_FILE)} == stamps
+    assert json.loads((workdir / "study.json").read_text()) == results
+
+
+def test_summary_is_mean_and_sample_std_over_seeds():
+    rng = np.random.default_rng(0)
+    keys = [key for key, _, _ in study.COLUMNS]
+    results = [
+        {
+            "dataset": "d",
+            "assigner": a,
+            "seed": s,
+            **dict(zip(keys, rng.uniform(size=5), strict=True)),
+        }
+        for a in ("ota", "atss")
+        for s in range(3)
+    ]
+    table = study.summarise(results).splitlines()
+    row = next(line for line in table if line.startswith("| atss |"))
+    values = [r["AP"] for r in results if r["assigner"] == "atss"]
+    assert f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}" == row.split(" | ")[1]
+    assert len([line for line in table if line.startswith("| ")]) == 3  # header + 2 rows
