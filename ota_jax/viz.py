@@ -10,7 +10,9 @@ Example (``result = ota_jax.ota_assign(..., config=OTAConfig(return_transport=Tr
 
     from ota_jax import viz
 
+    viz.plot_candidates(image, gt_boxes, gt_mask, points, strides, candidates)
     viz.plot_assignment(image, gt_boxes, gt_mask, points, strides, result.gt_index)
+    viz.plot_cost_terms(class_cost, reg_cost, background_cost, candidates, reg_weight=1.5)
     viz.plot_cost_and_plan(result.transport.cost, result.transport.plan, gt_mask=gt_mask)
     viz.plot_dynamic_k(result.dynamic_k, gt_mask).savefig("dynamic_k.png")
 """
@@ -28,11 +30,14 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.patheffects import withStroke
 
 __all__ = [
     "gt_colours",
     "plot_assignment",
+    "plot_candidates",
     "plot_cost_and_plan",
+    "plot_cost_terms",
     "plot_dynamic_k",
     "plot_ota_vs_simota",
     "plot_training_curves",
@@ -42,6 +47,9 @@ ArrayLike = Any  # np.ndarray | jax.Array | nested sequences
 
 BACKGROUND_COLOUR = (0.6, 0.6, 0.6, 0.35)
 """RGBA of background (unassigned) anchor points."""
+
+_HALO = [withStroke(linewidth=2.75, foreground="black", alpha=0.7)]
+"""Drawn under each gt box, so that a box shows on an object of its own colour."""
 
 RELEVANT_COST = 1e5
 """Costs at or above this are penalties (non-candidates, non-finite inputs): see
@@ -154,7 +162,7 @@ def plot_assignment(
             axis.add_patch(
                 Rectangle(
                     (x1, y1), x2 - x1, y2 - y1, fill=False, linewidth=1.5,
-                    edgecolor=colours[i], label=f"gt {i}",
+                    edgecolor=colours[i], label=f"gt {i}", path_effects=_HALO,
                 )
             )  # fmt: skip
         background = on_level & ~positive
@@ -173,6 +181,70 @@ def plot_assignment(
     if title is not None:
         figure.suptitle(title)
     return figure
+
+
+def plot_candidates(
+    image: ArrayLike | None,
+    gt_boxes: ArrayLike,
+    gt_mask: ArrayLike | None,
+    points: ArrayLike,
+    strides: ArrayLike,
+    candidates: ArrayLike,
+    *,
+    levels: bool = True,
+    image_size: tuple[int, int] | None = None,
+    title: str | None = None,
+    ax: Axes | Sequence[Axes] | None = None,
+    point_size: float = 14.0,
+) -> Figure:
+    """Each gt's candidate anchors (its geometric prior), one colour per gt.
+
+    Drawn as `plot_assignment`, with an anchor that is a candidate of one or more
+    real gts in the colour of the first of them; an anchor that is a candidate of
+    several gts (an ambiguous anchor, which the assigner has to settle) is also
+    ringed in black (scatter label ``"shared"``). Panel titles count the candidate
+    anchors and the shared ones.
+
+    Args:
+      image, gt_boxes, gt_mask, points, strides, levels, image_size, title, ax,
+        point_size: as for `plot_assignment`.
+      candidates: ``[M, A]`` bool, anchor ``a`` is a candidate of gt ``m`` (OTA: inside
+        the box and its centre region, see `ota_jax.priors`). Padding gts are ignored.
+
+    Returns:
+      The figure drawn into.
+    """
+    num_gt = np.asarray(gt_boxes).reshape(-1, 4).shape[0]
+    real = _real_mask(gt_mask, num_gt)
+    strides = np.asarray(strides).reshape(-1)
+    candidates = np.asarray(candidates, bool).reshape(num_gt, -1) & real[:, None]
+    if candidates.shape[1] != strides.shape[0]:
+        raise ValueError(
+            f"candidates has {candidates.shape[1]} anchors, strides {strides.shape[0]}"
+        )
+    count = candidates.sum(axis=0)
+    first = np.where(count > 0, np.argmax(candidates, axis=0), -1)
+    level_strides = sorted(set(strides.tolist())) if levels else [None]
+    axes = _as_axes_list(ax, len(level_strides))
+    plot_assignment(
+        image, gt_boxes, gt_mask, points, strides, first, levels=levels,
+        image_size=image_size, title=title, ax=axes, point_size=point_size,
+    )  # fmt: skip
+    points = np.asarray(points, np.float32).reshape(-1, 2)
+    for axis, stride in zip(axes, level_strides, strict=True):
+        on_level = np.ones(strides.shape, bool) if stride is None else strides == stride
+        shared = on_level & (count > 1)
+        axis.scatter(
+            points[shared, 0], points[shared, 1], s=point_size * 3, facecolors="none",
+            edgecolors="black", linewidths=1.0, label="shared",
+        )  # fmt: skip
+        where = "all levels" if stride is None else f"stride {stride:g}"
+        axis.set_title(
+            f"{where}: {int((on_level & (count > 0)).sum())} candidates, "
+            f"{int(shared.sum())} shared",
+            fontsize=9,
+        )
+    return axes[0].figure
 
 
 def _relevant_columns(cost: np.ndarray, plan: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -236,20 +308,113 @@ def plot_cost_and_plan(
 
     axes = _as_axes_list(ax, 2, width=max(4.0, min(12.0, 0.12 * columns.size + 2.0)), height=3.0)
     row_labels = [str(int(i)) for i in gt_rows] + ["bg"]
-    for axis, data, name, cmap_name in (
-        (axes[0], shown_cost, "cost", "viridis"),
-        (axes[1], shown_plan, "plan", "magma"),
-    ):
-        cmap = colormaps[cmap_name].with_extremes(bad=(0.85, 0.85, 0.85))
-        image = axis.imshow(data, aspect="auto", interpolation="nearest", cmap=cmap)
-        axis.figure.colorbar(image, ax=axis, shrink=0.8)
-        axis.set_yticks(np.arange(len(rows)), row_labels)
-        tick_step = max(1, math.ceil(columns.size / 20))
-        axis.set_xticks(np.arange(0, columns.size, tick_step), columns[::tick_step].astype(str))
-        axis.tick_params(axis="x", labelrotation=90, labelsize=6)
-        axis.set_xlabel(f"anchor ({columns.size} of {cost.shape[1]})")
-        axis.set_ylabel("gt")
-        axis.set_title(name)
+    _heat_map(axes[0], shown_cost, "cost", "viridis", row_labels, columns, cost.shape[1])
+    _heat_map(axes[1], shown_plan, "plan", "magma", row_labels, columns, cost.shape[1])
+    return axes[0].figure
+
+
+def _heat_map(
+    axis: Axes,
+    data: np.ndarray,
+    title: str,
+    cmap_name: str,
+    row_labels: Sequence[str],
+    columns: np.ndarray,
+    num_anchors: int,
+) -> None:
+    """``data [rows, columns]`` as an image with a colour bar; NaN is drawn light grey."""
+    cmap = colormaps[cmap_name].with_extremes(bad=(0.85, 0.85, 0.85))
+    image = axis.imshow(data, aspect="auto", interpolation="nearest", cmap=cmap)
+    axis.figure.colorbar(image, ax=axis, shrink=0.8)
+    axis.set_yticks(np.arange(len(row_labels)), row_labels)
+    tick_step = max(1, math.ceil(columns.size / 20))
+    axis.set_xticks(np.arange(0, columns.size, tick_step), columns[::tick_step].astype(str))
+    axis.tick_params(axis="x", labelrotation=90, labelsize=6)
+    axis.set_xlabel(f"anchor ({columns.size} of {num_anchors})")
+    axis.set_ylabel("gt")
+    axis.set_title(title)
+
+
+def plot_cost_terms(
+    class_cost: ArrayLike,
+    reg_cost: ArrayLike,
+    background_cost: ArrayLike,
+    candidates: ArrayLike | None = None,
+    *,
+    gt_mask: ArrayLike | None = None,
+    reg_weight: float = 1.0,
+    max_anchors: int | None = None,
+    ax: Sequence[Axes] | None = None,
+) -> Figure:
+    """OTA's cost matrix and its two terms: three heat maps stacked, gts then ``"bg"`` as rows.
+
+    Top, the classification cost of each (gt, anchor) pair and, in the ``"bg"`` row,
+    of each anchor against the background (all-zero target); middle, the regression
+    cost (no background row: blank); bottom, the total ``class + reg_weight * reg``
+    with the background row, the matrix the transport solves. Pairs that are not
+    candidates are blank in every panel (OTA adds a large penalty to them).
+
+    Args:
+      class_cost: ``[M, A]`` e.g. the pair cost of `ota_jax.costs.focal_class_cost`.
+      reg_cost: ``[M, A]`` e.g. ``-log(IoU)`` of each gt with each predicted box.
+      background_cost: ``[A]`` the background cost of `ota_jax.costs.focal_class_cost`.
+      candidates: ``[M, A]`` bool candidate pairs; None: every pair.
+      gt_mask: ``[M]`` bool; only real gts are shown. None: all M.
+      reg_weight: weight of the regression term in the total.
+      max_anchors: show at most this many anchors: each gt's cheapest candidate
+        (by total cost), then each gt's second cheapest, and so on (then shown in
+        anchor order), so that every gt keeps some columns.
+      ax: three axes (class, regression, total); None makes a figure.
+
+    Returns:
+      The figure drawn into. Columns are the anchors some shown gt has as a
+      candidate; the x tick labels are their indices.
+    """
+    class_cost = np.asarray(class_cost, np.float32)
+    reg_cost = np.asarray(reg_cost, np.float32)
+    background_cost = np.asarray(background_cost, np.float32).reshape(-1)
+    if class_cost.ndim != 2 or class_cost.shape != reg_cost.shape:
+        raise ValueError(
+            f"class_cost {class_cost.shape} and reg_cost {reg_cost.shape} must both be [M, A]"
+        )
+    num_gt, num_anchors = class_cost.shape
+    if background_cost.shape[0] != num_anchors:
+        raise ValueError(
+            f"background_cost has {background_cost.shape[0]} anchors, not {num_anchors}"
+        )
+    gt_rows = np.flatnonzero(_real_mask(gt_mask, num_gt))
+    if candidates is None:
+        candidates = np.ones((num_gt, num_anchors), bool)
+    candidates = np.asarray(candidates, bool).reshape(num_gt, num_anchors)[gt_rows]
+    pair = lambda cost: np.where(candidates & np.isfinite(cost), cost, np.nan)
+    class_part = pair(class_cost[gt_rows])
+    reg_part = pair(reg_cost[gt_rows])
+    total = class_part + reg_weight * reg_part
+    columns = np.flatnonzero(candidates.any(axis=0))
+    if max_anchors is not None and columns.size > max_anchors:
+        # Every gt's cheapest anchor first, then every gt's second cheapest, and so on.
+        shown = np.where(np.isnan(total), np.inf, total)[:, columns]
+        rank = np.argsort(np.argsort(shown, axis=1, kind="stable"), axis=1, kind="stable")
+        rank = np.where(np.isfinite(shown), rank, columns.size).min(axis=0)
+        order = np.lexsort((shown.min(axis=0), rank))
+        columns = np.sort(columns[order[:max_anchors]])
+    blank = np.full((1, columns.size), np.nan, np.float32)
+    background = background_cost[None, columns]
+    panels = (
+        (np.concatenate([class_part[:, columns], background]), "classification"),
+        (np.concatenate([reg_part[:, columns], blank]), "regression"),
+        (np.concatenate([total[:, columns], background]), f"class + {reg_weight:g} x regression"),
+    )
+    if ax is None:
+        width = max(4.0, min(12.0, 0.12 * columns.size + 2.0))
+        rows = len(gt_rows) + 1
+        figure = Figure(figsize=(width, 3 * (0.25 * rows + 1.2)), layout="constrained")
+        axes = list(figure.subplots(3, 1, squeeze=False).ravel())
+    else:
+        axes = _as_axes_list(ax, 3)
+    row_labels = [str(int(i)) for i in gt_rows] + ["bg"]
+    for axis, (data, name) in zip(axes, panels, strict=True):
+        _heat_map(axis, data, name, "viridis", row_labels, columns, num_anchors)
     return axes[0].figure
 
 

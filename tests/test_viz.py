@@ -99,6 +99,85 @@ def test_plot_assignment_single_panel_on_an_image_and_given_axes():
         viz.plot_assignment(None, GT_BOXES, GT_MASK, POINTS, STRIDES, GT_INDEX, ax=ax)
 
 
+def test_plot_candidates_colours_the_first_gt_and_rings_shared_anchors():
+    candidates = np.zeros((3, 20), bool)
+    candidates[0, [0, 1, 4, 16]] = True
+    candidates[1, [4, 10, 15, 16]] = True  # Anchors 4 (stride 8) and 16 (stride 16) shared.
+    candidates[2, [2, 3]] = True  # A padding gt: ignored.
+    figure = viz.plot_candidates(None, GT_BOXES, GT_MASK, POINTS, STRIDES, candidates)
+    axes = figure.axes
+    assert [ax.get_title() for ax in axes] == [
+        "stride 8: 5 candidates, 1 shared",
+        "stride 16: 1 candidates, 1 shared",
+    ]
+    colours = viz.gt_colours(3)
+    np.testing.assert_allclose(
+        _scatter(axes[0], "positive").get_facecolors(), [colours[i] for i in (0, 0, 0, 1, 1)]
+    )
+    np.testing.assert_allclose(_scatter(axes[0], "shared").get_offsets(), POINTS[[4]])
+    np.testing.assert_allclose(_scatter(axes[1], "shared").get_offsets(), POINTS[[16]])
+    figure = viz.plot_candidates(
+        None, GT_BOXES, None, POINTS, STRIDES, candidates, levels=False, title="priors"
+    )
+    (ax,) = figure.axes
+    assert ax.get_title() == "all levels: 8 candidates, 2 shared"  # gt 2 is real now.
+    assert figure.get_suptitle() == "priors"
+    with pytest.raises(ValueError, match="candidates has 5 anchors"):
+        viz.plot_candidates(None, GT_BOXES, GT_MASK, POINTS, STRIDES, candidates[:, :5])
+
+
+def test_plot_cost_terms_three_panels_over_the_candidates():
+    rng = np.random.default_rng(0)
+    class_cost = rng.uniform(0.0, 2.0, (3, 8)).astype(np.float32)
+    reg_cost = rng.uniform(0.0, 4.0, (3, 8)).astype(np.float32)
+    background = rng.uniform(0.0, 1.0, 8).astype(np.float32)
+    candidates = np.zeros((3, 8), bool)
+    candidates[0, [1, 2]] = True
+    candidates[1, [2, 5]] = True
+    candidates[2, [0, 7]] = True  # Padding: its anchors are not shown.
+    figure = viz.plot_cost_terms(
+        class_cost, reg_cost, background, candidates, gt_mask=[True, True, False], reg_weight=2.0
+    )
+    class_ax, reg_ax, total_ax = figure.axes[:3]
+    assert [ax.get_title() for ax in (class_ax, reg_ax, total_ax)] == [
+        "classification",
+        "regression",
+        "class + 2 x regression",
+    ]
+    for ax in (class_ax, reg_ax, total_ax):
+        assert [t.get_text() for t in ax.get_yticklabels()] == ["0", "1", "bg"]
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "5"]
+    shown = {
+        ax.get_title(): np.ma.filled(ax.images[0].get_array(), np.nan)
+        for ax in (class_ax, reg_ax, total_ax)
+    }
+    np.testing.assert_allclose(shown["classification"][0, :2], class_cost[0, [1, 2]])
+    np.testing.assert_allclose(shown["classification"][2], background[[1, 2, 5]])
+    assert np.isnan(shown["regression"][2]).all()  # No regression term for the background.
+    total = class_cost + 2.0 * reg_cost
+    expected = np.array(
+        [
+            [total[0, 1], total[0, 2], np.nan],  # Not candidates: blank in every panel.
+            [np.nan, total[1, 2], total[1, 5]],
+            background[[1, 2, 5]],
+        ]
+    )
+    np.testing.assert_array_equal(np.isnan(shown["classification"][:2]), np.isnan(expected[:2]))
+    np.testing.assert_allclose(shown["regression"][1, 1:], reg_cost[1, [2, 5]])
+    np.testing.assert_allclose(shown["class + 2 x regression"], expected, rtol=1e-6)
+    # Without candidates every pair counts. gt 0 is cheap on anchors 0 and 1, gt 1 is
+    # expensive everywhere but least on anchor 5: each gt keeps its cheapest anchor.
+    costs = np.full((2, 8), 9.0, np.float32)
+    costs[0, [0, 1]] = [0.1, 0.2]
+    costs[1, 5] = 3.0
+    figure = viz.plot_cost_terms(np.zeros((2, 8)), costs, background, max_anchors=2)
+    assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["0", "5"]
+    figure = viz.plot_cost_terms(np.zeros((2, 8)), costs, background, max_anchors=3)
+    assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["0", "1", "5"]
+    with pytest.raises(ValueError, match="background_cost has 7 anchors"):
+        viz.plot_cost_terms(class_cost, reg_cost, background[:7])
+
+
 def _transport(num_gt=3, num_anchors=12):
     rng = np.random.default_rng(0)
     cost = rng.uniform(0.0, 5.0, (num_gt + 1, num_anchors)).astype(np.float32)
