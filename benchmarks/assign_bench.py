@@ -1,11 +1,24 @@
 """Benchmark: ota_jax's batched assigners against the PyTorch reference loops.
 
-For each workload (see ``workloads.py``) and assigner (OTA, SimOTA) this times
-``ota_jax.ota_assign_batch`` / ``ota_jax.simota_assign_batch`` and the
+For each workload (see ``workloads.py``) and every assigner registered in
+``ota_jax.assigners.ASSIGNERS`` (read at run time; ``--assigners`` picks some)
+this times the assigner's batched function and, for OTA and SimOTA, the
 per-image PyTorch loops of ``torch_loops.py`` on the same inputs, checks that
-they assign the same anchors, and measures peak memory. It prints a markdown
-table and writes everything to JSON, and the table (under a line naming the
-device, date, commit and command) to markdown next to it (``--markdown``).
+they assign the same anchors, and measures peak memory. The other assigners
+have no PyTorch loop: their rows have ota_jax's time and memory only ("—" in
+the table). It prints a markdown table and writes everything to JSON, and the
+table (under a line naming the device, date, commit and command) to markdown
+next to it (``--markdown``).
+
+Torch time budget (``--torch-budget-s``, per loop and workload; 0: none): one
+call of the loop on the batch's first image estimates its time per image; the
+loop is then timed on the first ``n`` images (at least one), the most for
+which its warm-up and timed calls fit in the budget. ``torch_ms`` is then the
+median over ``n`` images scaled to the batch by ``B / n`` (``torch_ms_measured``
+is as measured), the table's "torch images" column says ``n/B``, and agreement
+and the loop's peak memory are over those ``n`` images (a per-image loop's
+peak does not grow with ``n``). With COCO-like gt counts the first images may
+not be typical: the scaled time is an estimate.
 
 Timing: warm-up calls first (the first call, which compiles for JAX, is
 reported apart), then the median of ``--repeats`` JAX calls and of
@@ -42,6 +55,7 @@ Examples::
     python benchmarks/assign_bench.py                       # the three BENCHMARKS.md workloads
     python benchmarks/assign_bench.py --quick --out /tmp/q.json
     python benchmarks/assign_bench.py --workloads crowd500 --batch 4 --skip-torch
+    python benchmarks/assign_bench.py --assigners ota,simota --torch-budget-s 30
 """
 
 from __future__ import annotations
@@ -74,7 +88,11 @@ import workloads as wl  # noqa: E402
 
 import ota_jax  # noqa: E402
 
-ASSIGNERS = ("ota", "simota")
+# The assigners with a PyTorch reference loop in torch_loops.py, and those whose
+# cost uses objectness (YOLOX's head has it; the others' heads do not).
+TORCH_LOOPS = ("ota", "simota")
+_USES_OBJECTNESS = ("simota",)
+_ARG_KEYS = ("pred_boxes", "cls_logits", "points", "strides", "gt_boxes", "gt_labels", "gt_mask")
 # Rough bytes per [M, A, C] float32 element alive at the peak of each loop,
 # measured on CPU (used only to skip loops that would not fit).
 _TORCH_BYTES_PER_MAC = {"ota": 4 * 7, "simota": 4 * 5}
@@ -122,48 +140,42 @@ def pick_devices(requested: str) -> Devices:
 # --------------------------------------------------------------------------- runners
 
 
+def registered() -> dict:
+    """``ota_jax.assigners.ASSIGNERS``, as it is now (helpers keep adding to it)."""
+    from ota_jax.assigners import ASSIGNERS
+
+    return ASSIGNERS
+
+
+def _jax_args(assigner: str, arrays: dict, config) -> tuple[tuple, dict]:
+    kwargs = {"config": config}
+    if assigner in _USES_OBJECTNESS:
+        kwargs["obj_logits"] = arrays["obj_logits"]
+    return tuple(arrays[key] for key in _ARG_KEYS), kwargs
+
+
 def _jax_call(assigner: str, arrays: dict, config) -> Callable[[], object]:
-    args = (
-        arrays["pred_boxes"],
-        arrays["cls_logits"],
-        arrays["points"],
-        arrays["strides"],
-        arrays["gt_boxes"],
-        arrays["gt_labels"],
-        arrays["gt_mask"],
-    )
-    if assigner == "ota":
-        return lambda: ota_jax.ota_assign_batch(*args, config=config)
-    return lambda: ota_jax.simota_assign_batch(
-        *args, obj_logits=arrays["obj_logits"], config=config
-    )
-
-
-def _jax_lowerable(assigner: str):
-    return ota_jax.ota_assign_batch if assigner == "ota" else ota_jax.simota_assign_batch
+    fn = registered()[assigner].assign_batch
+    args, kwargs = _jax_args(assigner, arrays, config)
+    return lambda: fn(*args, **kwargs)
 
 
 def _torch_call(assigner: str, tensors: dict, kwargs: dict) -> Callable[[], object]:
     import torch_loops
 
-    args = (
-        tensors["pred_boxes"],
-        tensors["cls_logits"],
-        tensors["points"],
-        tensors["strides"],
-        tensors["gt_boxes"],
-        tensors["gt_labels"],
-        tensors["gt_mask"],
-    )
+    args = tuple(tensors[key] for key in _ARG_KEYS)
     if assigner == "ota":
         return lambda: torch_loops.ota_loop(*args, **kwargs)
     return lambda: torch_loops.simota_loop(*args, tensors["obj_logits"], **kwargs)
 
 
-def configs(args) -> dict:
-    """The JAX configs and the matching keyword arguments of the torch loops."""
+def configs(simota_variant: str = "2023") -> dict:
+    """Per registered assigner: its JAX config and the keyword arguments of the matching
+    torch loop (None for an assigner without one). Default configs, except SimOTA's
+    ``--simota-variant 2021`` (the 2021 YOLOX head's prior)."""
+    out = {name: (spec.config_class(), None) for name, spec in registered().items()}
     ota_cfg = ota_jax.OTAConfig()
-    if args.simota_variant == "2023":
+    if simota_variant == "2023":
         simota_cfg = ota_jax.SimOTAConfig()
     else:
         simota_cfg = ota_jax.SimOTAConfig(prior="box_and_center", center_radius=2.5, penalty=1e5)
@@ -179,16 +191,13 @@ def configs(args) -> dict:
         "iou_eps": ota_cfg.iou_eps,
     }
     simota_kwargs = {
-        "variant": args.simota_variant,
+        "variant": simota_variant,
         "center_radius": simota_cfg.center_radius,
         "candidate_topk": simota_cfg.candidate_topk,
         "iou_weight": simota_cfg.iou_weight,
         "penalty": simota_cfg.penalty,
     }
-    return {
-        "ota": (ota_cfg, ota_kwargs),
-        "simota": (simota_cfg, simota_kwargs),
-    }
+    return {**out, "ota": (ota_cfg, ota_kwargs), "simota": (simota_cfg, simota_kwargs)}
 
 
 def _sync_torch(kind: str) -> None:
@@ -265,24 +274,12 @@ def agreement(reference: np.ndarray, test: np.ndarray) -> dict:
 
 
 def _xla_temp_bytes(assigner: str, arrays: dict, config) -> int | None:
-    fn = _jax_lowerable(assigner)
-    kwargs = {"config": config}
-    if assigner == "simota":
-        kwargs["obj_logits"] = arrays["obj_logits"]
+    args, kwargs = _jax_args(assigner, arrays, config)
     try:
-        compiled = fn.lower(
-            arrays["pred_boxes"],
-            arrays["cls_logits"],
-            arrays["points"],
-            arrays["strides"],
-            arrays["gt_boxes"],
-            arrays["gt_labels"],
-            arrays["gt_mask"],
-            **kwargs,
-        ).compile()
+        compiled = registered()[assigner].assign_batch.lower(*args, **kwargs).compile()
         analysis = compiled.memory_analysis()
         return None if analysis is None else int(analysis.temp_size_in_bytes)
-    except Exception:  # memory_analysis is optional per backend
+    except Exception:  # memory_analysis is optional per backend; .lower needs a jitted function
         return None
 
 
@@ -360,29 +357,28 @@ def measure_peak(
 
 
 def _probe(spec: str, args) -> dict:
-    """One memory measurement in this (fresh) process: ``side:assigner:workload``."""
-    side, assigner, name = spec.split(":")
+    """One memory measurement in this (fresh) process: ``side:assigner:workload:images``
+    (the first ``images`` images of the batch)."""
+    side, assigner, name, images = spec.split(":")
     pinned = sys.platform.startswith("linux") and _pin_malloc()
     devices = pick_devices(args.device)
-    workload = wl.make_workload(name, args.batch, seed=args.seed)
-    config, torch_kwargs = configs(args)[assigner]
+    workload = wl.make_workload(name, args.batch, seed=args.seed).first_images(int(images))
+    config, torch_kwargs = configs(args.simota_variant)[assigner]
     if side == "torch":
-        if args.torch_threads:
-            import torch
-
-            torch.set_num_threads(args.torch_threads)
-        call = _torch_call(assigner, workload.to_torch(devices.torch_device), torch_kwargs)
-    else:
-        call = _jax_call(assigner, workload.to_jax(devices.jax_device), config)
+        with _torch_threads(args.torch_threads):
+            call = _torch_call(assigner, workload.to_torch(devices.torch_device), torch_kwargs)
+            return measure_peak(side, call, devices, fresh=True, pinned=pinned)
+    call = _jax_call(assigner, workload.to_jax(devices.jax_device), config)
     return measure_peak(side, call, devices, fresh=True, pinned=pinned)
 
 
-def measure_memory(side: str, assigner: str, name: str, args) -> dict:
+def measure_memory(side: str, assigner: str, name: str, args, images: int | None = None) -> dict:
+    """`measure_peak` in a fresh subprocess, on the first ``images`` images (default all)."""
     cmd = [
         sys.executable,
         str(Path(__file__).resolve()),
         "--probe",
-        f"{side}:{assigner}:{name}",
+        f"{side}:{assigner}:{name}:{images or args.batch}",
         "--batch",
         str(args.batch),
         "--seed",
@@ -405,6 +401,9 @@ def measure_memory(side: str, assigner: str, name: str, args) -> dict:
 # --------------------------------------------------------------------------- main
 
 
+NO_LOOP = "—"  # table cell of a torch column for an assigner without a PyTorch loop
+
+
 def _fmt_bytes(value) -> str:
     if value is None:
         return "n/a"
@@ -419,34 +418,55 @@ def _fmt_ms(value) -> str:
     return "n/a" if value is None else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
 
 
+def _torch_cells(row: dict) -> list[str]:
+    """torch ms, torch images, speed-up, agreement, torch peak memory."""
+    if not row.get("torch_loop", True):
+        return [NO_LOOP] * 5
+    speedup, agree, images = row.get("speedup"), row.get("agreement"), row.get("torch_images")
+    return [
+        _fmt_ms(row.get("torch_ms")),
+        "n/a" if images is None else f"{images}/{row['batch']}",
+        "n/a" if speedup is None else f"{speedup:.1f}x",
+        "n/a" if agree is None else f"{100 * agree:.3f}%",
+        _fmt_bytes(row.get("torch_peak_bytes")),
+    ]
+
+
 def markdown_table(rows: list[dict]) -> str:
     lines = [
-        "| workload | assigner | torch ms | jax ms | speed-up | agreement | "
+        "| workload | assigner | torch ms | torch images | jax ms | speed-up | agreement | "
         "torch peak mem | jax peak mem (XLA temp) |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        speedup = row.get("speedup")
-        agree = row.get("agreement")
-        lines.append(
-            "| {w} | {a} | {t} | {j} | {s} | {g} | {tm} | {jm} ({xt}) |".format(
-                w=row["workload"],
-                a=row["assigner"],
-                t=_fmt_ms(row.get("torch_ms")),
-                j=_fmt_ms(row.get("jax_ms")),
-                s="n/a" if speedup is None else f"{speedup:.1f}x",
-                g="n/a" if agree is None else f"{100 * agree:.3f}%",
-                tm=_fmt_bytes(row.get("torch_peak_bytes")),
-                jm=_fmt_bytes(row.get("jax_peak_bytes")),
-                xt=_fmt_bytes(row.get("jax_xla_temp_bytes")),
-            )
-        )
+        torch_ms, images, speedup, agree, torch_mem = _torch_cells(row)
+        jax_mem = f"{_fmt_bytes(row.get('jax_peak_bytes'))} "
+        jax_mem += f"({_fmt_bytes(row.get('jax_xla_temp_bytes'))})"
+        cells = [row["workload"], row["assigner"], torch_ms, images, _fmt_ms(row.get("jax_ms"))]
+        lines.append("| " + " | ".join([*cells, speedup, agree, torch_mem, jax_mem]) + " |")
     return "\n".join(lines)
+
+
+def markdown_notes(rows: list[dict]) -> str:
+    """Footnotes for the table's "—" cells and for loops timed on fewer images."""
+    notes = []
+    if not all(r.get("torch_loop", True) for r in rows):
+        notes.append(f"{NO_LOOP}: no PyTorch reference loop for this assigner.")
+    if any(r.get("torch_images", r["batch"]) < r["batch"] for r in rows):
+        notes.append(
+            "torch images n/B with n < B: the loop was timed on the first n images only "
+            "(--torch-budget-s); torch ms is the measured time scaled by B/n, agreement and "
+            "torch peak memory are over those n images."
+        )
+    return "\n".join(notes)
 
 
 def markdown_report(report: dict) -> str:
     """The printed table under a header line naming the device, date, commit and command."""
-    return f"{run_info.markdown_header(report)}\n\n{markdown_table(report['results'])}\n"
+    rows = report["results"]
+    header = f"{run_info.markdown_header(report)}; batch {report['settings']['batch']}"
+    notes = markdown_notes(rows)
+    return f"{header}\n\n{markdown_table(rows)}\n" + (f"\n{notes}\n" if notes else "")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -460,16 +480,32 @@ def parse_args(argv=None) -> argparse.Namespace:
         + ",".join(wl.QUICK_WORKLOADS)
         + ")",
     )
-    parser.add_argument("--assigners", default=",".join(ASSIGNERS), help="ota,simota")
+    parser.add_argument(
+        "--assigners",
+        default=None,
+        help="comma-separated names from ota_jax.assigners.ASSIGNERS (default: all of them)",
+    )
     parser.add_argument("--batch", type=int, default=None, help="images per batch (16; quick 2)")
     parser.add_argument("--repeats", type=int, default=None, help="timed JAX calls (10; quick 2)")
     parser.add_argument(
         "--torch-repeats", type=int, default=None, help="timed torch loop calls (3; quick 1)"
     )
     parser.add_argument("--warmup", type=int, default=None, help="untimed warm-up calls (1)")
+    parser.add_argument(
+        "--torch-budget-s",
+        type=float,
+        default=120.0,
+        help="time budget of one torch loop's warm-up and timed calls on one workload: the "
+        "loop runs on as many images as fit (at least one) and its time is scaled to the "
+        "batch (default 120; 0: no budget, always the whole batch)",
+    )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "gpu"))
     parser.add_argument("--seed", type=int, default=0, help="workload seed")
-    parser.add_argument("--out", default=None, help="JSON path (benchmarks/results/<device>.json)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="JSON path (benchmarks/results/<device>.json; quick: <device>_quick.json)",
+    )
     parser.add_argument(
         "--markdown",
         default=None,
@@ -514,6 +550,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     quick = args.quick
     if args.workloads is None:
         args.workloads = ",".join(wl.QUICK_WORKLOADS if quick else wl.DEFAULT_WORKLOADS)
+    args.workloads = [n.strip() for n in args.workloads.split(",") if n.strip()]
+    unknown = [n for n in args.workloads if n not in wl.WORKLOADS]
+    if unknown:
+        parser.error(f"unknown workloads {unknown}; known: {sorted(wl.WORKLOADS)}")
+    known = list(registered())
+    args.assigners = [a.strip() for a in (args.assigners or ",".join(known)).split(",")]
+    unknown = [a for a in args.assigners if a not in known]
+    if unknown or not args.assigners:
+        parser.error(f"unknown assigners {unknown}; registered: {known}")
     if args.batch is None:
         args.batch = 2 if quick else 16
     if args.repeats is None:
@@ -533,106 +578,160 @@ def _estimated_torch_bytes(assigner: str, workload: wl.Workload) -> int:
     return size * _TORCH_BYTES_PER_MAC[assigner]
 
 
-def run(args) -> dict:
+@contextlib.contextmanager
+def _torch_threads(count: int | None):
+    """``torch.set_num_threads(count)`` for the duration (nothing when ``count`` is falsy)."""
+    if not count:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def torch_image_count(
+    assigner: str, workload: wl.Workload, kwargs: dict, devices: Devices, calls: int, budget_s
+) -> int:
+    """On how many of the batch's first images the torch loop is timed: all of them, or
+    the most for which ``calls`` loop calls fit in ``budget_s`` seconds, judged from one
+    call on the first image (at least one)."""
+    batch = workload.batch_size
+    if not budget_s or budget_s <= 0:
+        return batch
+    call = _torch_call(assigner, workload.first_images(1).to_torch(devices.torch_device), kwargs)
+    start = time.perf_counter()
+    call()
+    _sync_torch(devices.kind)
+    per_image_s = time.perf_counter() - start
+    return int(min(batch, max(1, budget_s // (per_image_s * calls))))
+
+
+def bench_row(
+    assigner: str, workload: wl.Workload, arrays, devices: Devices, args, limit_gb: float
+) -> dict:
+    """Times, checks and measures one assigner on one workload (``arrays``: its JAX arrays)."""
     import jax
 
+    config, torch_kwargs = configs(args.simota_variant)[assigner]
+    name, batch = workload.name, workload.batch_size
+    prefix = f"[{name}] {assigner} "
+    row: dict = {
+        "workload": name,
+        "assigner": assigner,
+        "batch": batch,
+        "num_anchors": workload.num_anchors,
+        "num_gts": int(workload.gt_mask.sum()),
+        "max_gt": int(workload.gt_mask.shape[1]),
+        "torch_loop": torch_kwargs is not None,
+    }
+    sides: dict[str, _Timed] = {}
+    if not args.skip_jax:
+        call = _jax_call(assigner, arrays, config)
+        sides["jax"] = _Timed(call, jax.block_until_ready, args.repeats)
+    tensors = None
+    if args.skip_torch or torch_kwargs is None:
+        pass
+    elif (estimate := _estimated_torch_bytes(assigner, workload)) > limit_gb * 2**30:
+        row["torch_skipped"] = (
+            f"estimated peak {estimate / 2**30:.1f} GiB > --torch-mem-limit-gb {limit_gb}"
+        )
+        run_info.log(f"{prefix}torch skipped: {row['torch_skipped']}")
+    else:
+        calls = max(args.warmup, 1) + args.torch_repeats
+        count = torch_image_count(
+            assigner, workload, torch_kwargs, devices, calls, args.torch_budget_s
+        )
+        if count < batch:
+            run_info.log(f"{prefix}torch on {count}/{batch} images (--torch-budget-s)")
+        row["torch_images"] = count
+        tensors = workload.first_images(count).to_torch(devices.torch_device)
+
+        def finish(result):
+            _sync_torch(devices.kind)
+            return result
+
+        call = _torch_call(assigner, tensors, torch_kwargs)
+        sides["torch"] = _Timed(call, finish, args.torch_repeats)
+    time_sides(sides, args.warmup, prefix)
+    for side_name, side in sides.items():
+        row.update({f"{side_name}_{k}": v for k, v in side.summary().items()})
+    jax_index = None
+    if "jax" in sides:
+        jax_index = np.asarray(sides["jax"].result.gt_index)
+        row["jax_xla_temp_bytes"] = _xla_temp_bytes(assigner, arrays, config)
+    if "torch" in sides:
+        count = row["torch_images"]
+        row["torch_ms_measured"] = row["torch_ms"]
+        row["torch_ms"] *= batch / count
+        if jax_index is not None:
+            jax_index = jax_index[:count]
+            row.update(agreement(sides["torch"].result.cpu().numpy(), jax_index))
+            row["speedup"] = row["torch_ms"] / row["jax_ms"]
+            run_info.log(f"{prefix}agreement {100 * row['agreement']:.3f}%")
+            if assigner == "ota" and not args.no_row_shift_check:
+                shifted = _torch_call(assigner, tensors, {**torch_kwargs, "shift_rows": True})
+                row["vs_row_shifted_loop"] = agreement(shifted().cpu().numpy(), jax_index)
+    timed = list(sides)
+    sides.clear()  # free the results before measuring memory
+    for side in timed if args.memory != "none" else ():
+        run_info.log(f"{prefix}{side} memory ({args.memory}) ...")
+        if args.memory == "subprocess":
+            images = row["torch_images"] if side == "torch" else batch
+            probe = measure_memory(side, assigner, name, args, images)
+        else:
+            call = (
+                _jax_call(assigner, arrays, config)
+                if side == "jax"
+                else _torch_call(assigner, tensors, torch_kwargs)
+            )
+            probe = measure_peak(side, call, devices, fresh=False)
+        row[f"{side}_peak_bytes"] = probe.get("peak_bytes")
+        row[f"{side}_memory_method"] = probe.get("memory_method")
+    return row
+
+
+def _asdict(config) -> dict | str:
+    return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else repr(config)
+
+
+def run(args, progress: Callable[[str], None] | None = None) -> dict:
+    """Runs the benchmark of ``args`` (from `parse_args`); ``progress(workload)`` is
+    called before each workload."""
     devices = pick_devices(args.device)
-    cfgs = configs(args)
-    names = [n.strip() for n in args.workloads.split(",") if n.strip()]
-    unknown = [n for n in names if n not in wl.WORKLOADS]
-    if unknown:
-        raise SystemExit(f"unknown workloads {unknown}; known: {sorted(wl.WORKLOADS)}")
-    assigners = [a.strip() for a in args.assigners.split(",") if a.strip()]
-    if set(assigners) - set(ASSIGNERS):
-        raise SystemExit(f"--assigners must be among {ASSIGNERS}")
+    cfgs = configs(args.simota_variant)
     limit_gb = args.torch_mem_limit_gb
     if limit_gb is None:
         limit_gb = 60.0 if devices.kind == "cuda" else 8.0
-    if not args.skip_torch:
-        import torch
-
+    torch_threads = None
     load_before = run_info.load_average()
     run_info.log(
         f"device: {devices.name} (torch on {devices.torch_device}, jax on {devices.jax_device})"
     )
     rows, workload_info = [], []
-    for name in names:
-        start = time.perf_counter()
-        workload = wl.make_workload(name, args.batch, seed=args.seed)
-        workload_info.append(workload.summary())
-        run_info.log(
-            f"[{name}] batch {workload.batch_size}, {workload.num_anchors} anchors, "
-            f"{workload.gt_mask.sum()} gts (made in {time.perf_counter() - start:.1f} s)"
-        )
-        arrays = None if args.skip_jax else workload.to_jax(devices.jax_device)
-        tensors = None if args.skip_torch else workload.to_torch(devices.torch_device)
-        for assigner in assigners:
-            config, torch_kwargs = cfgs[assigner]
-            row: dict = {
-                "workload": name,
-                "assigner": assigner,
-                "batch": workload.batch_size,
-                "num_anchors": workload.num_anchors,
-                "num_gts": int(workload.gt_mask.sum()),
-                "max_gt": int(workload.gt_mask.shape[1]),
-            }
-            sides: dict[str, _Timed] = {}
-            if not args.skip_jax:
-                call = _jax_call(assigner, arrays, config)
-                sides["jax"] = _Timed(call, jax.block_until_ready, args.repeats)
-            estimate = _estimated_torch_bytes(assigner, workload)
-            if not args.skip_torch and estimate > limit_gb * 2**30:
-                row["torch_skipped"] = (
-                    f"estimated peak {estimate / 2**30:.1f} GiB > --torch-mem-limit-gb {limit_gb}"
-                )
-                run_info.log(f"[{name}] {assigner} torch skipped: {row['torch_skipped']}")
-            elif not args.skip_torch:
+    with _torch_threads(None if args.skip_torch else args.torch_threads):
+        if not args.skip_torch:
+            import torch
 
-                def finish(result):
-                    _sync_torch(devices.kind)
-                    return result
+            torch_threads = torch.get_num_threads()
+        for name in args.workloads:
+            if progress is not None:
+                progress(name)
+            start = time.perf_counter()
+            workload = wl.make_workload(name, args.batch, seed=args.seed)
+            workload_info.append(workload.summary())
+            run_info.log(
+                f"[{name}] batch {workload.batch_size}, {workload.num_anchors} anchors, "
+                f"{workload.gt_mask.sum()} gts (made in {time.perf_counter() - start:.1f} s)"
+            )
+            arrays = None if args.skip_jax else workload.to_jax(devices.jax_device)
+            for assigner in args.assigners:
+                rows.append(bench_row(assigner, workload, arrays, devices, args, limit_gb))
 
-                call = _torch_call(assigner, tensors, torch_kwargs)
-                sides["torch"] = _Timed(call, finish, args.torch_repeats)
-            time_sides(sides, args.warmup, f"[{name}] {assigner} ")
-            for side_name, side in sides.items():
-                row.update({f"{side_name}_{k}": v for k, v in side.summary().items()})
-            jax_index = torch_index = None
-            if "jax" in sides:
-                jax_index = np.asarray(sides["jax"].result.gt_index)
-                row["jax_xla_temp_bytes"] = _xla_temp_bytes(assigner, arrays, config)
-            if "torch" in sides:
-                torch_index = sides["torch"].result.cpu().numpy()
-                if assigner == "ota" and jax_index is not None and not args.no_row_shift_check:
-                    shifted = _torch_call(assigner, tensors, {**torch_kwargs, "shift_rows": True})
-                    shifted_index = shifted().cpu().numpy()
-                    row["vs_row_shifted_loop"] = agreement(shifted_index, jax_index)
-            sides.clear()
-            if jax_index is not None and torch_index is not None:
-                row.update(agreement(torch_index, jax_index))
-                row["speedup"] = row["torch_ms"] / row["jax_ms"]
-            if args.memory != "none":
-                for side, skipped in (("jax", args.skip_jax), ("torch", args.skip_torch)):
-                    if skipped or (side == "torch" and "torch_skipped" in row):
-                        continue
-                    run_info.log(f"[{name}] {assigner} {side} memory ({args.memory}) ...")
-                    if args.memory == "subprocess":
-                        probe = measure_memory(side, assigner, name, args)
-                    elif side == "jax":
-                        call = _jax_call(assigner, arrays, config)
-                        probe = measure_peak(side, call, devices, fresh=False)
-                    else:
-                        call = _torch_call(assigner, tensors, torch_kwargs)
-                        probe = measure_peak(side, call, devices, fresh=False)
-                    row[f"{side}_peak_bytes"] = probe.get("peak_bytes")
-                    row[f"{side}_memory_method"] = probe.get("memory_method")
-            rows.append(row)
-            if "agreement" in row:
-                run_info.log(f"[{name}] {assigner} agreement {100 * row['agreement']:.3f}%")
-
-    torch_threads = None
-    if not args.skip_torch:
-        torch_threads = torch.get_num_threads()
     return {
         **run_info.report_header(
             devices.name, devices.slug, devices.jax_device, load_before, "torch"
@@ -641,21 +740,25 @@ def run(args) -> dict:
         "torch_num_threads": torch_threads,
         "settings": {
             "batch": args.batch,
+            "assigners": list(args.assigners),
+            "torch_loops": [a for a in args.assigners if cfgs[a][1] is not None],
             "repeats": args.repeats,
             "torch_repeats": args.torch_repeats,
+            "torch_budget_s": args.torch_budget_s,
             "warmup": args.warmup,
             "seed": args.seed,
             "quick": args.quick,
             "memory": args.memory,
             "simota_variant": args.simota_variant,
             "timing": "median of repeats after warm-up; block_until_ready / cuda.synchronize",
-            "agreement": "fraction of the torch loop's positive anchors with the same gt in jax",
+            "torch_images": "torch loop timed on the first torch_images images (budget); "
+            "torch_ms is scaled to the batch, torch_ms_measured and torch_ms_all are as timed",
+            "agreement": "fraction of the torch loop's positive anchors with the same gt in "
+            "jax, over the torch_images images the loop ran",
         },
         "configs": {
-            "ota": dataclasses.asdict(cfgs["ota"][0]),
-            "simota": dataclasses.asdict(cfgs["simota"][0]),
-            "torch_ota_kwargs": cfgs["ota"][1],
-            "torch_simota_kwargs": cfgs["simota"][1],
+            **{a: _asdict(cfgs[a][0]) for a in args.assigners},
+            **{f"torch_{a}_kwargs": cfgs[a][1] for a in TORCH_LOOPS},
         },
         "workloads": workload_info,
         "results": rows,
@@ -668,25 +771,10 @@ def main(argv=None) -> dict:
         result = _probe(args.probe, args)
         print(json.dumps(result))
         return result
-    threads_before = None
-    if args.torch_threads and not args.skip_torch:
-        import torch
-
-        threads_before = torch.get_num_threads()
-        torch.set_num_threads(args.torch_threads)
-    try:
-        report = run(args)
-    finally:
-        if threads_before is not None:
-            torch.set_num_threads(threads_before)
-    out = Path(args.out) if args.out else _HERE / "results" / f"{report['device_slug']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(out)
+    report = run(args)
+    out = Path(args.out or run_info.default_out("", report["device_slug"], args.quick))
     markdown = Path(args.markdown) if args.markdown else out.with_suffix(".md")
-    markdown.parent.mkdir(parents=True, exist_ok=True)
-    markdown.write_text(markdown_report(report))
+    report = run_info.write_report(out, report, markdown_report(report), markdown)
     print(markdown_table(report["results"]))
     print(f"\n{report['device']}; batch {args.batch}; JSON: {out}; markdown: {markdown}")
     return report

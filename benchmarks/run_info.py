@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import datetime
 import importlib
+import json
+import math
 import os
 import platform
 import subprocess
@@ -12,9 +14,12 @@ import sys
 from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parent.parent
+RESULTS = _ROOT / "benchmarks" / "results"
 
 __all__ = [
+    "RESULTS",
     "cpu_name",
+    "default_out",
     "device_name_and_slug",
     "git_commit",
     "load_average",
@@ -22,6 +27,7 @@ __all__ = [
     "markdown_header",
     "report_header",
     "versions",
+    "write_report",
 ]
 
 
@@ -98,3 +104,37 @@ def markdown_header(report: dict) -> str:
     commit = report.get("git_commit")
     commit = commit[:12] if commit else "unknown"
     return f"{report['device']}; {report['date']}; commit {commit}; `{report['command']}`"
+
+
+def default_out(prefix: str, slug: str, quick: bool) -> Path:
+    """``benchmarks/results/<prefix><slug>.json``; ``--quick`` runs get ``_quick`` appended,
+    so that a smoke run never overwrites a real result."""
+    return RESULTS / f"{prefix}{slug}{'_quick' if quick else ''}.json"
+
+
+def _strict(value):
+    """``value`` with every non-finite float replaced by None (strict JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    return value
+
+
+def write_report(path, report: dict, markdown: str | None = None, markdown_path=None) -> dict:
+    """Writes ``report`` as strict JSON to ``path`` (atomically, NaN/inf as null) and
+    ``markdown``, if given, to ``markdown_path`` (default: ``path`` with the suffix ``.md``).
+    Returns what was written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean = _strict(report)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(clean, indent=2, default=str) + "\n")
+    tmp.replace(path)
+    if markdown is not None:
+        markdown_path = Path(markdown_path or path.with_suffix(".md"))
+        markdown_path.parent.mkdir(parents=True, exist_ok=True)
+        markdown_path.write_text(markdown)
+    return clean

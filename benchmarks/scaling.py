@@ -15,12 +15,12 @@ image with strides 8/16/32, i.e. 8400 anchor points, 20 gts per image padded to
 
 Workloads come from ``workloads.py`` (``make_workload`` of a ``WorkloadSpec``
 built per point). For each point and assigner (``ota_assign_batch``,
-``simota_assign_batch`` with default configs) it reports the median of
+``simota_assign_batch`` with default configs, or any assigner of
+``ota_jax.assigners.ASSIGNERS`` named by ``--assigners``) it reports the median of
 ``--repeats`` calls after ``--warmup`` untimed ones (each ended by
 ``block_until_ready``; the timed calls go in rounds over all points, so that a
 change of machine load hits every point alike) and the first call apart
-(compilation), and for each
-factor the fitted exponent: the least-squares slope of log(ms) against
+(compilation), and for each factor the fitted exponent: the least-squares slope of log(ms) against
 log(factor). Prints a markdown table and writes JSON and markdown.
 
 Examples::
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import statistics
 import sys
@@ -54,9 +53,7 @@ import assign_bench  # noqa: E402
 import run_info  # noqa: E402
 import workloads as wl  # noqa: E402
 
-import ota_jax  # noqa: E402
-
-ASSIGNERS = ("ota", "simota")
+ASSIGNERS = ("ota", "simota")  # the default; any registered assigner can be named
 FACTORS = ("batch", "anchors", "gts")
 STRIDES = (8, 16, 32)
 
@@ -95,12 +92,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--base-image", type=int, default=None, help="base image size (640)")
     parser.add_argument("--base-gts", type=int, default=None, help="base gts per image (20)")
     parser.add_argument("--max-gt", type=int, default=None, help="gt padding (100; >= every gts)")
-    parser.add_argument("--assigners", default=",".join(ASSIGNERS), help="ota,simota")
+    parser.add_argument(
+        "--assigners", default=",".join(ASSIGNERS), help="ota,simota (any registered ones)"
+    )
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per point (7)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls after the first")
     parser.add_argument("--seed", type=int, default=0, help="workload seed")
     parser.add_argument(
-        "--out", default=None, help="JSON path (benchmarks/results/scaling_<device>.json)"
+        "--out",
+        default=None,
+        help="JSON path (benchmarks/results/scaling_<device>.json; quick: ..._quick.json)",
     )
     parser.add_argument("--markdown", default=None, help="markdown path (the JSON path with .md)")
     args = parser.parse_args(argv)
@@ -114,8 +115,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.max_gt = args.max_gt or max(preset["max_gt"], *args.gts, args.base_gts)
     args.repeats = args.repeats or preset["repeats"]
     args.assigners = tuple(a.strip() for a in args.assigners.split(",") if a.strip())
-    if set(args.assigners) - set(ASSIGNERS):
-        parser.error(f"--assigners must be among {ASSIGNERS}")
+    known = list(assign_bench.registered())
+    if set(args.assigners) - set(known):
+        parser.error(f"--assigners must be among {known}")
     if args.max_gt < max(*args.gts, args.base_gts):
         parser.error("--max-gt must be at least every gt count")
     return args
@@ -166,7 +168,7 @@ def first_gts(work: wl.Workload, count: int) -> wl.Workload:
 def _timed_call(assigner: str, work: wl.Workload):
     import jax
 
-    config = ota_jax.OTAConfig() if assigner == "ota" else ota_jax.SimOTAConfig()
+    config = assign_bench.configs()[assigner][0]
     call = assign_bench._jax_call(assigner, work.to_jax(), config)
 
     def once() -> float:
@@ -270,8 +272,8 @@ def run(args) -> dict:
     }
 
 
-def _fmt_slope(value: float) -> str:
-    return "n/a" if not math.isfinite(value) else f"{value:.2f}"
+def _fmt_slope(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.2f}"
 
 
 def markdown_table(report: dict) -> str:
@@ -307,24 +309,10 @@ def markdown_report(report: dict) -> str:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     report = run(args)
-    out = (
-        Path(args.out) if args.out else _HERE / "results" / f"scaling_{report['device_slug']}.json"
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    # Strict JSON: a slope that cannot be fitted is written as null.
-    clean = {
-        **report,
-        "slopes": {
-            a: {f: (v if math.isfinite(v) else None) for f, v in s.items()}
-            for a, s in report["slopes"].items()
-        },
-    }
-    tmp.write_text(json.dumps(clean, indent=2) + "\n")
-    tmp.replace(out)
+    out = Path(args.out or run_info.default_out("scaling_", report["device_slug"], args.quick))
     markdown = Path(args.markdown) if args.markdown else out.with_suffix(".md")
-    markdown.parent.mkdir(parents=True, exist_ok=True)
-    markdown.write_text(markdown_report(report))
+    # Strict JSON: a slope that cannot be fitted is written as null.
+    clean = run_info.write_report(out, report, markdown_report(report), markdown)
     print(markdown_table(report))
     print(f"\n{report['device']}; JSON: {out}; markdown: {markdown}")
     return clean

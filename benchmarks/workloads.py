@@ -131,6 +131,12 @@ class Workload:
             if field.name != "spec"
         }
 
+    def first_images(self, count: int) -> Workload:
+        """The first ``count`` images of the batch (``points`` and ``strides`` are shared)."""
+        shared = ("points", "strides")
+        images = {k: v[:count] for k, v in self.arrays().items() if k not in shared}
+        return dataclasses.replace(self, **images)
+
     def to_torch(self, device="cpu") -> dict:
         """The arrays as torch tensors on ``device`` (labels int64, as torch indexes)."""
         import torch

@@ -2,8 +2,9 @@
 
 * The PyTorch loops of ``benchmarks/torch_loops.py`` agree with the float64
   NumPy reference of ``tests/reference.py`` on small random images.
-* ``benchmarks/assign_bench.py --quick`` runs, writes a complete JSON, and
-  ota_jax agrees with the loops on the quick workload.
+* ``benchmarks/assign_bench.py --quick`` runs every registered assigner, writes a
+  complete JSON and markdown, and ota_jax agrees with the loops on the quick workload.
+* ``--torch-budget-s`` times the loop on fewer images and scales its time to the batch.
 """
 
 from __future__ import annotations
@@ -225,11 +226,22 @@ REQUIRED_TOP = {
     "workloads",
     "results",
 }
-REQUIRED_ROW = {
+REQUIRED_JAX_ROW = {
     "workload",
     "assigner",
     "batch",
     "num_anchors",
+    "torch_loop",
+    "jax_ms",
+    "jax_ms_all",
+    "jax_first_call_ms",
+    "jax_peak_bytes",
+    "jax_memory_method",
+    "jax_xla_temp_bytes",
+}
+REQUIRED_ROW = REQUIRED_JAX_ROW | {
+    "torch_images",
+    "torch_ms_measured",
     "torch_ms",
     "torch_ms_all",
     "jax_ms",
@@ -248,9 +260,22 @@ REQUIRED_ROW = {
 }
 
 
+def _table(markdown: str) -> dict[tuple[str, str], dict[str, str]]:
+    """The markdown table's rows by (workload, assigner), each as {column: cell}."""
+    lines = [line for line in markdown.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = [
+        dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True))
+        for line in lines[1:]
+    ]
+    return {(r["workload"], r["assigner"]): r for r in rows}
+
+
 def test_bench_quick_writes_complete_json(tmp_path, capsys):
     pytest.importorskip("torch")
     import assign_bench
+
+    from ota_jax.assigners import ASSIGNERS
 
     out = tmp_path / "quick.json"
     assign_bench.main(["--quick", "--out", str(out)])
@@ -258,27 +283,61 @@ def test_bench_quick_writes_complete_json(tmp_path, capsys):
     assert REQUIRED_TOP <= set(report)
     assert {"jax", "torch", "numpy"} <= set(report["versions"])
     assert report["settings"]["quick"] and report["settings"]["batch"] == 2
+    assert report["settings"]["assigners"] == list(ASSIGNERS)
     rows = report["results"]
     assert {(r["workload"], r["assigner"]) for r in rows} == {
-        (name, assigner) for name in workloads.QUICK_WORKLOADS for assigner in ("ota", "simota")
+        (name, assigner) for name in workloads.QUICK_WORKLOADS for assigner in ASSIGNERS
     }
     for row in rows:
-        missing = REQUIRED_ROW - set(row)
+        with_loop = row["assigner"] in assign_bench.TORCH_LOOPS
+        assert row["torch_loop"] == with_loop
+        missing = (REQUIRED_ROW if with_loop else REQUIRED_JAX_ROW) - set(row)
         assert not missing, (row["workload"], row["assigner"], missing)
-        assert row["jax_ms"] > 0 and row["torch_ms"] > 0
-        assert row["ref_positives"] > 0
-        assert row["agreement"] >= 0.999, row
+        assert row["jax_ms"] > 0
+        if with_loop:
+            assert row["torch_ms"] > 0 and row["torch_images"] == row["batch"]
+            assert row["ref_positives"] > 0
+            assert row["agreement"] >= 0.999, row
+        else:
+            assert not {"torch_ms", "agreement", "speedup"} & set(row), row
     ota_row = next(r for r in rows if r["assigner"] == "ota")
     assert "vs_row_shifted_loop" in ota_row
     table = capsys.readouterr().out
     assert "| workload | assigner |" in table and "tiny320" in table
     markdown = out.with_suffix(".md").read_text()
     assert report["device"] in markdown.splitlines()[0] and report["command"] in markdown
-    table_rows = [line for line in markdown.splitlines() if line.startswith("| ")]
-    assert table_rows[0].startswith("| workload | assigner |")
-    assert sorted(tuple(line.split(" | ")[:2]) for line in table_rows[1:]) == sorted(
-        (f"| {r['workload']}", r["assigner"]) for r in rows
-    )
+    cells = _table(markdown)
+    assert set(cells) == {(r["workload"], r["assigner"]) for r in rows}
+    for (_, assigner), row in cells.items():
+        if assigner in assign_bench.TORCH_LOOPS:
+            assert row["torch images"] == "2/2" and row["speed-up"].endswith("x")
+        else:
+            assert row["speed-up"] == row["agreement"] == row["torch ms"] == "—"
+            assert row["jax ms"] not in ("—", "n/a")
+
+
+def test_bench_torch_budget_times_fewer_images(tmp_path):
+    pytest.importorskip("torch")
+    import assign_bench
+
+    import ota_jax
+
+    out = tmp_path / "budget.json"
+    argv = ["--quick", "--workloads", "tinycrowd", "--assigners", "ota", "--memory", "none"]
+    report = assign_bench.main([*argv, "--torch-budget-s", "1e-6", "--out", str(out)])
+    (row,) = report["results"]
+    assert row["batch"] == 2 and row["torch_images"] == 1
+    assert row["torch_ms"] == pytest.approx(2 * row["torch_ms_measured"])
+    assert row["speedup"] == pytest.approx(row["torch_ms"] / row["jax_ms"])
+    # Agreement over the one image the loop ran: ota_jax's positives of image 0.
+    work = workloads.make_workload("tinycrowd", 2).to_jax()
+    args = [work[k] for k in assign_bench._ARG_KEYS]
+    gt_index = np.asarray(ota_jax.ota_assign_batch(*args).gt_index)
+    assert row["positives"] == (gt_index[0] >= 0).sum() != (gt_index >= 0).sum()
+    assert row["agreement"] >= 0.999
+    markdown = out.with_suffix(".md").read_text()
+    assert _table(markdown)[("tinycrowd", "ota")]["torch images"] == "1/2"
+    assert "first n images only" in markdown
 
 
 @pytest.mark.slow
@@ -288,6 +347,6 @@ def test_bench_memory_probe_subprocess():
 
     args = assign_bench.parse_args(["--quick"])
     for side in ("jax", "torch"):
-        probe = assign_bench.measure_memory(side, "ota", "tiny320", args)
+        probe = assign_bench.measure_memory(side, "ota", "tiny320", args, images=1)
         assert "probe failed" not in probe["memory_method"], probe
         assert probe["peak_bytes"] is None or probe["peak_bytes"] >= 0
