@@ -7,6 +7,7 @@ subprocess runs share a persistent compilation cache.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import logging
@@ -26,6 +27,7 @@ pytest.importorskip("tensorflow")
 ocp = pytest.importorskip("orbax.checkpoint")
 pytest.importorskip("ml_collections")
 
+import ota_jax  # noqa: E402
 from ota_jax.data.registry import DatasetNotPreparedError  # noqa: E402
 from ota_train import configs, input_data, trainer  # noqa: E402
 from ota_train import main as cli  # noqa: E402
@@ -318,3 +320,22 @@ def test_packaged_configs_build_library_configs():
     tuned.loss.assigner = "hungarian"
     with pytest.raises(ValueError, match="hungarian"):
         builders.loss_config(tuned)
+
+
+def test_every_registered_assigner_is_a_config_choice_with_its_settings():
+    from ota_jax.assigners import ASSIGNERS
+    from ota_train import builders
+
+    for name, spec in ASSIGNERS.items():
+        config = smoke.get_config()
+        config.loss.assigner = name
+        loss = builders.loss_config(config)
+        assert (loss.assigner, loss.assigner_config) == (name, None)  # the library defaults
+        assert set(config.loss[name]) <= {f.name for f in dataclasses.fields(spec.config_class)}
+    config = smoke.get_config()
+    config.loss.assigner = "atss"
+    config.loss.atss.topk = 5
+    assert builders.loss_config(config).assigner_config == ota_jax.ATSSConfig(topk=5)
+    config.loss.atss.topk = 0  # the config class's own validation speaks
+    with pytest.raises(ValueError, match="topk"):
+        builders.loss_config(config)
