@@ -279,7 +279,7 @@ def test_missing_data_stops_before_the_model_is_built(tmp_path):
 
 
 def test_config_names_and_paths_resolve():
-    assert configs.available() == ["coco_fcos_r50_ota_1x", "shapes", "smoke"]
+    assert configs.available() == ["coco_fcos_r50_ota_1x", "shapes", "smoke", "study"]
     by_name = configs.resolve_config_path("smoke")
     assert Path(by_name) == configs.CONFIG_DIR / "smoke.py"
     assert configs.resolve_config_path(by_name) == by_name

@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from functools import partial
+from typing import Any, NamedTuple
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -46,19 +47,6 @@ COLUMNS = (
     ("pos_per_gt", "positives / gt", 1),
     ("assign_ms", "assignment ms / batch", 1),
 )
-
-_CONFIG = config_flags.DEFINE_config_file(
-    "config",
-    default=str(configs.CONFIG_DIR / "study.py"),
-    help_string=f"Training config of every run: a name of {configs.available()} or a path.",
-    lock_config=True,
-)
-_WORKDIR = flags.DEFINE_string("workdir", "runs/study", "Study directory; reruns resume.")
-_ASSIGNERS = flags.DEFINE_list(
-    "assigners", None, "Assigners to compare (default: every one in ota_jax.assigners)."
-)
-_DATASETS = flags.DEFINE_list("datasets", list(DEFAULT_DATASETS), "Datasets (registry names).")
-_SEEDS = flags.DEFINE_list("seeds", [str(s) for s in DEFAULT_SEEDS], "Seeds of each setting.")
 
 logger = logging.getLogger(__name__)
 _COMMAND_LINE: list[str] = []
@@ -236,27 +224,54 @@ def write_report(results: Sequence[Mapping], root: str, command: str, seconds: f
     plot(results, os.path.join(root, "study.png"))
 
 
-def _runs() -> list[Run]:
+class _Flags(NamedTuple):
+    config: Any
+    workdir: Any
+    assigners: Any
+    datasets: Any
+    seeds: Any
+
+
+def _define_flags() -> _Flags:
+    """The command's flags, defined when it runs: ``ota_train.main`` defines its own
+    ``--config``, and a process may import both modules (the tests do)."""
+    return _Flags(
+        config=config_flags.DEFINE_config_file(
+            "config",
+            default=str(configs.CONFIG_DIR / "study.py"),
+            help_string=f"Training config of every run: a name of {configs.available()} or a path.",
+            lock_config=True,
+        ),
+        workdir=flags.DEFINE_string("workdir", "runs/study", "Study directory; reruns resume."),
+        assigners=flags.DEFINE_list(
+            "assigners", None, "Assigners to compare (default: every one in ota_jax.assigners)."
+        ),
+        datasets=flags.DEFINE_list("datasets", list(DEFAULT_DATASETS), "Registry names."),
+        seeds=flags.DEFINE_list("seeds", [str(s) for s in DEFAULT_SEEDS], "Seeds of each setting."),
+    )
+
+
+def _runs(options: _Flags) -> list[Run]:
     from ota_jax.assigners import ASSIGNERS
 
-    assigners = _ASSIGNERS.value or list(ASSIGNERS)
+    assigners = options.assigners.value or list(ASSIGNERS)
     unknown = sorted(set(assigners) - set(ASSIGNERS))
     if unknown:
         raise app.UsageError(f"--assigners: unknown {unknown}; known: {list(ASSIGNERS)}")
     try:
-        seeds = [int(seed) for seed in _SEEDS.value]
+        seeds = [int(seed) for seed in options.seeds.value]
     except ValueError:
-        raise app.UsageError(f"--seeds must be integers, got {_SEEDS.value}") from None
+        raise app.UsageError(f"--seeds must be integers, got {options.seeds.value}") from None
     # Seeds innermost-but-one: a partial study already compares every assigner.
     return [
         Run(dataset, assigner, seed)
-        for dataset in _DATASETS.value
+        for dataset in options.datasets.value
         for seed in seeds
         for assigner in assigners
     ]
 
 
-def _run(argv: Sequence[str]) -> None:
+def _run(argv: Sequence[str], options: _Flags) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {list(argv[1:])}")
     from tqdm.auto import tqdm
@@ -266,16 +281,16 @@ def _run(argv: Sequence[str]) -> None:
 
     logging.getLogger("ota_train").setLevel(logging.INFO)
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every file it renames.
-    root = os.path.abspath(_WORKDIR.value)
+    root = os.path.abspath(options.workdir.value)
     os.makedirs(root, exist_ok=True)
-    runs = _runs()
+    runs = _runs(options)
     command = " ".join(["ota-study", *_COMMAND_LINE[1:]])
     results, start = [], time.perf_counter()
     seconds = 0.0
     for run in tqdm(runs, desc="study", unit="run"):
         logger.info("Study run %s", run)
         try:
-            result = run_once(_CONFIG.value, run, root)
+            result = run_once(options.config.value, run, root)
         except (DatasetNotPreparedError, ConfigError) as error:
             raise SystemExit(f"ota-study: {run}: {error}") from None
         results.append(result)
@@ -294,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except FileNotFoundError as error:
         raise SystemExit(f"ota-study: {error}") from None
     sys.argv = argv  # ml_collections reads the --config.* overrides from sys.argv itself.
-    app.run(_run, argv=argv)
+    app.run(partial(_run, options=_define_flags()), argv=argv)
 
 
 if __name__ == "__main__":
