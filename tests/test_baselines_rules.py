@@ -15,7 +15,7 @@ import pytest
 
 from ota_jax.baselines.atss import ATSSConfig, atss_assign, atss_assign_batch
 from ota_jax.baselines.fcos import FCOSAssignConfig, fcos_assign, fcos_assign_batch
-from ota_jax.baselines.levels import level_index, rank_within_level
+from ota_jax.baselines.levels import level_index, rank_within_level, smallest_per_level
 from ota_jax.baselines.max_iou import MaxIoUConfig, max_iou_assign, max_iou_assign_batch
 from tests import reference_rules
 from tests.scenes import make_scene, padded
@@ -33,8 +33,12 @@ ASSIGNERS = {
 }
 
 
+# Config fields that choose how, not what (the references have no such knob).
+SPEED_ONLY = {"max_levels"}
+
+
 def _reference_kwargs(config) -> dict:
-    return {f: getattr(config, f) for f in config.__dataclass_fields__}
+    return {f: getattr(config, f) for f in config.__dataclass_fields__ if f not in SPEED_ONLY}
 
 
 def _scenes(seed):
@@ -83,6 +87,8 @@ CASES = [
     pytest.param(*ATSS, ATSSConfig(), id="atss"),
     # More candidates than the coarsest level has anchors (25): all of them.
     pytest.param(*ATSS, ATSSConfig(topk=30, anchor_scale=5.0), id="atss-topk30"),
+    # More levels than max_levels: the sort fallback of the per-level top_k.
+    pytest.param(*ATSS, ATSSConfig(max_levels=2), id="atss-sort-fallback"),
     pytest.param(*MAX_IOU, MaxIoUConfig(), id="max_iou"),
     pytest.param(*MAX_IOU, MaxIoUConfig(anchor_scale=4.0, neg_iou_thr=0.3), id="max_iou-small"),
     pytest.param(*MAX_IOU, MaxIoUConfig(match_low_quality=False), id="max_iou-no-low-quality"),
@@ -289,6 +295,7 @@ def test_wrong_shapes_raise_clear_errors(name):
         (lambda: FCOSAssignConfig(regress_ranges=((0, 1, 2),)), "pairs"),
         (lambda: ATSSConfig(topk=0), "topk"),
         (lambda: ATSSConfig(anchor_scale=-1.0), "anchor_scale"),
+        (lambda: ATSSConfig(max_levels=0), "max_levels"),
         (lambda: MaxIoUConfig(neg_iou_thr=0.6), "neg_iou_thr <= pos_iou_thr"),
         (lambda: MaxIoUConfig(pos_iou_thr=0.0, neg_iou_thr=0.0), "pos_iou_thr"),
     ],
@@ -312,3 +319,17 @@ def test_levels_are_distinct_strides_wherever_their_anchors_sit():
     np.testing.assert_array_equal(
         rank_within_level(scores, strides), [[1, 2, 0, 1, 0, 1, 0, 3], [0, 0, 1, 0, 1, 2, 1, 3]]
     )
+
+
+@pytest.mark.parametrize("max_levels", [1, 2, 3, 8])
+@pytest.mark.parametrize("k", [1, 3, 40])
+def test_smallest_per_level_is_rank_below_k_on_both_paths(max_levels, k):
+    rng = np.random.default_rng(k + max_levels)
+    strides = jnp.asarray(rng.choice([8.0, 16.0, 32.0], size=64))
+    # Few distinct values, so that ties (broken by anchor index) are common.
+    scores = jnp.asarray(rng.integers(0, 6, size=(5, 64)).astype(np.float32))
+    want = np.asarray(rank_within_level(scores, strides)) < k
+    got = jax.jit(smallest_per_level, static_argnums=2, static_argnames="max_levels")(
+        scores, strides, k, max_levels=max_levels
+    )
+    np.testing.assert_array_equal(got, want)

@@ -36,7 +36,7 @@ from ota_jax.assignment import (
     prepare_inputs,
     vmap_images,
 )
-from ota_jax.baselines.levels import rank_within_level
+from ota_jax.baselines.levels import smallest_per_level
 from ota_jax.boxes import pairwise_iou
 from ota_jax.priors import inside_boxes
 
@@ -53,16 +53,21 @@ class ATSSConfig:
     Attributes:
       topk: candidates per level and gt, the anchors nearest the gt centre.
       anchor_scale: side of each anchor box, in strides (mmdet's octave base scale 8).
+      max_levels: levels (distinct strides) searched with one ``top_k`` each; more
+        levels fall back to one sort over all anchors, same result, slower.
     """
 
     topk: int = 9
     anchor_scale: float = 8.0
+    max_levels: int = 8
 
     def __post_init__(self):
         if self.topk < 1:
             raise ValueError(f"topk must be at least 1, got {self.topk}")
         if not self.anchor_scale > 0:
             raise ValueError(f"anchor_scale must be positive, got {self.anchor_scale}")
+        if self.max_levels < 1:
+            raise ValueError(f"max_levels must be at least 1, got {self.max_levels}")
 
 
 def _atss_one_image(
@@ -86,7 +91,8 @@ def _atss_one_image(
     # 1. Candidates: each level's topk points nearest the gt centre.
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
     distances = jnp.sqrt(((points[None, :, :] - centres[:, None, :]) ** 2).sum(axis=-1))
-    candidate = (rank_within_level(distances, strides) < config.topk) & gt_mask[:, None]
+    nearest = smallest_per_level(distances, strides, config.topk, max_levels=config.max_levels)
+    candidate = nearest & gt_mask[:, None]
 
     # 2. Threshold: mean + unbiased std of the candidates' IoUs, per gt.
     count = candidate.sum(axis=1)
