@@ -49,7 +49,6 @@ COLUMNS = (
 )
 
 logger = logging.getLogger(__name__)
-_COMMAND_LINE: list[str] = []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,7 +261,7 @@ def _runs(options: _Flags) -> list[Run]:
         seeds = [int(seed) for seed in options.seeds.value]
     except ValueError:
         raise app.UsageError(f"--seeds must be integers, got {options.seeds.value}") from None
-    # Seeds innermost-but-one: a partial study already compares every assigner.
+    # Assigners innermost: a partial study already compares all of them on its seeds.
     return [
         Run(dataset, assigner, seed)
         for dataset in options.datasets.value
@@ -271,7 +270,7 @@ def _runs(options: _Flags) -> list[Run]:
     ]
 
 
-def _run(argv: Sequence[str], options: _Flags) -> None:
+def _run(argv: Sequence[str], options: _Flags, command: str) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {list(argv[1:])}")
     from tqdm.auto import tqdm
@@ -284,7 +283,6 @@ def _run(argv: Sequence[str], options: _Flags) -> None:
     root = os.path.abspath(options.workdir.value)
     os.makedirs(root, exist_ok=True)
     runs = _runs(options)
-    command = " ".join(["ota-study", *_COMMAND_LINE[1:]])
     results, start = [], time.perf_counter()
     seconds = 0.0
     for run in tqdm(runs, desc="study", unit="run"):
@@ -303,13 +301,13 @@ def _run(argv: Sequence[str], options: _Flags) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``ota-study`` console script."""
     argv = sys.argv if argv is None else list(argv)
-    _COMMAND_LINE[:] = argv  # As typed, for the report (the config path gets resolved below).
+    command = " ".join(["ota-study", *argv[1:]])  # As typed, for the report.
     try:
         argv = configs.resolve_config_argv(argv)
     except FileNotFoundError as error:
         raise SystemExit(f"ota-study: {error}") from None
     sys.argv = argv  # ml_collections reads the --config.* overrides from sys.argv itself.
-    app.run(partial(_run, options=_define_flags()), argv=argv)
+    app.run(partial(_run, options=_define_flags(), command=command), argv=argv)
 
 
 if __name__ == "__main__":
