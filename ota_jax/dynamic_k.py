@@ -1,4 +1,4 @@
-"""Dynamic k: how many positive labels each gt supplies."""
+"""Dynamic k: how many positive labels each gt supplies, and the matching that takes them."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-__all__ = ["dynamic_k"]
+__all__ = ["dynamic_k", "dynamic_k_matching"]
 
 
 def dynamic_k(ious: Array, candidate_mask: Array, gt_mask: Array, *, topk: int) -> Array:
@@ -26,3 +26,37 @@ def dynamic_k(ious: Array, candidate_mask: Array, gt_mask: Array, *, topk: int) 
     top_ious, _ = jax.lax.top_k(masked, min(topk, num_anchors))
     k = jnp.maximum(jnp.floor(top_ious.sum(axis=-1)), 1.0).astype(jnp.int32)
     return jnp.where(gt_mask, k, 0)
+
+
+def dynamic_k_matching(
+    cost: Array, k: Array, anchor_mask: Array, gt_mask: Array, *, topk: int
+) -> Array:
+    """Each gt takes its ``k`` cheapest anchors; an anchor taken by several gts goes to the
+    gt of lowest cost for it over all real gts (YOLOX's ``simota_matching``, mmdet's
+    ``dynamic_k_matching``).
+
+    ``k <= topk``, so one static ``lax.top_k`` of ``topk`` and a rank mask replace the
+    reference's per-gt top-k with a dynamic k; equal costs take the lower anchor first.
+
+    Args:
+      cost: ``[M, A]`` finite cost of each gt for each anchor.
+      k: ``[M]`` int labels each gt takes, at most ``topk`` (0 for padded gts).
+      anchor_mask: ``[A]`` bool, the anchors that may be taken at all.
+      gt_mask: ``[M]`` bool, real gts (the only ones that compete for an anchor).
+      topk: the static bound on ``k``.
+
+    Returns:
+      ``[A]`` int32 gt of each anchor, -1 for background.
+    """
+    num_gt, num_anchors = cost.shape
+    _, order = jax.lax.top_k(jnp.where(anchor_mask, -cost, -jnp.inf), min(topk, num_anchors))
+    ranks = jnp.arange(order.shape[1])
+    chosen = (ranks[None, :] < k[:, None]) & anchor_mask[order]
+    rows = jnp.arange(num_gt)[:, None]
+    matching = jnp.zeros((num_gt, num_anchors), bool).at[rows, order].set(chosen)
+
+    times_chosen = matching.sum(axis=0)
+    cheapest_gt = jnp.argmin(jnp.where(gt_mask[:, None], cost, jnp.inf), axis=0)
+    only_gt = jnp.argmax(matching, axis=0)
+    gt_index = jnp.where(times_chosen > 1, cheapest_gt, only_gt)
+    return jnp.where(times_chosen > 0, gt_index, -1).astype(jnp.int32)

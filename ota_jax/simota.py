@@ -24,7 +24,7 @@ from ota_jax.assignment import (
     prepare_inputs,
 )
 from ota_jax.costs import bce_class_cost, joint_scores
-from ota_jax.dynamic_k import dynamic_k
+from ota_jax.dynamic_k import dynamic_k, dynamic_k_matching
 from ota_jax.priors import inside_boxes, inside_centre_regions
 
 __all__ = ["SimOTAConfig", "simota_assign", "simota_assign_batch"]
@@ -156,8 +156,6 @@ def _simota_one_image(
     )
     inputs = jax.tree.map(jax.lax.stop_gradient, inputs)
     gt_mask = inputs.gt_mask
-    num_gt, num_anchors = inputs.ious.shape
-
     # Geometry: the prefilter (anchors that take part at all) and the allowed pairs.
     prefilter, allowed = _geometry(inputs.points, inputs.strides, inputs.gt_boxes, gt_mask, config)
     prefilter = prefilter & anchor_mask
@@ -170,23 +168,9 @@ def _simota_one_image(
         class_cost - config.iou_weight * jnp.log(inputs.ious + 1e-8) + config.penalty * (~allowed)
     )
 
-    # Each gt takes its k cheapest prefiltered anchors; k <= q, so a static top-q
-    # and a rank mask replace the reference's per-gt topk with a dynamic k.
+    # Each gt takes its k cheapest prefiltered anchors, conflicts to the cheapest gt.
     k = dynamic_k(inputs.ious, prefilter, gt_mask, topk=config.candidate_topk)
-    _, order = jax.lax.top_k(
-        jnp.where(prefilter, -cost, -jnp.inf), min(config.candidate_topk, num_anchors)
-    )
-    ranks = jnp.arange(order.shape[1])
-    chosen = (ranks[None, :] < k[:, None]) & prefilter[order]
-    matching = jnp.zeros((num_gt, num_anchors), bool)
-    matching = matching.at[jnp.arange(num_gt)[:, None], order].set(chosen)
-
-    # An anchor chosen by several gts goes to the gt of lowest cost over all real gts.
-    times_chosen = matching.sum(axis=0)
-    cheapest_gt = jnp.argmin(jnp.where(gt_mask[:, None], cost, jnp.inf), axis=0)
-    only_gt = jnp.argmax(matching, axis=0)
-    gt_index = jnp.where(times_chosen > 1, cheapest_gt, only_gt)
-    gt_index = jnp.where(times_chosen > 0, gt_index, -1)
+    gt_index = dynamic_k_matching(cost, k, prefilter, gt_mask, topk=config.candidate_topk)
     return make_assignment(gt_index, inputs, k)
 
 

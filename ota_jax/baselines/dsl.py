@@ -53,7 +53,7 @@ from ota_jax.assignment import (
     vmap_images,
 )
 from ota_jax.costs import joint_logits
-from ota_jax.dynamic_k import dynamic_k
+from ota_jax.dynamic_k import dynamic_k, dynamic_k_matching
 from ota_jax.priors import inside_boxes
 
 __all__ = ["DSLConfig", "dsl_assign", "dsl_assign_batch", "soft_label_class_cost"]
@@ -137,8 +137,6 @@ def _dsl_one_image(
     )
     inputs = jax.tree.map(jax.lax.stop_gradient, inputs)
     gt_mask, ious = inputs.gt_mask, inputs.ious
-    num_gt, num_anchors = ious.shape
-
     valid = (inside_boxes(inputs.points, inputs.gt_boxes) & gt_mask[:, None]).any(axis=0)
 
     centres = (inputs.gt_boxes[:, :2] + inputs.gt_boxes[:, 2:]) / 2
@@ -152,21 +150,9 @@ def _dsl_one_image(
     cost = class_cost - config.iou_weight * jnp.log(ious + config.iou_eps) + centre_prior
     cost = jnp.where(jnp.isfinite(cost), cost, _NONFINITE_COST)
 
-    # Each gt takes its k cheapest valid anchors; k <= topk, so a static top-k and
-    # a rank mask replace mmdet's per-gt topk with a dynamic k.
+    # Each gt takes its k cheapest valid anchors, conflicts to the cheapest gt.
     k = dynamic_k(ious, valid, gt_mask, topk=config.topk)
-    _, order = jax.lax.top_k(jnp.where(valid, -cost, -jnp.inf), min(config.topk, num_anchors))
-    ranks = jnp.arange(order.shape[1])
-    chosen = (ranks[None, :] < k[:, None]) & valid[order]
-    rows = jnp.arange(num_gt)[:, None]
-    matching = jnp.zeros((num_gt, num_anchors), bool).at[rows, order].set(chosen)
-
-    # An anchor chosen by several gts goes to the gt of lowest cost over all real gts.
-    times_chosen = matching.sum(axis=0)
-    cheapest_gt = jnp.argmin(jnp.where(gt_mask[:, None], cost, jnp.inf), axis=0)
-    only_gt = jnp.argmax(matching, axis=0)
-    gt_index = jnp.where(times_chosen > 1, cheapest_gt, only_gt)
-    gt_index = jnp.where(times_chosen > 0, gt_index, -1)
+    gt_index = dynamic_k_matching(cost, k, valid, gt_mask, topk=config.topk)
     return make_assignment(gt_index, inputs, k)
 
 
