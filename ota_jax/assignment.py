@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
+from jax.typing import ArrayLike
 
 from ota_jax.boxes import pairwise_iou
 from ota_jax.transport import Transport
@@ -146,6 +148,104 @@ def check_inputs(args: tuple, *, batched: bool) -> tuple:
         }
     _check_shapes(*named.values())
     return args
+
+
+_PUBLIC_DOC = """{summary}
+
+    Args:
+      pred_boxes: ``[A, 4]`` predicted boxes, xyxy pixels.
+      cls_logits: ``[A, C]`` class logits.
+      points: ``[A, 2]`` anchor point centres ``(x, y)`` in pixels.
+      strides: ``[A]`` stride of each anchor's FPN level.
+      gt_boxes: ``[M, 4]`` gt boxes, xyxy pixels; M may be 0.
+      gt_labels: ``[M]`` int gt classes in ``[0, C)``.
+      gt_mask: ``[M]`` bool, True for real gts, False for padding.
+      obj_logits: {obj_logits}
+      config: its `{config}` (static).
+
+    Returns:
+      {returns}
+    """
+
+_PUBLIC_BATCH_DOC = """`{name}` over a batch: a leading ``[B]`` axis on every argument except
+    ``points [A, 2]`` and ``strides [A]``, shared by all images. Gts are padded to a
+    common ``M`` with ``gt_mask``; padding never changes a result."""
+
+
+def public_assigners(
+    assign_batch: Callable[[tuple, Any], Assignment],
+    config_class: type,
+    *,
+    name: str,
+    summary: str,
+    obj_logits: str,
+    returns: str,
+) -> tuple[Callable[..., Assignment], Callable[..., Assignment]]:
+    """An assigner's two public, jitted functions, ``<name>_assign`` (one image) and
+    ``<name>_assign_batch``, from its batched implementation.
+
+    Every assigner has the same signature (that of `ota_jax.ota_assign`), checks its
+    inputs the same way and documents the same arguments; only the summary, what
+    ``obj_logits`` does and the notes on the result differ.
+
+    Args:
+      assign_batch: ``assign_batch(args, config) -> Assignment`` on checked, batched
+        ``args = (pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask,
+        obj_logits)``.
+      config_class: the assigner's frozen config dataclass; its default is the default.
+      name: the functions' name stem (``"ota"`` gives ``ota_assign``, ``ota_assign_batch``).
+      summary, obj_logits, returns: the one-image docstring's summary (a first line,
+        then paragraphs), its ``obj_logits`` entry and its Returns section.
+    """
+    default = config_class()
+
+    def assign(
+        pred_boxes: ArrayLike,
+        cls_logits: ArrayLike,
+        points: ArrayLike,
+        strides: ArrayLike,
+        gt_boxes: ArrayLike,
+        gt_labels: ArrayLike,
+        gt_mask: ArrayLike,
+        *,
+        obj_logits: ArrayLike | None = None,
+        config: Any = default,
+    ) -> Assignment:
+        args = (pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits)
+        return assign_one_image(assign_batch, args, config)
+
+    def assign_batched(
+        pred_boxes: ArrayLike,
+        cls_logits: ArrayLike,
+        points: ArrayLike,
+        strides: ArrayLike,
+        gt_boxes: ArrayLike,
+        gt_labels: ArrayLike,
+        gt_mask: ArrayLike,
+        *,
+        obj_logits: ArrayLike | None = None,
+        config: Any = default,
+    ) -> Assignment:
+        args = (pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits)
+        return assign_batch(check_inputs(args, batched=True), config)
+
+    one_name, batch_name = f"{name}_assign", f"{name}_assign_batch"
+    docs = (
+        _PUBLIC_DOC.format(
+            summary=summary, obj_logits=obj_logits, config=config_class.__name__, returns=returns
+        ),
+        _PUBLIC_BATCH_DOC.format(name=one_name),
+    )
+    functions = []
+    for function, function_name, doc in zip(
+        (assign, assign_batched), (one_name, batch_name), docs, strict=True
+    ):
+        function.__name__ = function.__qualname__ = function_name
+        function.__module__ = assign_batch.__module__
+        function.__doc__ = doc
+        function.__annotations__["config"] = config_class.__name__
+        functions.append(jax.jit(function, static_argnames=("config",)))
+    return functions[0], functions[1]
 
 
 def vmap_images(one_image, args: tuple, config) -> Assignment:

@@ -17,17 +17,15 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import Array
-from jax.typing import ArrayLike
 
 from ota_jax import buckets
 from ota_jax.assignment import (
     AssignInputs,
     Assignment,
-    assign_one_image,
-    check_inputs,
     finite_cost,
     make_assignment,
     prepare_inputs,
+    public_assigners,
 )
 from ota_jax.compaction import needed_columns, solve_compacted
 from ota_jax.costs import focal_class_cost, joint_logits
@@ -242,35 +240,14 @@ def _assign_real_gts(args: tuple, config: OTAConfig) -> Assignment:
     return buckets.by_columns(args, kept.max(), config.max_columns, run)
 
 
-@partial(jax.jit, static_argnames=("config",))
-def ota_assign(
-    pred_boxes: ArrayLike,
-    cls_logits: ArrayLike,
-    points: ArrayLike,
-    strides: ArrayLike,
-    gt_boxes: ArrayLike,
-    gt_labels: ArrayLike,
-    gt_mask: ArrayLike,
-    *,
-    obj_logits: ArrayLike | None = None,
-    config: OTAConfig = OTAConfig(),
-) -> Assignment:
-    """OTA label assignment for one image.
-
-    Args:
-      pred_boxes: ``[A, 4]`` predicted boxes, xyxy pixels.
-      cls_logits: ``[A, C]`` class logits.
-      points: ``[A, 2]`` anchor point centres ``(x, y)`` in pixels.
-      strides: ``[A]`` stride of each anchor's FPN level.
-      gt_boxes: ``[M, 4]`` gt boxes, xyxy pixels; M may be 0.
-      gt_labels: ``[M]`` int gt classes in ``[0, C)``.
-      gt_mask: ``[M]`` bool, True for real gts, False for padding.
-      obj_logits: optional ``[A]`` objectness logits (YOLOX-style heads); the class
-        probability in the focal cost becomes ``sqrt(sigmoid(cls) * sigmoid(obj))``.
-      config: an `OTAConfig` (static).
-
-    Returns:
-      An `Assignment`. All arithmetic is float32 under ``stop_gradient``.
+ota_assign, ota_assign_batch = public_assigners(
+    _assign_batch,
+    OTAConfig,
+    name="ota",
+    summary="""OTA label assignment for one image.""",
+    obj_logits="""optional ``[A]`` objectness logits (YOLOX-style heads); the class
+        probability in the focal cost becomes ``sqrt(sigmoid(cls) * sigmoid(obj))``.""",
+    returns="""An `Assignment`. All arithmetic is float32 under ``stop_gradient``.
 
     Gts that are padded, or whose box is empty, inverted or non-finite, or whose
     label is out of range, are ignored. NaN/inf predictions never produce NaN:
@@ -278,27 +255,5 @@ def ota_assign(
     anchor (a box smaller than the stride, between anchor centres) still ships
     its ``k`` labels, to the anchors where its cost is lowest relative to the
     background, as in the official code; here that part of the plan is computed
-    to float32 precision instead of being float32 rounding noise around 1e6.
-    """
-    args = (pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits)
-    return assign_one_image(_assign_batch, args, config)
-
-
-@partial(jax.jit, static_argnames=("config",))
-def ota_assign_batch(
-    pred_boxes: ArrayLike,
-    cls_logits: ArrayLike,
-    points: ArrayLike,
-    strides: ArrayLike,
-    gt_boxes: ArrayLike,
-    gt_labels: ArrayLike,
-    gt_mask: ArrayLike,
-    *,
-    obj_logits: ArrayLike | None = None,
-    config: OTAConfig = OTAConfig(),
-) -> Assignment:
-    """`ota_assign` over a batch: a leading ``[B]`` axis on every argument except
-    ``points [A, 2]`` and ``strides [A]``, shared by all images. Gts are padded to a
-    common ``M`` with ``gt_mask``; padding never changes a result."""
-    args = (pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits)
-    return _assign_batch(check_inputs(args, batched=True), config)
+    to float32 precision instead of being float32 rounding noise around 1e6.""",
+)

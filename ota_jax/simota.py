@@ -12,16 +12,14 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 from jax import Array
-from jax.typing import ArrayLike
 
 from ota_jax import buckets
 from ota_jax.assignment import (
     Assignment,
-    assign_one_image,
-    check_inputs,
     finite_cost,
     make_assignment,
     prepare_inputs,
+    public_assigners,
 )
 from ota_jax.costs import bce_class_cost, joint_scores
 from ota_jax.dynamic_k import dynamic_k, dynamic_k_matching
@@ -174,56 +172,14 @@ def _simota_one_image(
     return make_assignment(gt_index, inputs, k)
 
 
-@partial(jax.jit, static_argnames=("config",))
-def simota_assign(
-    pred_boxes: ArrayLike,
-    cls_logits: ArrayLike,
-    points: ArrayLike,
-    strides: ArrayLike,
-    gt_boxes: ArrayLike,
-    gt_labels: ArrayLike,
-    gt_mask: ArrayLike,
-    *,
-    obj_logits: ArrayLike | None = None,
-    config: SimOTAConfig = SimOTAConfig(),
-) -> Assignment:
-    """SimOTA label assignment for one image, as YOLOX's ``get_assignments``.
-
-    Args:
-      pred_boxes: ``[A, 4]`` predicted boxes, xyxy pixels.
-      cls_logits: ``[A, C]`` class logits.
-      points: ``[A, 2]`` anchor point centres ``(x, y)`` in pixels.
-      strides: ``[A]`` stride of each anchor's FPN level.
-      gt_boxes: ``[M, 4]`` gt boxes, xyxy pixels; M may be 0.
-      gt_labels: ``[M]`` int gt classes in ``[0, C)``.
-      gt_mask: ``[M]`` bool, True for real gts, False for padding.
-      obj_logits: optional ``[A]`` objectness logits; the class score becomes
-        ``sqrt(sigmoid(cls) * sigmoid(obj))`` as in YOLOX.
-      config: a `SimOTAConfig` (static).
-
-    Returns:
-      An `Assignment` (``transport`` is None). Invalid gts are ignored and
+simota_assign, simota_assign_batch = public_assigners(
+    _assign_batch,
+    SimOTAConfig,
+    name="simota",
+    summary="""SimOTA label assignment for one image, as YOLOX's ``get_assignments``.""",
+    obj_logits="""optional ``[A]`` objectness logits; the class score becomes
+        ``sqrt(sigmoid(cls) * sigmoid(obj))`` as in YOLOX.""",
+    returns="""An `Assignment` (``transport`` is None). Invalid gts are ignored and
       non-finite predictions never produce NaN, as for `ota_assign`. An image whose
-      gts have no anchor in their regions is all background (the reference crashes).
-    """
-    args = (pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits)
-    return assign_one_image(_assign_batch, args, config)
-
-
-@partial(jax.jit, static_argnames=("config",))
-def simota_assign_batch(
-    pred_boxes: ArrayLike,
-    cls_logits: ArrayLike,
-    points: ArrayLike,
-    strides: ArrayLike,
-    gt_boxes: ArrayLike,
-    gt_labels: ArrayLike,
-    gt_mask: ArrayLike,
-    *,
-    obj_logits: ArrayLike | None = None,
-    config: SimOTAConfig = SimOTAConfig(),
-) -> Assignment:
-    """`simota_assign` over a batch: a leading ``[B]`` axis on every argument except
-    ``points [A, 2]`` and ``strides [A]``."""
-    args = (pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits)
-    return _assign_batch(check_inputs(args, batched=True), config)
+      gts have no anchor in their regions is all background (the reference crashes).""",
+)

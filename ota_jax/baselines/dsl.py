@@ -41,15 +41,13 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 from jax import Array
-from jax.typing import ArrayLike
 
 from ota_jax import buckets
 from ota_jax.assignment import (
     Assignment,
-    assign_one_image,
-    check_inputs,
     make_assignment,
     prepare_inputs,
+    public_assigners,
     vmap_images,
 )
 from ota_jax.costs import joint_logits
@@ -160,55 +158,13 @@ def _assign_batch(args: tuple, config: DSLConfig) -> Assignment:
     return buckets.by_real_gts(args, partial(vmap_images, _dsl_one_image, config=config))
 
 
-@partial(jax.jit, static_argnames=("config",))
-def dsl_assign(
-    pred_boxes: ArrayLike,
-    cls_logits: ArrayLike,
-    points: ArrayLike,
-    strides: ArrayLike,
-    gt_boxes: ArrayLike,
-    gt_labels: ArrayLike,
-    gt_mask: ArrayLike,
-    *,
-    obj_logits: ArrayLike | None = None,
-    config: DSLConfig = DSLConfig(),
-) -> Assignment:
-    """Dynamic soft label assignment for one image (see the module docstring).
-
-    Args:
-      pred_boxes: ``[A, 4]`` predicted boxes, xyxy pixels.
-      cls_logits: ``[A, C]`` class logits.
-      points: ``[A, 2]`` anchor point centres ``(x, y)`` in pixels.
-      strides: ``[A]`` stride of each anchor's FPN level.
-      gt_boxes: ``[M, 4]`` gt boxes, xyxy pixels; M may be 0.
-      gt_labels: ``[M]`` int gt classes in ``[0, C)``.
-      gt_mask: ``[M]`` bool, True for real gts, False for padding.
-      obj_logits: optional ``[A]`` objectness logits; the class cost then uses the
-        logits of ``sqrt(sigmoid(cls) * sigmoid(obj))``.
-      config: a `DSLConfig` (static).
-
-    Returns:
-      An `Assignment`; ``dynamic_k`` is each gt's k. Invalid gts are ignored,
-      non-finite predictions never give NaN.
-    """
-    args = (pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits)
-    return assign_one_image(_assign_batch, args, config)
-
-
-@partial(jax.jit, static_argnames=("config",))
-def dsl_assign_batch(
-    pred_boxes: ArrayLike,
-    cls_logits: ArrayLike,
-    points: ArrayLike,
-    strides: ArrayLike,
-    gt_boxes: ArrayLike,
-    gt_labels: ArrayLike,
-    gt_mask: ArrayLike,
-    *,
-    obj_logits: ArrayLike | None = None,
-    config: DSLConfig = DSLConfig(),
-) -> Assignment:
-    """`dsl_assign` over a batch: a leading ``[B]`` axis on every argument except
-    ``points [A, 2]`` and ``strides [A]``."""
-    args = (pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits)
-    return _assign_batch(check_inputs(args, batched=True), config)
+dsl_assign, dsl_assign_batch = public_assigners(
+    _assign_batch,
+    DSLConfig,
+    name="dsl",
+    summary="""Dynamic soft label assignment for one image (see the module docstring).""",
+    obj_logits="""optional ``[A]`` objectness logits; the class cost then uses the
+        logits of ``sqrt(sigmoid(cls) * sigmoid(obj))``.""",
+    returns="""An `Assignment`; ``dynamic_k`` is each gt's k. Invalid gts are ignored,
+      non-finite predictions never give NaN.""",
+)

@@ -24,15 +24,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
-from jax.typing import ArrayLike
 
 from ota_jax import buckets
 from ota_jax.assignment import (
     Assignment,
-    assign_one_image,
-    check_inputs,
     make_assignment,
     prepare_inputs,
+    public_assigners,
     vmap_images,
 )
 from ota_jax.baselines.levels import level_index
@@ -133,54 +131,13 @@ def _assign_batch(args: tuple, config: FCOSAssignConfig) -> Assignment:
     return buckets.by_real_gts(args, partial(vmap_images, _fcos_one_image, config=config))
 
 
-@partial(jax.jit, static_argnames=("config",))
-def fcos_assign(
-    pred_boxes: ArrayLike,
-    cls_logits: ArrayLike,
-    points: ArrayLike,
-    strides: ArrayLike,
-    gt_boxes: ArrayLike,
-    gt_labels: ArrayLike,
-    gt_mask: ArrayLike,
-    *,
-    obj_logits: ArrayLike | None = None,
-    config: FCOSAssignConfig = FCOSAssignConfig(),
-) -> Assignment:
-    """FCOS label assignment for one image (see the module docstring).
-
-    Args:
-      pred_boxes: ``[A, 4]`` predicted boxes, xyxy pixels; only for ``Assignment.ious``.
-      cls_logits: ``[A, C]`` class logits; only C is used (labels must lie in ``[0, C)``).
-      points: ``[A, 2]`` anchor point centres ``(x, y)`` in pixels.
-      strides: ``[A]`` stride of each point's FPN level.
-      gt_boxes: ``[M, 4]`` gt boxes, xyxy pixels; M may be 0.
-      gt_labels: ``[M]`` int gt classes in ``[0, C)``.
-      gt_mask: ``[M]`` bool, True for real gts, False for padding.
-      obj_logits: optional ``[A]``; unused, accepted for a common signature.
-      config: a `FCOSAssignConfig` (static).
-
-    Returns:
-      An `Assignment`; ``dynamic_k [M]`` counts the points each gt won. Invalid gts
-      are ignored like padding.
-    """
-    args = (pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits)
-    return assign_one_image(_assign_batch, args, config)
-
-
-@partial(jax.jit, static_argnames=("config",))
-def fcos_assign_batch(
-    pred_boxes: ArrayLike,
-    cls_logits: ArrayLike,
-    points: ArrayLike,
-    strides: ArrayLike,
-    gt_boxes: ArrayLike,
-    gt_labels: ArrayLike,
-    gt_mask: ArrayLike,
-    *,
-    obj_logits: ArrayLike | None = None,
-    config: FCOSAssignConfig = FCOSAssignConfig(),
-) -> Assignment:
-    """`fcos_assign` over a batch: a leading ``[B]`` axis on every argument except
-    ``points [A, 2]`` and ``strides [A]``."""
-    args = (pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits)
-    return _assign_batch(check_inputs(args, batched=True), config)
+fcos_assign, fcos_assign_batch = public_assigners(
+    _assign_batch,
+    FCOSAssignConfig,
+    name="fcos",
+    summary="""FCOS label assignment for one image (see the module docstring). Predictions
+    play no part; ``pred_boxes`` only feed ``Assignment.ious``.""",
+    obj_logits="""optional ``[A]``; unused, accepted for a common signature.""",
+    returns="""An `Assignment`; ``dynamic_k [M]`` counts the points each gt won. Invalid gts
+      are ignored like padding.""",
+)
