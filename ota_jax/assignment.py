@@ -36,7 +36,8 @@ class Assignment(NamedTuple):
         background (the target of an IoU branch).
       num_fg: ``[]`` int32 number of positive anchors.
       dynamic_k: ``[M]`` int32 labels each gt supplies, 0 for padded gts. Rule-based
-        assigners without a k (FCOS, ATSS, Max-IoU) report the positives each gt won.
+        assigners without a k (FCOS, ATSS, Max-IoU) report the positives each gt won,
+        TAL the anchors each gt took before conflicts.
       ignore_mask: ``[A]`` bool, anchors that are neither positive nor negative (Max-IoU's
         band between its two thresholds); losses leave them out. All False elsewhere.
       transport: OTA only, when asked for (``OTAConfig(return_transport=True)``) and M > 0:
@@ -268,7 +269,8 @@ def assign_one_image(assign_batch, args: tuple, config) -> Assignment:
 def prepare_inputs(
     pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits=None
 ) -> AssignInputs:
-    """Check shapes and dtypes, cast to float32, and make bad values harmless.
+    """Check shapes and dtypes, cast to float32 under ``stop_gradient``, and make bad
+    values harmless.
 
     - A gt is used only if ``gt_mask`` is set, its box is finite with positive
       width and height, and its label lies in ``[0, C)``; any other gt is treated
@@ -297,9 +299,11 @@ def prepare_inputs(
     gt_labels = jnp.clip(gt_labels, 0, num_classes - 1).astype(jnp.int32)
     ious = pairwise_iou(gt_boxes, pred_boxes)
     ious = jnp.where(valid[:, None] & jnp.isfinite(ious), ious, 0.0)
-    return AssignInputs(
+    inputs = AssignInputs(
         pred_boxes, cls_logits, obj_logits, points, strides, gt_boxes, gt_labels, valid, ious
     )
+    # Assignment chooses targets; no gradient flows through that choice.
+    return jax.tree.map(jax.lax.stop_gradient, inputs)
 
 
 def background_assignment(num_anchors: int) -> Assignment:

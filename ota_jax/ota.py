@@ -120,7 +120,6 @@ def _build_problem(
     inputs = prepare_inputs(
         pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
     )
-    inputs = jax.tree.map(jax.lax.stop_gradient, inputs)
     num_anchors = inputs.points.shape[0]
     gt_mask = inputs.gt_mask
 

@@ -152,7 +152,6 @@ def _simota_one_image(
     inputs = prepare_inputs(
         pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
     )
-    inputs = jax.tree.map(jax.lax.stop_gradient, inputs)
     gt_mask = inputs.gt_mask
     # Geometry: the prefilter (anchors that take part at all) and the allowed pairs.
     prefilter, allowed = _geometry(inputs.points, inputs.strides, inputs.gt_boxes, gt_mask, config)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 from functools import partial
 
-import jax
 import jax.numpy as jnp
 
 from ota_jax import buckets
@@ -82,7 +81,6 @@ def _atss_one_image(
     inputs = prepare_inputs(
         pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
     )
-    inputs = jax.tree.map(jax.lax.stop_gradient, inputs)
     points, strides, boxes, gt_mask = inputs.points, inputs.strides, inputs.gt_boxes, inputs.gt_mask
     ious = pairwise_iou(boxes, anchor_boxes(points, strides, scale=config.anchor_scale))
 

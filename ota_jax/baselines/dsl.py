@@ -38,7 +38,6 @@ import dataclasses
 import math
 from functools import partial
 
-import jax
 import jax.numpy as jnp
 from jax import Array
 
@@ -133,7 +132,6 @@ def _dsl_one_image(
     inputs = prepare_inputs(
         pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
     )
-    inputs = jax.tree.map(jax.lax.stop_gradient, inputs)
     gt_mask, ious = inputs.gt_mask, inputs.ious
     valid = (inside_boxes(inputs.points, inputs.gt_boxes) & gt_mask[:, None]).any(axis=0)
 

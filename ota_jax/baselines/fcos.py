@@ -20,7 +20,6 @@ import dataclasses
 import math
 from functools import partial
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
@@ -103,7 +102,6 @@ def _fcos_one_image(
     inputs = prepare_inputs(
         pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
     )
-    inputs = jax.tree.map(jax.lax.stop_gradient, inputs)
     points, strides, boxes = inputs.points, inputs.strides, inputs.gt_boxes
 
     if config.center_sampling:

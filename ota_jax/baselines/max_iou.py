@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 from functools import partial
 
-import jax
 import jax.numpy as jnp
 
 from ota_jax import buckets
@@ -82,7 +81,6 @@ def _max_iou_one_image(
     inputs = prepare_inputs(
         pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
     )
-    inputs = jax.tree.map(jax.lax.stop_gradient, inputs)
     gt_mask = inputs.gt_mask
     num_gt = gt_mask.shape[0]
     anchors = anchor_boxes(inputs.points, inputs.strides, scale=config.anchor_scale)

@@ -109,7 +109,6 @@ def _tal_one_image(
     inputs = prepare_inputs(
         pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
     )
-    inputs = jax.tree.map(jax.lax.stop_gradient, inputs)
     num_gt, num_anchors = inputs.ious.shape
 
     inside = inside_boxes(inputs.points, inputs.gt_boxes, margin=config.inside_eps)
