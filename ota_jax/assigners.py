@@ -35,22 +35,20 @@ class AssignerSpec(NamedTuple):
     Attributes:
       assign_batch: the batched, jitted function, signature of `ota_jax.ota_assign_batch`.
       config_class: its frozen config dataclass (passed as ``config=``).
-      description: one line for tables and help texts.
     """
 
     assign_batch: Callable[..., Assignment]
     config_class: type
-    description: str
 
 
 ASSIGNERS: dict[str, AssignerSpec] = {
-    "ota": AssignerSpec(ota_assign_batch, OTAConfig, "OTA: optimal transport (Sinkhorn)"),
-    "simota": AssignerSpec(simota_assign_batch, SimOTAConfig, "SimOTA: per-gt dynamic top-k"),
-    "fcos": AssignerSpec(fcos_assign_batch, FCOSAssignConfig, "FCOS: centre sampling + scales"),
-    "atss": AssignerSpec(atss_assign_batch, ATSSConfig, "ATSS: adaptive IoU threshold"),
-    "max_iou": AssignerSpec(max_iou_assign_batch, MaxIoUConfig, "Max-IoU: RetinaNet thresholds"),
-    "tal": AssignerSpec(tal_assign_batch, TALConfig, "TAL: task-aligned top-k (TOOD)"),
-    "dsl": AssignerSpec(dsl_assign_batch, DSLConfig, "DSL: dynamic soft label (RTMDet)"),
+    "ota": AssignerSpec(ota_assign_batch, OTAConfig),
+    "simota": AssignerSpec(simota_assign_batch, SimOTAConfig),
+    "fcos": AssignerSpec(fcos_assign_batch, FCOSAssignConfig),
+    "atss": AssignerSpec(atss_assign_batch, ATSSConfig),
+    "max_iou": AssignerSpec(max_iou_assign_batch, MaxIoUConfig),
+    "tal": AssignerSpec(tal_assign_batch, TALConfig),
+    "dsl": AssignerSpec(dsl_assign_batch, DSLConfig),
 }
 
 
