@@ -36,13 +36,14 @@ minimum cost (ASSIGNERS.md, OTA step 5), computed once, untimed.
 Peak memory (``--memory subprocess``, the default) is measured for one call in
 a fresh subprocess per side and assigner, so that nothing an earlier run left
 behind hides it (``--memory inline``, the ``--quick`` default, measures in this
-process instead and may under-report):
+process instead: quicker, and on a CPU it may under-report):
 
 * GPU: PyTorch, ``torch.cuda.max_memory_allocated`` (reset before a warm call)
   minus the memory allocated before it; JAX, ``memory_stats()``'s
   ``peak_bytes_in_use`` minus ``bytes_in_use`` before the first call of the
   fresh process (inputs excluded; the counter cannot be reset, so compilation
-  is included).
+  is included). Inline, JAX reports XLA's ``memory_analysis()`` of the compiled
+  call instead (temp + output buffers), since the counter still holds earlier runs.
 * CPU: the process's resident-set high-water mark (``VmHWM``, reset through
   ``/proc/self/clear_refs`` just before the call) minus the resident set
   before it, for a warm JAX call or the fresh process's first PyTorch call,
@@ -273,14 +274,21 @@ def agreement(reference: np.ndarray, test: np.ndarray) -> dict:
     }
 
 
-def _xla_temp_bytes(assigner: str, arrays: dict, config) -> int | None:
+def _xla_memory(assigner: str, arrays: dict, config) -> dict:
+    """XLA's compile-time ``memory_analysis()`` of the batched call: ``temp_bytes`` and
+    ``output_bytes`` (empty where the backend has none)."""
     args, kwargs = _jax_args(assigner, arrays, config)
     try:
         compiled = registered()[assigner].assign_batch.lower(*args, **kwargs).compile()
         analysis = compiled.memory_analysis()
-        return None if analysis is None else int(analysis.temp_size_in_bytes)
     except Exception:  # memory_analysis is optional per backend; .lower needs a jitted function
-        return None
+        return {}
+    if analysis is None:
+        return {}
+    return {
+        "temp_bytes": int(analysis.temp_size_in_bytes),
+        "output_bytes": int(analysis.output_size_in_bytes),
+    }
 
 
 # --------------------------------------------------------------------------- memory probe
@@ -663,7 +671,8 @@ def bench_row(
     jax_index = None
     if "jax" in sides:
         jax_index = np.asarray(sides["jax"].result.gt_index)
-        row["jax_xla_temp_bytes"] = _xla_temp_bytes(assigner, arrays, config)
+        xla_memory = _xla_memory(assigner, arrays, config)
+        row["jax_xla_temp_bytes"] = xla_memory.get("temp_bytes")
     if "torch" in sides:
         count = row["torch_images"]
         row["torch_ms_measured"] = row["torch_ms"]
@@ -683,6 +692,18 @@ def bench_row(
         if args.memory == "subprocess":
             images = row["torch_images"] if side == "torch" else batch
             probe = measure_memory(side, assigner, name, args, images)
+        elif side == "jax" and devices.jax_device.platform != "cpu":
+            # An accelerator's peak counter cannot be reset, so in this process it would
+            # hold earlier, larger runs: take what XLA allocates for the call instead.
+            known = "temp_bytes" in xla_memory
+            probe = {
+                "peak_bytes": xla_memory["temp_bytes"] + xla_memory["output_bytes"]
+                if known
+                else None,
+                "memory_method": "XLA memory_analysis of the compiled call: temp + output"
+                if known
+                else "n/a (no memory_analysis on this backend)",
+            }
         else:
             call = (
                 _jax_call(assigner, arrays, config)

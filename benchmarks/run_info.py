@@ -13,6 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+# The benchmarks run JAX and PyTorch side by side on one GPU and measure peaks: JAX
+# must not take 75% of the GPU's memory up front (set before any script imports jax).
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
 _ROOT = Path(__file__).resolve().parent.parent
 RESULTS = _ROOT / "benchmarks" / "results"
 
@@ -63,13 +67,15 @@ def versions(*optional: str) -> dict:
 
 
 def git_commit() -> str | None:
+    """``git rev-parse HEAD`` of the repository, else the ``GIT_COMMIT`` environment
+    variable (for a copy of the tree without ``.git``, as CI systems set it)."""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         proc = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=_ROOT, capture_output=True, text=True, check=False
         )
         if proc.returncode == 0:
             return proc.stdout.strip()
-    return None
+    return os.environ.get("GIT_COMMIT") or None
 
 
 def load_average() -> list[float] | None:

@@ -161,14 +161,15 @@ def run(args) -> dict:
     height, width = args.image_size
     name, slug = run_info.device_name_and_slug(jax.devices()[0])
     run_info.log(
-        f"device {name}; FCOS-{args.preset} {height}x{width}, batch {args.batch}, "
+        f"device {name}; FCOS-{args.preset} ({args.dtype}) {height}x{width}, batch {args.batch}, "
         f"max_gt {args.max_gt}, {args.repeats} repeats"
     )
     host_batch = make_batch(
         args.batch, height, width, args.max_gt, args.num_classes, seed=args.seed
     )
     batch = {key: jnp.asarray(value) for key, value in host_batch.items()}
-    model = FCOS(fcos_config(args.preset, num_classes=args.num_classes), rngs=nnx.Rngs(args.seed))
+    config = fcos_config(args.preset, num_classes=args.num_classes, dtype=args.dtype)
+    model = FCOS(config, rngs=nnx.Rngs(args.seed))
     tx = make_optimizer(OptimizerConfig())
 
     graphdef, params0, rest0 = nnx.split(model, nnx.Param, ...)
@@ -248,6 +249,7 @@ def run(args) -> dict:
         **run_info.report_header(name, slug, jax.devices()[0], load_before, "flax", "optax"),
         "settings": {
             "preset": args.preset,
+            "dtype": args.dtype,
             "image_size": [height, width],
             "batch": args.batch,
             "max_gt": args.max_gt,
@@ -289,7 +291,7 @@ def markdown_table(rows: list[dict]) -> str:
 def markdown_report(report: dict) -> str:
     s = report["settings"]
     header = (
-        f"{run_info.markdown_header(report)}; FCOS-{s['preset']} "
+        f"{run_info.markdown_header(report)}; FCOS-{s['preset']} ({s.get('dtype', 'float32')}) "
         f"{s['image_size'][0]}x{s['image_size'][1]}, batch {s['batch']}, max_gt {s['max_gt']}, "
         f"{s['num_anchors']} anchors"
     )
@@ -299,6 +301,12 @@ def markdown_report(report: dict) -> str:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=("tiny", "resnet18", "resnet50"), default=None)
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="the model's compute dtype (assignment is always float32)",
+    )
     parser.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"), default=None)
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--max-gt", type=int, default=None)
