@@ -606,12 +606,14 @@ def torch_image_count(
     assigner: str, workload: wl.Workload, kwargs: dict, devices: Devices, calls: int, budget_s
 ) -> int:
     """On how many of the batch's first images the torch loop is timed: all of them, or
-    the most for which ``calls`` loop calls fit in ``budget_s`` seconds, judged from one
-    call on the first image (at least one)."""
+    the most for which ``calls`` loop calls fit in ``budget_s`` seconds, judged from a
+    warm call on the first image (at least one)."""
     batch = workload.batch_size
     if not budget_s or budget_s <= 0:
         return batch
     call = _torch_call(assigner, workload.first_images(1).to_torch(devices.torch_device), kwargs)
+    call()  # the first call of a process also pays for CUDA's start-up and kernel loading
+    _sync_torch(devices.kind)
     start = time.perf_counter()
     call()
     _sync_torch(devices.kind)
