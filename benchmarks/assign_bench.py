@@ -10,8 +10,8 @@ the table). It prints a markdown table and writes everything to JSON, and the
 table (under a line naming the device, date, commit and command) to markdown
 next to it (``--markdown``).
 
-Torch time budget (``--torch-budget-s``, per loop and workload; 0: none): one
-call of the loop on the batch's first image estimates its time per image; the
+Torch time budget (``--torch-budget-s``, per loop and workload; 0: none): a
+warm call of the loop on the batch's first image estimates its time per image; the
 loop is then timed on the first ``n`` images (at least one), the most for
 which its warm-up and timed calls fit in the budget. ``torch_ms`` is then the
 median over ``n`` images scaled to the batch by ``B / n`` (``torch_ms_measured``
