@@ -8,7 +8,8 @@ from ota_jax import Assignment, buckets
 
 
 def test_ladder_ends_at_the_limit():
-    assert buckets.ladder(100, start=8) == (8, 32, 100)
+    assert buckets.ladder(100, start=8) == (8, 16, 32, 64, 100)
+    assert buckets.ladder(100, start=8, factor=4) == (8, 32, 100)
     assert buckets.ladder(8, start=8) == (8,)
     assert buckets.ladder(5, start=8) == (5,)
 
@@ -26,13 +27,16 @@ def _columns_run(args, columns):
 @pytest.mark.parametrize(
     ("needed", "limit", "want"),
     [
-        (300, 4096, 1024),
-        (1025, 4096, 4096),
+        (300, 4096, 512),
+        (513, 4096, 1024),
+        (1025, 4096, 2048),
+        (4096, 4096, 4096),
         (5000, 4096, -1),
         (300, None, -1),
-        (300, 8400, 1024),
-        (8000, 8400, -1),
-        (10, 600, 600),
+        (8000, 8400, 8192),
+        (8300, 8400, -1),
+        (10, 600, 512),
+        (550, 600, 600),
     ],
 )
 def test_by_columns_picks_the_smallest_bucket(needed, limit, want):
@@ -58,7 +62,6 @@ def test_by_real_gts_cuts_to_real_gts_first_and_restores_the_order():
 
     args = (None, None, None, None, np.zeros((2, 40, 4)), labels, gt_mask, None)
     result = buckets.by_real_gts(args, run)
-    np.testing.assert_array_equal(result.num_fg, [8, 8])  # 3 real gts: the smallest bucket
     np.testing.assert_array_equal(result.num_fg, [8, 8])  # 3 real gts: the smallest bucket
     np.testing.assert_array_equal(result.gt_index[:, 0], [30, 39])
     np.testing.assert_array_equal(np.asarray(result.dynamic_k)[0, [3, 17, 30]], [3, 17, 30])
