@@ -21,6 +21,7 @@ __all__ = [
     "focal_class_cost",
     "focal_loss_negative",
     "focal_loss_positive",
+    "focal_relative_cost",
     "joint_logits",
     "joint_scores",
 ]
@@ -78,12 +79,17 @@ def focal_class_cost(
     """
     background_cost = focal_loss_negative(cls_logits, alpha=alpha, gamma=gamma).sum(axis=-1)
     gt_logits = _gather_classes(cls_logits, gt_labels)
-    pair_cost = (
-        background_cost[None, :]
-        - focal_loss_negative(gt_logits, alpha=alpha, gamma=gamma)
-        + focal_loss_positive(gt_logits, alpha=alpha, gamma=gamma)
+    relative = focal_relative_cost(gt_logits, alpha=alpha, gamma=gamma)
+    return background_cost[None, :] + relative, background_cost
+
+
+def focal_relative_cost(gt_logits: Array, *, alpha: float, gamma: float) -> Array:
+    """What a one-hot target adds to the all-zero (background) focal cost: the pair
+    cost of `focal_class_cost` minus its background cost, from the logits at the
+    gts' classes alone (``[M, A]`` in, ``[M, A]`` out)."""
+    return focal_loss_positive(gt_logits, alpha=alpha, gamma=gamma) - focal_loss_negative(
+        gt_logits, alpha=alpha, gamma=gamma
     )
-    return pair_cost, background_cost
 
 
 def bce_class_cost(scores: Array, gt_labels: Array) -> Array:

@@ -27,8 +27,8 @@ from ota_jax.assignment import (
     prepare_inputs,
     public_assigners,
 )
-from ota_jax.compaction import needed_columns, solve_compacted
-from ota_jax.costs import focal_class_cost, joint_logits
+from ota_jax.compaction import kept_columns, needed_columns, solve_compacted
+from ota_jax.costs import focal_loss_negative, focal_relative_cost, joint_logits
 from ota_jax.dynamic_k import dynamic_k
 from ota_jax.priors import inside_boxes, inside_centre_regions
 from ota_jax.transport import Transport, solve_transport
@@ -84,14 +84,17 @@ class OTAConfig:
 
 
 class _Problem(NamedTuple):
-    """One image's transport problem, before solving."""
+    """One image's transport problem, before solving. The costs are kept relative to
+    the background's: the background cost sums the focal loss over every class, and
+    on all anchors it was most of OTA's work, so it is computed only on the columns
+    the solver sees (`_costs_at`)."""
 
     inputs: AssignInputs
-    cost: Array  # [M+1, A], gt rows shifted by their minimum, background last
+    candidates: Array  # [M, A] step 1, real gts only
+    relative_cost: Array  # [M, A] gt cost minus background cost (`_relative_costs`)
+    penalty_offset: Array  # [M] the penalty of gts without candidates, left out of their row
     supply: Array  # [M+1]
-    row_offset: Array  # [M+1] what was subtracted from each row
     dynamic_k: Array  # [M]
-    needed: Array  # [A] anchors a compacted problem must keep
 
 
 def _candidates(points, strides, gt_boxes, gt_mask, config: OTAConfig) -> Array:
@@ -115,8 +118,9 @@ def _build_problem(
     candidates,
     config: OTAConfig,
 ) -> _Problem:
-    """Steps 2-5 of ASSIGNERS.md for one image: costs and supplies, given the
-    ``candidates [M, A]`` of step 1 (`_candidates`, computed once per batch)."""
+    """Steps 2-5 of ASSIGNERS.md for one image, but the background's cost (`_costs_at`,
+    on the columns solved): supplies and the gts' costs relative to the background,
+    given the ``candidates [M, A]`` of step 1 (`_candidates`, computed once per batch)."""
     inputs = prepare_inputs(
         pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
     )
@@ -125,67 +129,106 @@ def _build_problem(
 
     candidates = candidates & gt_mask[:, None]  # drop gts that prepare_inputs found invalid
 
-    # 2-3. Costs: focal loss vs the one-hot label + reg_weight * -log IoU; background row.
-    logits = joint_logits(inputs.cls_logits, inputs.obj_logits)
-    class_cost, background_cost = focal_class_cost(
-        logits, inputs.gt_labels, alpha=config.focal_alpha, gamma=config.focal_gamma
-    )
-    gt_cost = finite_cost(
-        class_cost - config.reg_weight * jnp.log(jnp.maximum(inputs.ious, config.iou_eps))
-    )
-    background_cost = finite_cost(background_cost)
-
     # 4. Supplies: k per gt, the rest to the background; one unit per anchor.
     k = dynamic_k(inputs.ious, candidates, gt_mask, topk=config.candidate_topk)
     background_supply = jnp.maximum(num_anchors - k.sum(), 0)
     supply = jnp.concatenate([k, background_supply[None]]).astype(jnp.float32)
-
-    # 5. The official cost adds `penalty` outside the candidates. Mathematically we
-    # subtract from each gt row its minimum: a per-row constant, which changes
-    # neither the optimum nor (with the row potential started at minus that
-    # constant, see solve_transport) any Sinkhorn iterate. Numerically, a gt with
-    # no candidate at all keeps a well-scaled row instead of values near 1e6,
-    # where float32 can no longer tell its anchors apart.
-    has_candidate = candidates.any(axis=1)
-    gt_cost = gt_cost + config.penalty * (~candidates & has_candidate[:, None])
-    row_min = gt_cost.min(axis=1, initial=jnp.inf, where=gt_mask[:, None])
-    row_min = jnp.where(gt_mask, row_min, 0.0)
-    gt_cost = jnp.where(gt_mask[:, None], gt_cost - row_min[:, None], 0.0)
-    row_offset = row_min + config.penalty * (gt_mask & ~has_candidate)
-    needed = needed_columns(
-        candidates, gt_cost, background_cost, gt_mask, extra=config.extra_columns
-    )
     return _Problem(
         inputs=inputs,
-        cost=jnp.concatenate([gt_cost, background_cost[None]]),
+        candidates=candidates,
+        relative_cost=_relative_costs(inputs, candidates, config),
+        penalty_offset=config.penalty * (gt_mask & ~candidates.any(axis=1)),
         supply=supply,
-        row_offset=jnp.concatenate([row_offset, jnp.zeros(1)]),
         dynamic_k=k,
-        needed=needed,
     )
 
 
-def _solve_dense(problem: _Problem, config: OTAConfig) -> Transport:
-    return solve_transport(
-        problem.cost,
-        problem.supply,
-        jnp.ones(problem.cost.shape[1], jnp.float32),
-        epsilon=config.epsilon,
-        num_iters=config.num_iters,
-        row_offset=problem.row_offset,
+def _relative_costs(inputs: AssignInputs, candidates: Array, config: OTAConfig) -> Array:
+    """Steps 2 and 5, ``[M, A]``: the cost of each gt minus the background's. Focal
+    loss vs the one-hot label (`focal_relative_cost`) + reg_weight * -log IoU, plus
+    the official ``penalty`` outside the candidates. A gt without any candidate
+    would get the penalty everywhere: a per-row constant, left out of its row (see
+    `_shift_rows`) so that float32 can still tell its anchors apart."""
+    class_logits = jnp.take(inputs.cls_logits, inputs.gt_labels, axis=1, mode="clip")
+    gt_logits = joint_logits(class_logits, inputs.obj_logits).T
+    relative = finite_cost(
+        focal_relative_cost(gt_logits, alpha=config.focal_alpha, gamma=config.focal_gamma)
+        - config.reg_weight * jnp.log(jnp.maximum(inputs.ious, config.iou_eps))
+    )
+    has_candidate = candidates.any(axis=1)
+    return relative + config.penalty * (~candidates & has_candidate[:, None])
+
+
+def _costs_at(problem: _Problem, index: Array, config: OTAConfig) -> Array:
+    """Steps 2-3 and 5 on the anchors ``index [K]``: ``[M+1, K]`` costs, background
+    row (focal loss against all-zero targets) last."""
+    inputs = problem.inputs
+    obj_logits = None if inputs.obj_logits is None else inputs.obj_logits[index]
+    logits = joint_logits(inputs.cls_logits[index], obj_logits)
+    background_cost = finite_cost(
+        focal_loss_negative(logits, alpha=config.focal_alpha, gamma=config.focal_gamma).sum(-1)
+    )
+    gt_cost = finite_cost(problem.relative_cost[:, index] + background_cost[None, :])
+    gt_cost = jnp.where(inputs.gt_mask[:, None], gt_cost, 0.0)
+    return jnp.concatenate([gt_cost, background_cost[None]])
+
+
+def _needed_columns(problems: _Problem, config: OTAConfig) -> Array:
+    """``[B, A]`` the anchors each image's compacted problem keeps (`needed_columns`);
+    the search for the cheapest anchors of gts without candidates runs only when the
+    batch has such a gt."""
+    candidates = problems.candidates
+    kept = candidates.any(axis=1)
+    if config.extra_columns == 0:
+        return kept
+    gt_mask = problems.inputs.gt_mask
+    keep = jax.vmap(partial(needed_columns, extra=config.extra_columns))
+    candidate_less = gt_mask & ~candidates.any(axis=2)
+    return jax.lax.cond(
+        candidate_less.any(),
+        lambda: keep(candidates, problems.relative_cost, gt_mask),
+        lambda: kept,
     )
 
 
-def _solve_compacted(problem: _Problem, config: OTAConfig) -> Transport:
-    return solve_compacted(
-        problem.cost,
-        problem.supply,
-        problem.needed,
-        max_columns=config.max_columns,
-        epsilon=config.epsilon,
-        num_iters=config.num_iters,
-        row_offset=problem.row_offset,
-    )
+def _shift_rows(cost: Array, valid: Array, problem: _Problem) -> tuple[Array, Array]:
+    """Each gt row of ``cost [M+1, K]`` minus its minimum over the ``valid [K]``
+    columns, and the ``row_offset [M+1]`` that tells `solve_transport` so.
+
+    A per-row constant changes neither the optimum nor (with the row potential
+    started at minus that constant) any Sinkhorn iterate; the offset also holds the
+    penalty left out of candidate-less gts' rows. Numerically the rows stay
+    well-scaled instead of holding values near 1e6.
+    """
+    gt_mask = problem.inputs.gt_mask
+    gt_cost = cost[:-1]
+    row_min = gt_cost.min(axis=1, initial=jnp.inf, where=gt_mask[:, None] & valid[None, :])
+    row_min = jnp.where(gt_mask & jnp.isfinite(row_min), row_min, 0.0)
+    gt_cost = jnp.where(gt_mask[:, None], gt_cost - row_min[:, None], 0.0)
+    row_offset = jnp.concatenate([row_min + problem.penalty_offset, jnp.zeros(1)])
+    return jnp.concatenate([gt_cost, cost[-1:]]), row_offset
+
+
+def _solve(
+    problem: _Problem, needed: Array | None, config: OTAConfig, columns: int | None
+) -> Transport:
+    """The transport on ``columns`` kept anchors (``needed [A]``) plus a folded
+    column; ``columns=None``: on every anchor."""
+    num_anchors = problem.candidates.shape[1]
+    if columns is None:
+        index, valid = jnp.arange(num_anchors), jnp.ones(num_anchors, bool)
+    else:
+        index, valid = kept_columns(needed, columns)
+    cost, row_offset = _shift_rows(_costs_at(problem, index, config), valid, problem)
+    solver = dict(epsilon=config.epsilon, num_iters=config.num_iters, row_offset=row_offset)
+    if columns is None:
+        return solve_transport(cost, problem.supply, jnp.ones(num_anchors), **solver)
+    transport = solve_compacted(cost, problem.supply, index, valid, num_anchors, **solver)
+    if config.return_transport:  # the cost on every anchor, as the dense problem's
+        every = jnp.arange(num_anchors)
+        full, _ = _shift_rows(_costs_at(problem, every, config), every >= 0, problem)
+        transport = transport._replace(cost=full)
+    return transport
 
 
 def _decode(problem: _Problem, transport: Transport, config: OTAConfig) -> Assignment:
@@ -214,11 +257,8 @@ def _assign_at_size(
     problem = jax.vmap(
         partial(_build_problem, config=config), in_axes=(0, 0, None, None, 0, 0, 0, 0, 0)
     )(*args, candidates)
-    if columns is None:
-        solve = partial(_solve_dense, config=config)
-    else:
-        solve = partial(_solve_compacted, config=dataclasses.replace(config, max_columns=columns))
-    transport = jax.vmap(solve)(problem)
+    needed = None if columns is None else _needed_columns(problem, config)
+    transport = jax.vmap(partial(_solve, config=config, columns=columns))(problem, needed)
     return jax.vmap(partial(_decode, config=config))(problem, transport)
 
 

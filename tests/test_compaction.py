@@ -8,7 +8,7 @@ import pytest
 
 import ota_jax
 from ota_jax import compaction
-from ota_jax.ota import _build_problem, _candidates
+from ota_jax.ota import _build_problem, _candidates, _needed_columns
 from tests.scenes import make_scene, padded
 
 IMAGE = (256, 256)  # 1344 anchor points on strides 8/16/32
@@ -70,7 +70,7 @@ def test_compaction_really_ran_and_dropped_most_columns(batch):
         None,
         candidates,
     )
-    kept = np.asarray(problems.needed.sum(axis=1))
+    kept = np.asarray(_needed_columns(problems, config).sum(axis=1))
     assert np.all(kept <= 700)
     assert np.all(kept < len(points) / 2)
 
@@ -110,8 +110,9 @@ def test_folded_column_is_exact_for_a_pure_background_problem():
     supply = np.float32([2, 3, 25])
     needed = np.arange(30) < 10
     dense = ota_jax.solve_transport(cost, supply, np.ones(30), epsilon=0.1, num_iters=50)
+    index, valid = compaction.kept_columns(needed, 12)
     folded = compaction.solve_compacted(
-        cost, supply, needed, max_columns=12, epsilon=0.1, num_iters=50
+        cost[:, index], supply, index, valid, 30, epsilon=0.1, num_iters=50
     )
     np.testing.assert_allclose(folded.plan, dense.plan, atol=1e-5)
 
