@@ -155,7 +155,7 @@ def _jax_args(assigner: str, arrays: dict, config) -> tuple[tuple, dict]:
     return tuple(arrays[key] for key in _ARG_KEYS), kwargs
 
 
-def _jax_call(assigner: str, arrays: dict, config) -> Callable[[], object]:
+def jax_call(assigner: str, arrays: dict, config) -> Callable[[], object]:
     fn = registered()[assigner].assign_batch
     args, kwargs = _jax_args(assigner, arrays, config)
     return lambda: fn(*args, **kwargs)
@@ -376,7 +376,7 @@ def _probe(spec: str, args) -> dict:
         with _torch_threads(args.torch_threads):
             call = _torch_call(assigner, workload.to_torch(devices.torch_device), torch_kwargs)
             return measure_peak(side, call, devices, fresh=True, pinned=pinned)
-    call = _jax_call(assigner, workload.to_jax(devices.jax_device), config)
+    call = jax_call(assigner, workload.to_jax(devices.jax_device), config)
     return measure_peak(side, call, devices, fresh=True, pinned=pinned)
 
 
@@ -641,7 +641,7 @@ def bench_row(
     }
     sides: dict[str, _Timed] = {}
     if not args.skip_jax:
-        call = _jax_call(assigner, arrays, config)
+        call = jax_call(assigner, arrays, config)
         sides["jax"] = _Timed(call, jax.block_until_ready, args.repeats)
     tensors = None
     if args.skip_torch or torch_kwargs is None:
@@ -708,7 +708,7 @@ def bench_row(
             }
         else:
             call = (
-                _jax_call(assigner, arrays, config)
+                jax_call(assigner, arrays, config)
                 if side == "jax"
                 else _torch_call(assigner, tensors, torch_kwargs)
             )

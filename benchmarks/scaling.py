@@ -169,7 +169,7 @@ def _timed_call(assigner: str, work: wl.Workload):
     import jax
 
     config = assign_bench.configs()[assigner][0]
-    call = assign_bench._jax_call(assigner, work.to_jax(), config)
+    call = assign_bench.jax_call(assigner, work.to_jax(), config)
 
     def once() -> float:
         start = time.perf_counter()

@@ -5,6 +5,7 @@
 * ``benchmarks/assign_bench.py --quick`` runs every registered assigner, writes a
   complete JSON and markdown, and ota_jax agrees with the loops on the quick workload.
 * ``--torch-budget-s`` times the loop on fewer images and scales its time to the batch.
+* ``benchmarks/trace_assign.py`` records a profiler trace and sums it by op.
 """
 
 from __future__ import annotations
@@ -350,3 +351,18 @@ def test_bench_memory_probe_subprocess():
         probe = assign_bench.measure_memory(side, "ota", "tiny320", args, images=1)
         assert "probe failed" not in probe["memory_method"], probe
         assert probe["peak_bytes"] is None or probe["peak_bytes"] >= 0
+
+
+# --------------------------------------------------------------------------- trace
+
+
+def test_trace_assign_sums_the_recorded_ops(tmp_path):
+    import trace_assign
+
+    argv = "--assigner simota --workload tiny320 --batch 2 --calls 2 --top 5 --out-dir"
+    summary = trace_assign.main([*argv.split(), str(tmp_path)])
+    assert summary["where"] == "host"  # the tests run on a CPU
+    assert summary["ops_per_call"] > 0 and len(summary["top"]) == 5
+    times = [row["us_per_call"] for row in summary["top"]]
+    assert times == sorted(times, reverse=True) and times[0] > 0
+    assert json.loads((tmp_path / "summary.json").read_text())["top"] == summary["top"]

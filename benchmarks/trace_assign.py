@@ -1,0 +1,113 @@
+"""Where one assigner's time goes: a profiler trace, summed by XLA op or GPU kernel.
+
+Runs a registered assigner on a workload of ``workloads.py`` (compiled and warmed
+up first), records ``--calls`` calls with ``jax.profiler.trace`` and prints the
+ops that took the most time. On a GPU these are the device's kernels, and the
+kernel count per call says how much of a small batch's time is launch latency;
+on a CPU they are the host's XLA thunks. The whole trace stays in ``--out-dir``
+(open the ``*.trace.json.gz`` in https://ui.perfetto.dev) next to
+``summary.json``.
+
+Example::
+
+    python benchmarks/trace_assign.py --assigner simota --workload fcos1024
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import gzip
+import json
+import sys
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+for _path in (str(_HERE), str(_HERE.parent)):
+    if _path in sys.path:
+        sys.path.remove(_path)
+    sys.path.insert(0, _path)
+
+import assign_bench  # noqa: E402
+import run_info  # noqa: E402
+import workloads as wl  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--assigner", default="ota", help="a name of ota_jax.assigners.ASSIGNERS")
+    parser.add_argument("--workload", default="fcos1024", choices=sorted(wl.WORKLOADS))
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--calls", type=int, default=3, help="calls recorded")
+    parser.add_argument("--top", type=int, default=20, help="ops printed")
+    parser.add_argument("--out-dir", default="/tmp/ota_jax_trace")
+    return parser.parse_args(argv)
+
+
+def summarize(trace_file: Path, calls: int, top: int) -> dict:
+    """Total microseconds per op name on the device (the host when there is none)."""
+    with gzip.open(trace_file) as f:
+        data = json.load(f)
+    events = data["traceEvents"] if isinstance(data, dict) else data
+    processes = {
+        e["pid"]: e["args"]["name"]
+        for e in events
+        if e.get("ph") == "M" and e.get("name") == "process_name"
+    }
+    devices = {pid for pid, name in processes.items() if "/device:" in name}
+    timed = [e for e in events if e.get("ph") == "X" and "dur" in e]
+    if devices:
+        timed = [e for e in timed if e["pid"] in devices]
+    else:  # the host's XLA thunks, not the Python frames ("$file:line") around them
+        timed = [e for e in timed if not e["name"].startswith("$") and "::" not in e["name"]]
+    total = collections.Counter()
+    count = collections.Counter()
+    for event in timed:
+        total[event["name"]] += event["dur"]
+        count[event["name"]] += 1
+    return {
+        "where": "device" if devices else "host",
+        "ops_per_call": len(timed) / calls,
+        "op_us_per_call": sum(total.values()) / calls,
+        "top": [
+            {"name": name, "us_per_call": us / calls, "count_per_call": count[name] / calls}
+            for name, us in total.most_common(top)
+        ],
+    }
+
+
+def main(argv=None) -> dict:
+    import jax
+
+    args = parse_args(argv)
+    config = assign_bench.configs()[args.assigner][0]
+    workload = wl.make_workload(args.workload, args.batch)
+    call = assign_bench.jax_call(args.assigner, workload.to_jax(), config)
+    jax.block_until_ready(call())  # compile
+    jax.block_until_ready(call())
+    out = Path(args.out_dir)
+    with jax.profiler.trace(str(out), create_perfetto_trace=True):
+        for _ in range(args.calls):
+            jax.block_until_ready(call())
+    trace_file = max(out.glob("**/*.trace.json.gz"), key=lambda p: p.stat().st_mtime)
+    summary = {
+        "assigner": args.assigner,
+        "workload": args.workload,
+        "batch": args.batch,
+        "device": run_info.device_name_and_slug(jax.devices()[0])[0],
+        "trace": str(trace_file),
+        **summarize(trace_file, args.calls, args.top),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(
+        f"{summary['device']}: {args.assigner} on {args.workload} x{args.batch}, per call "
+        f"{summary['ops_per_call']:.0f} {summary['where']} ops, "
+        f"{summary['op_us_per_call'] / 1e3:.2f} ms in them"
+    )
+    for row in summary["top"]:
+        print(f"{row['us_per_call']:10.1f} us  x{row['count_per_call']:<6.0f} {row['name']}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
