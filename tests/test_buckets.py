@@ -1,5 +1,6 @@
 """The bucket runners pick the smallest static size that holds the batch."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -8,10 +9,20 @@ from ota_jax import Assignment, buckets
 
 
 def test_ladder_ends_at_the_limit():
-    assert buckets.ladder(100, start=8) == (8, 16, 32, 64, 100)
+    assert buckets.ladder(100, start=8, factor=2) == (8, 16, 32, 64, 100)
     assert buckets.ladder(100, start=8, factor=4) == (8, 32, 100)
-    assert buckets.ladder(8, start=8) == (8,)
-    assert buckets.ladder(5, start=8) == (5,)
+    assert buckets.ladder(8, start=8, factor=2) == (8,)
+    assert buckets.ladder(5, start=8, factor=2) == (5,)
+
+
+def test_accelerators_get_fewer_buckets(monkeypatch):
+    """Off the CPU, columns start at 1024 and grow fourfold (tests run on a CPU)."""
+    assert buckets.ladders() == buckets.CPU_LADDERS
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert buckets.ladders() == buckets.ACCELERATOR_LADDERS
+    for needed, want in ((300, 1024), (1025, 4096), (5000, -1)):
+        result = buckets.by_columns(_args(8400), jnp.int32(needed), 4096, _columns_run)
+        assert int(result.gt_index[0]) == want
 
 
 def _args(num_anchors):
