@@ -754,6 +754,11 @@ def run(args, progress: Callable[[str], None] | None = None) -> dict:
             arrays = None if args.skip_jax else workload.to_jax(devices.jax_device)
             for assigner in args.assigners:
                 rows.append(bench_row(assigner, workload, arrays, devices, args, limit_gb))
+            # The next workload has other shapes: its executables are new, and a crowded
+            # workload's (every size bucket of every assigner) take gigabytes.
+            import jax
+
+            jax.clear_caches()
 
     return {
         **run_info.report_header(

@@ -14,7 +14,9 @@ On whatever device JAX has (``--device``) it runs, through the scripts' own
 It writes ``suite.json`` (a ``run_info`` header, the settings, each step's time
 and the three reports) and ``suite.md`` (their tables, each under a line naming
 the device) to ``--out-dir`` (default ``benchmarks/results/<device-slug>/``;
-``--quick``: ``benchmarks/results/<device-slug>-quick/``). ``--quick`` runs
+``--quick``: ``benchmarks/results/<device-slug>-quick/``), after every step:
+``"complete": false`` until the last, so that a run that dies keeps what it
+finished. ``--quick`` runs
 every part at smoke-test sizes with XLA's optimisations off (compilation is
 most of a tiny run): about a minute on a 2-core CPU, and its times mean nothing.
 
@@ -31,6 +33,7 @@ import argparse
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
@@ -125,7 +128,10 @@ def step_args(args, step: str, cpu: bool) -> list[str]:
     return [*quick, *extra]
 
 
-def run(args) -> dict:
+def run(args, checkpoint: Callable[[dict], None] | None = None) -> dict:
+    """Runs the suite of ``args`` (from `parse_args`); ``checkpoint(report)`` is
+    called with the report so far after every step, ``"complete": False`` until
+    the last."""
     import jax
 
     if args.device == "cpu":
@@ -140,32 +146,50 @@ def run(args) -> dict:
     num_workloads = len(parsed["assign"].workloads) if "assign" in parsed else 0
     progress = Progress(len(args.steps) + max(num_workloads - 1, 0))
     reports = {}
+
+    def report(complete: bool) -> dict:
+        return {
+            "benchmark": "suite",
+            "complete": complete,
+            **run_info.report_header(
+                devices.name,
+                devices.slug,
+                devices.jax_device,
+                load_before,
+                "torch",
+                "flax",
+                "optax",
+            ),
+            "settings": {
+                "quick": args.quick,
+                "xla_optimizations": not args.quick,
+                "steps": args.steps,
+                "step_args": {s: step_args(args, s, cpu) for s in args.steps},
+            },
+            "seconds": {
+                **progress.seconds,
+                "total": round(time.perf_counter() - progress.start, 1),
+            },
+            **reports,
+        }
+
     for step, step_parsed in parsed.items():
         if step == "assign":
             reports[step] = assign_bench.run(step_parsed, lambda w: progress.step(f"assign {w}"))
         else:
             progress.step(step)
             reports[step] = scripts[step].run(step_parsed)
+        jax.clear_caches()  # each step compiles its own shapes
+        if checkpoint is not None and step != args.steps[-1]:
+            checkpoint(report(complete=False))
     progress.step(None)
-    return {
-        "benchmark": "suite",
-        **run_info.report_header(
-            devices.name, devices.slug, devices.jax_device, load_before, "torch", "flax", "optax"
-        ),
-        "settings": {
-            "quick": args.quick,
-            "xla_optimizations": not args.quick,
-            "steps": args.steps,
-            "step_args": {s: step_args(args, s, cpu) for s in args.steps},
-        },
-        "seconds": {**progress.seconds, "total": round(time.perf_counter() - progress.start, 1)},
-        **reports,
-    }
+    return report(complete=True)
 
 
 def markdown_report(report: dict) -> str:
+    so_far = "" if report.get("complete", True) else " (incomplete: the steps run so far)"
     parts = [
-        f"# Benchmark suite on {report['device']}",
+        f"# Benchmark suite on {report['device']}{so_far}",
         f"{run_info.markdown_header(report)}; {report['seconds']['total']:.0f} s in all",
     ]
     titles = {
@@ -182,13 +206,17 @@ def markdown_report(report: dict) -> str:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    report = run(args)
-    slug = report["device_slug"] + ("-quick" if args.quick else "")
-    out = Path(args.out_dir) if args.out_dir else run_info.RESULTS / slug
-    markdown = markdown_report(report)
-    report = run_info.write_report(out / "suite.json", report, markdown)
-    print(markdown)
-    run_info.log(f"[suite] wrote {out / 'suite.json'} and {out / 'suite.md'}")
+
+    def write(report: dict) -> dict:
+        slug = report["device_slug"] + ("-quick" if args.quick else "")
+        out = Path(args.out_dir) if args.out_dir else run_info.RESULTS / slug
+        written = run_info.write_report(out / "suite.json", report, markdown_report(report))
+        state = "" if report["complete"] else " (so far)"
+        run_info.log(f"[suite] wrote {out / 'suite.json'} and {out / 'suite.md'}{state}")
+        return written
+
+    report = write(run(args, checkpoint=write))
+    print(markdown_report(report))
     return report
 
 

@@ -49,7 +49,7 @@ def test_suite_quick_assign_and_scaling(tmp_path, capsys):
     argv = ["--quick", "--steps", "assign,scaling", "--workloads", "tinycrowd", *budget]
     report = suite.main([*argv, "--out-dir", str(tmp_path)])
     assert json.loads((tmp_path / "suite.json").read_text()) == report
-    assert HEADER <= set(report) and report["benchmark"] == "suite"
+    assert HEADER <= set(report) and report["benchmark"] == "suite" and report["complete"]
     assert {"assign", "scaling"} <= set(report) and "train_step" not in report
     assert set(report["seconds"]) == {"assign tinycrowd", "scaling", "total"}
     rows = report["assign"]["results"]
@@ -75,6 +75,23 @@ def test_suite_quick_assign_and_scaling(tmp_path, capsys):
     assert len(table) == 1 + len(rows)  # header and rows
     assert "| tinycrowd | ota |" in assign_md and "1/2" in assign_md
     assert "| factor | batch |" in scaling_md
+
+
+def test_suite_keeps_the_finished_steps_of_a_run_that_dies(tmp_path, monkeypatch):
+    def dies(args):
+        raise MemoryError("the machine ran out of memory")
+
+    monkeypatch.setattr(suite.scaling, "run", dies)
+    assign = ["--assign-args", "--assigners ota --memory none --skip-torch"]
+    argv = ["--quick", "--steps", "assign,scaling", "--workloads", "tiny320", *assign]
+    with pytest.raises(MemoryError):
+        suite.main([*argv, "--out-dir", str(tmp_path)])
+    report = json.loads((tmp_path / "suite.json").read_text())
+    assert report["complete"] is False and "scaling" not in report
+    assert [row["assigner"] for row in report["assign"]["results"]] == ["ota"]
+    markdown = (tmp_path / "suite.md").read_text()
+    assert "(incomplete: the steps run so far)" in markdown.splitlines()[0]
+    assert "| tiny320 | ota |" in markdown
 
 
 @pytest.mark.slow
