@@ -6,6 +6,7 @@
   complete JSON and markdown, and ota_jax agrees with the loops on the quick workload.
 * ``--torch-budget-s`` times the loop on fewer images and scales its time to the batch.
 * ``benchmarks/trace_assign.py`` records a profiler trace and sums it by op.
+* ``benchmarks/agreement_float64.py`` compares ota_jax and the loop with float64.
 """
 
 from __future__ import annotations
@@ -366,3 +367,17 @@ def test_trace_assign_sums_the_recorded_ops(tmp_path):
     times = [row["us_per_call"] for row in summary["top"]]
     assert times == sorted(times, reverse=True) and times[0] > 0
     assert json.loads((tmp_path / "summary.json").read_text())["top"] == summary["top"]
+
+
+# --------------------------------------------------------------------------- float64
+
+
+def test_agreement_float64_on_small_images():
+    import agreement_float64
+
+    rows = agreement_float64.main(["--workload", "tiny320", "--images", "2"])
+    assert [row["image"] for row in rows] == [0, 1]
+    for row in rows:
+        assert row["reference_positives"] > 0
+        for key in ("ota_jax_vs_float64", "torch_loop_vs_float64", "ota_jax_vs_torch_loop"):
+            assert row[key] == {"agreement": 1.0, "different": 0, "extra": 0}, (key, row)
