@@ -148,6 +148,9 @@ def run(args, checkpoint: Callable[[dict], None] | None = None) -> dict:
     reports = {}
 
     def report(complete: bool) -> dict:
+        seconds = dict(progress.seconds)
+        if progress.label is not None:  # a checkpoint: the step just run is still the label
+            seconds[progress.label] = round(time.perf_counter() - progress.step_start, 1)
         return {
             "benchmark": "suite",
             "complete": complete,
@@ -166,10 +169,7 @@ def run(args, checkpoint: Callable[[dict], None] | None = None) -> dict:
                 "steps": args.steps,
                 "step_args": {s: step_args(args, s, cpu) for s in args.steps},
             },
-            "seconds": {
-                **progress.seconds,
-                "total": round(time.perf_counter() - progress.start, 1),
-            },
+            "seconds": {**seconds, "total": round(time.perf_counter() - progress.start, 1)},
             **reports,
         }
 

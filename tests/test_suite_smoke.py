@@ -88,6 +88,7 @@ def test_suite_keeps_the_finished_steps_of_a_run_that_dies(tmp_path, monkeypatch
         suite.main([*argv, "--out-dir", str(tmp_path)])
     report = json.loads((tmp_path / "suite.json").read_text())
     assert report["complete"] is False and "scaling" not in report
+    assert set(report["seconds"]) == {"assign tiny320", "total"}
     assert [row["assigner"] for row in report["assign"]["results"]] == ["ota"]
     markdown = (tmp_path / "suite.md").read_text()
     assert "(incomplete: the steps run so far)" in markdown.splitlines()[0]
