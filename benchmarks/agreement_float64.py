@@ -32,10 +32,9 @@ for _path in (str(_HERE), str(_HERE.parent)):
         sys.path.remove(_path)
     sys.path.insert(0, _path)
 
+import assign_bench  # noqa: E402
 import run_info  # noqa: E402
 import workloads as wl  # noqa: E402
-
-_ARG_KEYS = ("pred_boxes", "cls_logits", "points", "strides", "gt_boxes", "gt_labels", "gt_mask")
 
 
 def compare(reference: np.ndarray, test: np.ndarray) -> dict:
@@ -56,9 +55,10 @@ def run(workload: str, images: int) -> list[dict]:
 
     work = wl.make_workload(workload, 16).first_images(images)
     arrays = work.arrays()
-    jax_index = np.asarray(ota_jax.ota_assign_batch(*(arrays[k] for k in _ARG_KEYS)).gt_index)
+    keys = assign_bench.ARG_KEYS
+    jax_index = np.asarray(ota_jax.ota_assign_batch(*(arrays[k] for k in keys)).gt_index)
     tensors = work.to_torch()
-    loop_index = torch_loops.ota_loop(*(tensors[k] for k in _ARG_KEYS)).numpy()
+    loop_index = torch_loops.ota_loop(*(tensors[k] for k in keys)).numpy()
     rows = []
     for i in range(images):
         start = time.perf_counter()

@@ -93,7 +93,7 @@ import ota_jax  # noqa: E402
 # cost uses objectness (YOLOX's head has it; the others' heads do not).
 TORCH_LOOPS = ("ota", "simota")
 _USES_OBJECTNESS = ("simota",)
-_ARG_KEYS = ("pred_boxes", "cls_logits", "points", "strides", "gt_boxes", "gt_labels", "gt_mask")
+ARG_KEYS = ("pred_boxes", "cls_logits", "points", "strides", "gt_boxes", "gt_labels", "gt_mask")
 # Rough bytes per [M, A, C] float32 element alive at the peak of each loop,
 # measured on CPU (used only to skip loops that would not fit).
 _TORCH_BYTES_PER_MAC = {"ota": 4 * 7, "simota": 4 * 5}
@@ -152,7 +152,7 @@ def _jax_args(assigner: str, arrays: dict, config) -> tuple[tuple, dict]:
     kwargs = {"config": config}
     if assigner in _USES_OBJECTNESS:
         kwargs["obj_logits"] = arrays["obj_logits"]
-    return tuple(arrays[key] for key in _ARG_KEYS), kwargs
+    return tuple(arrays[key] for key in ARG_KEYS), kwargs
 
 
 def jax_call(assigner: str, arrays: dict, config) -> Callable[[], object]:
@@ -164,7 +164,7 @@ def jax_call(assigner: str, arrays: dict, config) -> Callable[[], object]:
 def _torch_call(assigner: str, tensors: dict, kwargs: dict) -> Callable[[], object]:
     import torch_loops
 
-    args = tuple(tensors[key] for key in _ARG_KEYS)
+    args = tuple(tensors[key] for key in ARG_KEYS)
     if assigner == "ota":
         return lambda: torch_loops.ota_loop(*args, **kwargs)
     return lambda: torch_loops.simota_loop(*args, tensors["obj_logits"], **kwargs)
@@ -725,6 +725,8 @@ def _asdict(config) -> dict | str:
 def run(args, progress: Callable[[str], None] | None = None) -> dict:
     """Runs the benchmark of ``args`` (from `parse_args`); ``progress(workload)`` is
     called before each workload."""
+    import jax
+
     devices = pick_devices(args.device)
     cfgs = configs(args.simota_variant)
     limit_gb = args.torch_mem_limit_gb
@@ -756,8 +758,6 @@ def run(args, progress: Callable[[str], None] | None = None) -> dict:
                 rows.append(bench_row(assigner, workload, arrays, devices, args, limit_gb))
             # The next workload has other shapes: its executables are new, and a crowded
             # workload's (every size bucket of every assigner) take gigabytes.
-            import jax
-
             jax.clear_caches()
 
     return {

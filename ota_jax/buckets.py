@@ -9,9 +9,9 @@ branch runs. Padding never changes a result, so neither does the bucket.
 How fine the sizes are depends on the backend (`ladders`). On a CPU time follows
 the arithmetic, so sizes double (gts from 8, anchor columns from 512) and a
 batch never runs on more than twice the size it needs: on the COCO-like
-benchmark batches (2-core CPU) that made SimOTA 1.6x to 2.5x and OTA 1.4x to
-1.7x faster than sizes that quadruple, for about 2.5x the first call's compile
-time. On an accelerator a small batch's arithmetic takes microseconds and the
+benchmark batches (2-core CPU) that made SimOTA 1.1x to 2.5x and OTA 1.4x to
+1.7x faster than sizes that quadruple, for two to three times the first call's
+compile time. On an accelerator a small batch's arithmetic takes microseconds and the
 branches' overhead dominates: with the doubling sizes SimOTA took 4.8 ms per
 yolox640 batch of 16 on an H200 (0.1 ms of it in kernels) against 1.4 ms with
 sizes that quadruple (gts from 8, columns from 1024), which it keeps there.

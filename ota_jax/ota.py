@@ -225,8 +225,8 @@ def _solve(
         return solve_transport(cost, problem.supply, jnp.ones(num_anchors), **solver)
     transport = solve_compacted(cost, problem.supply, index, valid, num_anchors, **solver)
     if config.return_transport:  # the cost on every anchor, as the dense problem's
-        every = jnp.arange(num_anchors)
-        full, _ = _shift_rows(_costs_at(problem, every, config), every >= 0, problem)
+        every, all_valid = jnp.arange(num_anchors), jnp.ones(num_anchors, bool)
+        full, _ = _shift_rows(_costs_at(problem, every, config), all_valid, problem)
         transport = transport._replace(cost=full)
     return transport
 

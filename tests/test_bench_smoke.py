@@ -333,7 +333,7 @@ def test_bench_torch_budget_times_fewer_images(tmp_path):
     assert row["speedup"] == pytest.approx(row["torch_ms"] / row["jax_ms"])
     # Agreement over the one image the loop ran: ota_jax's positives of image 0.
     work = workloads.make_workload("tinycrowd", 2).to_jax()
-    args = [work[k] for k in assign_bench._ARG_KEYS]
+    args = [work[k] for k in assign_bench.ARG_KEYS]
     gt_index = np.asarray(ota_jax.ota_assign_batch(*args).gt_index)
     assert row["positives"] == (gt_index[0] >= 0).sum() != (gt_index >= 0).sum()
     assert row["agreement"] >= 0.999
@@ -381,3 +381,16 @@ def test_agreement_float64_on_small_images():
         assert row["reference_positives"] > 0
         for key in ("ota_jax_vs_float64", "torch_loop_vs_float64", "ota_jax_vs_torch_loop"):
             assert row[key] == {"agreement": 1.0, "different": 0, "extra": 0}, (key, row)
+
+
+def test_git_commit_falls_back_to_the_environment(tmp_path, monkeypatch):
+    """A copy of the tree without .git (a device machine, some CI) names its commit."""
+    import run_info
+
+    assert run_info.git_commit()  # this checkout
+    monkeypatch.setattr(run_info, "_ROOT", tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    monkeypatch.setenv("GIT_COMMIT", "0123abc")
+    assert run_info.git_commit() == "0123abc"
+    monkeypatch.delenv("GIT_COMMIT")
+    assert run_info.git_commit() is None

@@ -35,7 +35,7 @@ def test_make_batch_deterministic_and_valid():
 @pytest.mark.slow
 def test_train_step_bench_quick_writes_complete_json(tmp_path, capsys):
     out = tmp_path / "quick.json"
-    train_step_bench.main(["--quick", "--out", str(out)])
+    train_step_bench.main(["--quick", "--dtype", "bfloat16", "--out", str(out)])
     assert "| ota |" in capsys.readouterr().out
     report = json.loads(out.read_text())
     for key in ("device", "device_slug", "versions", "settings", "results", "date", "git_commit"):
@@ -43,6 +43,7 @@ def test_train_step_bench_quick_writes_complete_json(tmp_path, capsys):
     assert report["versions"]["jax"]
     settings = report["settings"]
     assert settings["quick"] and settings["preset"] == "tiny"
+    assert settings["dtype"] == "bfloat16" and "(bfloat16)" in (out.with_suffix(".md")).read_text()
     assert settings["image_size"] == [64, 64] and settings["batch"] == 2
     assert settings["repeats"] == 2 and settings["num_anchors"] > 0
     assert [row["assigner"] for row in report["results"]] == ["ota", "simota"]
