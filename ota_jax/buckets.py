@@ -19,6 +19,8 @@ sizes that quadruple (gts from 8, columns from 1024), which it keeps there.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import NamedTuple
@@ -32,6 +34,7 @@ from ota_jax.assignment import Assignment, background_assignment
 __all__ = [
     "ACCELERATOR_LADDERS",
     "CPU_LADDERS",
+    "NO_LADDERS",
     "Ladders",
     "bucket_index",
     "by_columns",
@@ -58,9 +61,30 @@ CPU_LADDERS = Ladders(gt_start=8, column_start=512, factor=2)
 ACCELERATOR_LADDERS = Ladders(gt_start=8, column_start=1024, factor=4)
 
 
+# One size, the padded one: a single compiled program per input shape (OTA keeps its
+# compacted problem at ``max_columns`` and the dense fallback).
+NO_LADDERS = Ladders(gt_start=sys.maxsize, column_start=sys.maxsize, factor=2)
+
+# The choices of the OTA_JAX_BUCKETS environment variable.
+_CHOICES = {"cpu": CPU_LADDERS, "accelerator": ACCELERATOR_LADDERS, "off": NO_LADDERS}
+
+
 def ladders(backend: str | None = None) -> Ladders:
-    """The bucket sizes for ``backend`` (default: ``jax.default_backend()``, read when
-    an assigner is traced): `CPU_LADDERS` on ``"cpu"``, else `ACCELERATOR_LADDERS`."""
+    """The bucket sizes, read when an assigner is traced.
+
+    By default those of ``backend`` (default: ``jax.default_backend()``):
+    `CPU_LADDERS` on ``"cpu"``, else `ACCELERATOR_LADDERS`. The environment variable
+    ``OTA_JAX_BUCKETS`` overrides this: ``cpu``, ``accelerator``, or ``off``
+    (`NO_LADDERS`: the first call compiles one program instead of one per bucket,
+    several times faster, and every call runs at the padded size); ``auto`` or
+    unset is the default. Set it before the first call: a compiled function keeps
+    the buckets it was traced with.
+    """
+    choice = os.environ.get("OTA_JAX_BUCKETS", "auto").strip().lower() or "auto"
+    if choice in _CHOICES:
+        return _CHOICES[choice]
+    if choice != "auto":
+        raise ValueError(f"OTA_JAX_BUCKETS={choice!r}: expected one of auto, {', '.join(_CHOICES)}")
     backend = jax.default_backend() if backend is None else backend
     return CPU_LADDERS if backend == "cpu" else ACCELERATOR_LADDERS
 

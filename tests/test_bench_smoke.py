@@ -7,6 +7,7 @@
 * ``--torch-budget-s`` times the loop on fewer images and scales its time to the batch.
 * ``benchmarks/trace_assign.py`` records a profiler trace and sums it by op.
 * ``benchmarks/agreement_float64.py`` compares ota_jax and the loop with float64.
+* ``benchmarks/bucket_ablation.py`` times each bucket variant in its own process.
 """
 
 from __future__ import annotations
@@ -381,6 +382,19 @@ def test_agreement_float64_on_small_images():
         assert row["reference_positives"] > 0
         for key in ("ota_jax_vs_float64", "torch_loop_vs_float64", "ota_jax_vs_torch_loop"):
             assert row[key] == {"agreement": 1.0, "different": 0, "extra": 0}, (key, row)
+
+
+def test_bucket_ablation_runs_each_variant_in_its_own_process(tmp_path):
+    import bucket_ablation
+
+    out = tmp_path / "buckets.json"
+    argv = "--workloads tiny320 --assigners simota --variants auto,off --batch 2 --repeats 2"
+    report = bucket_ablation.run([*argv.split(), "--quick", "--out", str(out)])
+    rows = report["rows"]
+    assert [(r["variant"], r["assigner"]) for r in rows] == [("auto", "simota"), ("off", "simota")]
+    assert all(r["first_call_s"] > 0 and r["ms"] >= r["ms_min"] > 0 for r in rows)
+    assert json.loads(out.read_text())["rows"] == rows
+    assert "| tiny320 | simota | off | — |" in out.with_suffix(".md").read_text()
 
 
 def test_git_commit_falls_back_to_the_environment(tmp_path, monkeypatch):

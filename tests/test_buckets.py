@@ -77,3 +77,44 @@ def test_by_real_gts_cuts_to_real_gts_first_and_restores_the_order():
     np.testing.assert_array_equal(result.gt_index[:, 0], [30, 39])
     np.testing.assert_array_equal(np.asarray(result.dynamic_k)[0, [3, 17, 30]], [3, 17, 30])
     np.testing.assert_array_equal(np.asarray(result.dynamic_k)[1, [0, 39]], [40, 79])
+
+
+@pytest.mark.parametrize("name", ["ota", "simota"])
+def test_buckets_off_traces_one_size_and_assigns_the_same(name, monkeypatch):
+    """OTA_JAX_BUCKETS=off: fewer switches (on these 336 anchors, none of sizes), the
+    same assignment as with the buckets."""
+    import importlib
+
+    from ota_jax import assigners
+    from tests.scenes import make_scene, padded
+
+    rng = np.random.default_rng(3)
+    scenes = [make_scene(rng, num_gt=n, image_size=(128, 128)) for n in (2, 5)]
+    gts = [padded(s, 12)[:3] for s in scenes]
+    stack = lambda key: np.stack([getattr(s, key) for s in scenes])
+    args = (stack("pred_boxes"), stack("cls_logits"), scenes[0].points, scenes[0].strides)
+    args = (*args, *(np.stack(x) for x in zip(*gts, strict=True)), stack("obj_logits"))
+    spec = assigners.ASSIGNERS[name]
+    assign_batch = importlib.import_module(f"ota_jax.{name}")._assign_batch
+    config = spec.config_class()
+
+    def trace_and_run():
+        # A fresh function each time: jit's cache keeps the buckets it traced with.
+        jaxpr = str(jax.make_jaxpr(lambda *a: assign_batch(a, config))(*args))
+        return jaxpr.count("cond["), jax.jit(lambda *a: assign_batch(a, config))(*args)
+
+    switches, bucketed = trace_and_run()
+    monkeypatch.setenv("OTA_JAX_BUCKETS", "off")
+    assert buckets.ladders() == buckets.NO_LADDERS
+    switches_off, single = trace_and_run()
+    assert switches_off < switches
+    np.testing.assert_array_equal(single.gt_index, bucketed.gt_index)
+    np.testing.assert_allclose(single.ious, bucketed.ious, atol=1e-6)
+
+
+def test_buckets_environment_variable_is_checked(monkeypatch):
+    monkeypatch.setenv("OTA_JAX_BUCKETS", "accelerator")
+    assert buckets.ladders() == buckets.ACCELERATOR_LADDERS
+    monkeypatch.setenv("OTA_JAX_BUCKETS", "fast")
+    with pytest.raises(ValueError, match="OTA_JAX_BUCKETS='fast'"):
+        buckets.ladders()

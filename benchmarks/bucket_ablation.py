@@ -1,0 +1,178 @@
+"""What the size buckets cost and buy: first-call (compile) time against the time per call.
+
+Each variant runs in a fresh subprocess, so that nothing compiled by another is
+reused and its environment is set before JAX starts: ``OTA_JAX_BUCKETS`` (see
+``ota_jax.buckets.ladders``: ``auto``, ``cpu``, ``accelerator``, ``off``) and,
+after a colon, extra ``XLA_FLAGS``. For each workload and assigner the child
+reports the first call (tracing, compiling every bucket and one run) and the
+median of ``--repeats`` calls after ``--warmup`` more.
+
+On a GPU the default variants also turn XLA's command buffers (CUDA graphs) off,
+to tell launch latency from the cost of the buckets' ``lax.switch``: SimOTA's
+kernels take about 0.1 ms of its 1.4 ms per yolox640 batch on an H200
+(``results/nvidia-h200/traces/``).
+
+Examples::
+
+    python benchmarks/bucket_ablation.py                    # yolox640, fcos1024; OTA, SimOTA
+    python benchmarks/bucket_ablation.py --variants auto,off --workloads tiny320 --quick
+    python benchmarks/bucket_ablation.py --variants "auto,off,off:--xla_gpu_enable_command_buffer="
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+for _path in (str(_HERE), str(_HERE.parent)):
+    if _path in sys.path:
+        sys.path.remove(_path)
+    sys.path.insert(0, _path)
+
+import run_info  # noqa: E402
+import workloads as wl  # noqa: E402
+
+CPU_VARIANTS = ("auto", "accelerator", "off")
+_NO_COMMAND_BUFFERS = "--xla_gpu_enable_command_buffer="
+ACCELERATOR_VARIANTS = (
+    "auto",
+    "cpu",
+    "off",
+    f"auto:{_NO_COMMAND_BUFFERS}",
+    f"off:{_NO_COMMAND_BUFFERS}",
+)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workloads", default="yolox640,fcos1024", help="comma-separated")
+    parser.add_argument("--assigners", default="ota,simota", help="comma-separated")
+    parser.add_argument(
+        "--variants",
+        default=None,
+        help="comma-separated OTA_JAX_BUCKETS values, each optionally ':XLA_FLAGS' (default "
+        f"on a CPU: {','.join(CPU_VARIANTS)}; elsewhere: {','.join(ACCELERATOR_VARIANTS)})",
+    )
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument(
+        "--quick", action="store_true", help="XLA optimisations off, 3 repeats (a smoke test)"
+    )
+    parser.add_argument("--out", default=None, help="JSON path (default results/<device>/)")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def _child(args: argparse.Namespace) -> None:
+    """Times every workload and assigner under this process's environment; prints JSON."""
+    import jax
+
+    if args.quick:
+        jax.config.update("jax_disable_most_optimizations", True)
+    import assign_bench
+
+    rows = []
+    configs = assign_bench.configs()
+    for name in args.workloads.split(","):
+        arrays = wl.make_workload(name, args.batch).to_jax()
+        for assigner in args.assigners.split(","):
+            call = assign_bench.jax_call(assigner, arrays, configs[assigner][0])
+            start = time.perf_counter()
+            jax.block_until_ready(call())
+            first_s = time.perf_counter() - start
+            for _ in range(args.warmup):
+                jax.block_until_ready(call())
+            times = []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                jax.block_until_ready(call())
+                times.append((time.perf_counter() - start) * 1e3)
+            rows.append(
+                {
+                    "workload": name,
+                    "assigner": assigner,
+                    "first_call_s": first_s,
+                    "ms": statistics.median(times),
+                    "ms_min": min(times),
+                }
+            )
+            jax.clear_caches()
+    print(json.dumps(rows))
+
+
+def run_variant(variant: str, args: argparse.Namespace) -> list[dict]:
+    """One variant (``BUCKETS`` or ``BUCKETS:XLA_FLAGS``) in a fresh subprocess."""
+    buckets, _, flags = variant.partition(":")
+    env = dict(os.environ, OTA_JAX_BUCKETS=buckets)
+    if flags:
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flags}".strip()
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", variant]
+    for key in ("workloads", "assigners", "batch", "warmup", "repeats"):
+        command += [f"--{key}", str(getattr(args, key))]
+    if args.quick:
+        command.append("--quick")
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"variant {variant!r} failed:\n{proc.stderr[-3000:]}")
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    return [{"variant": variant, "buckets": buckets, "xla_flags": flags, **r} for r in rows]
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Rows per workload and assigner, each variant's times and its ratio to ``auto``."""
+    base = {(r["workload"], r["assigner"]): r for r in rows if r["variant"] == "auto"}
+    lines = [
+        "| workload | assigner | buckets | XLA flags | first call s | ms per call | vs auto |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["workload"], r["assigner"])):
+        reference = base.get((r["workload"], r["assigner"]))
+        ratio = f"{r['ms'] / reference['ms']:.2f}x" if reference else "—"
+        lines.append(
+            f"| {r['workload']} | {r['assigner']} | {r['buckets']} | {r['xla_flags'] or '—'} "
+            f"| {r['first_call_s']:.1f} | {r['ms']:.3g} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def run(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.child is not None:
+        _child(args)
+        return {}
+    import jax
+
+    device = jax.devices()[0]
+    default = CPU_VARIANTS if device.platform == "cpu" else ACCELERATOR_VARIANTS
+    variants = args.variants.split(",") if args.variants else list(default)
+    load_before = run_info.load_average()
+    rows = []
+    for i, variant in enumerate(variants):
+        run_info.log(f"variant {i + 1}/{len(variants)}: {variant} ...")
+        rows += run_variant(variant, args)
+    name, slug = run_info.device_name_and_slug(device)
+    report = {
+        **run_info.report_header(name, slug, device, load_before),
+        "batch": args.batch,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "quick": args.quick,
+        "rows": rows,
+    }
+    markdown = f"{run_info.markdown_header(report)}\n\n{markdown_table(rows)}\n"
+    out = args.out or run_info.RESULTS / slug / f"buckets{'_quick' if args.quick else ''}.json"
+    run_info.write_report(out, report, markdown)
+    print(markdown)
+    return report
+
+
+if __name__ == "__main__":
+    run()
