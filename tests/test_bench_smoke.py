@@ -8,6 +8,7 @@
 * ``benchmarks/trace_assign.py`` records a profiler trace and sums it by op.
 * ``benchmarks/agreement_float64.py`` compares ota_jax and the loop with float64.
 * ``benchmarks/bucket_ablation.py`` times each bucket variant in its own process.
+* ``benchmarks/plot_speedups.py`` draws the reports' speed-ups, the last report winning.
 """
 
 from __future__ import annotations
@@ -395,6 +396,36 @@ def test_bucket_ablation_runs_each_variant_in_its_own_process(tmp_path):
     assert all(r["first_call_s"] > 0 and r["ms"] >= r["ms_min"] > 0 for r in rows)
     assert json.loads(out.read_text())["rows"] == rows
     assert "| tiny320 | simota | off | — |" in out.with_suffix(".md").read_text()
+
+
+def test_plot_speedups_takes_the_last_report_and_draws_a_png(tmp_path):
+    import plot_speedups
+
+    def report(path, commit, rows, nest):
+        body = {"jax_backend": "cpu", "git_commit": commit, "results": rows}
+        path.write_text(json.dumps({"assign": body} if nest else body))
+        return path
+
+    row = lambda workload, assigner, speedup: dict(
+        workload=workload, assigner=assigner, speedup=speedup
+    )
+    first = report(
+        tmp_path / "a.json",
+        "aaaaaaaaaa",
+        [row("w1", "ota", 20.0), row("w1", "simota", 3.0), row("w1", "fcos", None)],
+        nest=False,
+    )
+    second = report(tmp_path / "b.json", "bbbbbbbbbb", [row("w1", "simota", 12.0)], nest=True)
+    runs = plot_speedups.speedups([first, second])
+    assert {k: r["speedup"] for k, r in runs.rows.items()} == {
+        ("w1", "ota"): 20.0,
+        ("w1", "simota"): 12.0,
+    }
+    assert runs.backend == "cpu" and runs.commits == ("aaaaaaa", "bbbbbbb")
+    out = plot_speedups.plot([("cpu", runs), ("again", runs)], tmp_path / "speedups.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="TITLE=FILE"):
+        plot_speedups.parse_panel("no files")
 
 
 def test_git_commit_falls_back_to_the_environment(tmp_path, monkeypatch):
