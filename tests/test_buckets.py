@@ -80,7 +80,7 @@ def test_by_real_gts_cuts_to_real_gts_first_and_restores_the_order():
 
 
 @pytest.mark.parametrize("name", ["ota", "simota"])
-def test_buckets_off_traces_one_size_and_assigns_the_same(name, monkeypatch):
+def test_buckets_off_traces_fewer_sizes_and_assigns_the_same(name, monkeypatch):
     """OTA_JAX_BUCKETS=off: fewer switches (on these 336 anchors, none of sizes), the
     same assignment as with the buckets."""
     import importlib
