@@ -57,7 +57,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--variants",
         default=None,
-        help="comma-separated OTA_JAX_BUCKETS values, each optionally ':XLA_FLAGS' (default "
+        help="comma-separated OTA_JAX_BUCKETS values, each optionally ':XLA_FLAGS' (flags "
+        "without commas; default "
         f"on a CPU: {','.join(CPU_VARIANTS)}; elsewhere: {','.join(ACCELERATOR_VARIANTS)})",
     )
     parser.add_argument("--batch", type=int, default=16)
