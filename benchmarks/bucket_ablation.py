@@ -65,9 +65,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument(
-        "--quick", action="store_true", help="XLA optimisations off, 3 repeats (a smoke test)"
+        "--quick", action="store_true", help="XLA's optimisations off (a smoke test)"
     )
-    parser.add_argument("--out", default=None, help="JSON path (default results/<device>/)")
+    parser.add_argument(
+        "--out", default=None, help="JSON path (default results/<device>/buckets[_quick].json)"
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
