@@ -16,8 +16,11 @@ plan mass beyond those is what the compacted problem drops (it is
 The kept anchors are gathered into a static number of columns (`kept_columns`)
 and the caller builds the costs of those columns only: the class cost's
 background term sums over every class, and on all anchors it was most of OTA's
-work. When an image needs more columns, the caller uses a larger size bucket or
-the dense problem (`ota_jax.buckets.by_columns`).
+work. The solved plan stays compact too (`per_anchor_plan`: the kept columns
+and one folded anchor are all that decoding needs); `expand_plan` makes it
+dense for whoever wants to look at it. When an image needs more columns, the
+caller uses a larger size bucket or the dense problem
+(`ota_jax.buckets.by_columns`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,13 @@ from jax import Array
 
 from ota_jax.transport import Transport, solve_transport
 
-__all__ = ["kept_columns", "needed_columns", "solve_compacted"]
+__all__ = [
+    "expand_plan",
+    "kept_columns",
+    "needed_columns",
+    "per_anchor_plan",
+    "solve_compacted",
+]
 
 # Cost of the folded column for the gt rows: exp(-_UNREACHABLE / epsilon) is 0.
 _UNREACHABLE = 1e8
@@ -83,16 +92,15 @@ def solve_compacted(
       epsilon, num_iters, row_offset: as for `solve_transport`.
 
     Returns:
-      A `Transport` whose ``plan`` is scattered back to ``[N, A]``: a folded anchor
-      gets the background's per-anchor share of the folded column, which equals its
-      dense plan entry. ``cost`` is the compacted problem's ``[N, K + 1]``; marginal
-      errors are those of the compacted problem.
+      The compacted problem's `Transport`: ``plan``, ``cost`` ``[N, K + 1]`` and
+      ``demand`` ``[K + 1]``, the folded column last, and its marginal errors.
+      `per_anchor_plan` and `expand_plan` turn the plan into dense plan entries.
     """
-    num_rows, num_kept = cost.shape
+    num_rows = cost.shape[0]
     num_folded = (num_anchors - valid.sum()).astype(jnp.float32)
     folded_cost = jnp.full((num_rows, 1), _UNREACHABLE).at[-1].set(0.0)
     demand = jnp.concatenate([valid.astype(jnp.float32), num_folded[None]])
-    solved = solve_transport(
+    return solve_transport(
         jnp.concatenate([cost, folded_cost], axis=1),
         supply,
         demand,
@@ -101,9 +109,22 @@ def solve_compacted(
         row_offset=row_offset,
     )
 
-    kept_plan = jnp.where(valid[None, :], solved.plan[:, :num_kept], 0.0)
-    plan = jnp.zeros((num_rows, num_anchors), jnp.float32).at[:, index].add(kept_plan)
-    needed = jnp.zeros(num_anchors, bool).at[index].max(valid)
-    folded_share = solved.plan[-1, -1] / jnp.maximum(num_folded, 1.0)
-    plan = plan.at[-1].set(jnp.where(needed, plan[-1], folded_share))
-    return solved._replace(plan=plan, demand=jnp.ones(num_anchors, jnp.float32))
+
+def per_anchor_plan(plan: Array, valid: Array, num_anchors: int) -> Array:
+    """``[N, K + 1]``: the compacted ``plan`` as entries of the dense plan. Kept
+    column k is anchor ``index[k]``'s column (zero for padding); the last column
+    is that of any one folded anchor: the background's share of the folded
+    column, nothing from a gt."""
+    num_kept = valid.shape[0]
+    num_folded = (num_anchors - valid.sum()).astype(jnp.float32)
+    kept = jnp.where(valid[None, :], plan[:, :num_kept], 0.0)
+    folded = jnp.zeros(plan.shape[0]).at[-1].set(plan[-1, -1] / jnp.maximum(num_folded, 1.0))
+    return jnp.concatenate([kept, folded[:, None]], axis=1)
+
+
+def expand_plan(per_anchor: Array, index: Array, valid: Array, num_anchors: int) -> Array:
+    """``[N, A]``, the dense plan from `per_anchor_plan`'s ``[N, K + 1]``: kept
+    columns at their anchors, the folded column at every other anchor."""
+    at = jnp.where(valid, index, num_anchors)  # padding columns go nowhere
+    folded = jnp.broadcast_to(per_anchor[:, -1:], (per_anchor.shape[0], num_anchors))
+    return folded.at[:, at].set(per_anchor[:, :-1], mode="drop")

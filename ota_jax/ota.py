@@ -27,11 +27,17 @@ from ota_jax.assignment import (
     prepare_inputs,
     public_assigners,
 )
-from ota_jax.compaction import kept_columns, needed_columns, solve_compacted
+from ota_jax.compaction import (
+    expand_plan,
+    kept_columns,
+    needed_columns,
+    per_anchor_plan,
+    solve_compacted,
+)
 from ota_jax.costs import focal_loss_negative, focal_relative_cost, joint_logits
 from ota_jax.dynamic_k import dynamic_k
 from ota_jax.priors import inside_boxes, inside_centre_regions
-from ota_jax.transport import Transport, solve_transport
+from ota_jax.transport import solve_transport
 
 __all__ = ["OTAConfig", "ota_assign", "ota_assign_batch"]
 
@@ -209,44 +215,70 @@ def _shift_rows(cost: Array, valid: Array, problem: _Problem) -> tuple[Array, Ar
     return jnp.concatenate([gt_cost, cost[-1:]]), row_offset
 
 
-def _solve(
+def _solve_and_decode(
     problem: _Problem, needed: Array | None, config: OTAConfig, columns: int | None
-) -> Transport:
+) -> Assignment:
     """The transport on ``columns`` kept anchors (``needed [A]``) plus a folded
-    column; ``columns=None``: on every anchor."""
+    column (``columns=None``: on every anchor), and its assignment."""
     num_anchors = problem.candidates.shape[1]
+    gt_mask = problem.inputs.gt_mask
     if columns is None:
-        index, valid = jnp.arange(num_anchors), jnp.ones(num_anchors, bool)
+        every = jnp.arange(num_anchors)
+        cost, row_offset = _shift_rows(
+            _costs_at(problem, every, config), jnp.ones(num_anchors, bool), problem
+        )
+        transport = solve_transport(
+            cost,
+            problem.supply,
+            jnp.ones(num_anchors),
+            epsilon=config.epsilon,
+            num_iters=config.num_iters,
+            row_offset=row_offset,
+        )
+        gt_index = _decode(transport.plan, gt_mask)
     else:
         index, valid = kept_columns(needed, columns)
-    cost, row_offset = _shift_rows(_costs_at(problem, index, config), valid, problem)
-    solver = dict(epsilon=config.epsilon, num_iters=config.num_iters, row_offset=row_offset)
-    if columns is None:
-        return solve_transport(cost, problem.supply, jnp.ones(num_anchors), **solver)
-    transport = solve_compacted(cost, problem.supply, index, valid, num_anchors, **solver)
-    if config.return_transport:  # the cost on every anchor, as the dense problem's
-        every, all_valid = jnp.arange(num_anchors), jnp.ones(num_anchors, bool)
-        full, _ = _shift_rows(_costs_at(problem, every, config), all_valid, problem)
-        transport = transport._replace(cost=full)
-    return transport
-
-
-def _decode(problem: _Problem, transport: Transport, config: OTAConfig) -> Assignment:
-    """6. Scale each row of the plan to a maximum of 1; each anchor takes the best row."""
-    gt_mask = problem.inputs.gt_mask
-    plan = transport.plan
-    row_max = plan.max(axis=1, keepdims=True)
-    usable = jnp.concatenate([gt_mask, jnp.ones(1, bool)])[:, None] & (row_max > 0)
-    scores = jnp.where(usable, plan / jnp.where(row_max > 0, row_max, 1.0), -1.0)
-    best = jnp.argmax(scores, axis=0)
-    is_gt = (best < gt_mask.shape[0]) & (scores.max(axis=0) > 0)
-    gt_index = jnp.where(is_gt, best, -1)
+        cost, row_offset = _shift_rows(_costs_at(problem, index, config), valid, problem)
+        transport = solve_compacted(
+            cost,
+            problem.supply,
+            index,
+            valid,
+            num_anchors,
+            epsilon=config.epsilon,
+            num_iters=config.num_iters,
+            row_offset=row_offset,
+        )
+        # Decoded on the kept columns and one folded anchor, which holds exactly
+        # what the dense plan holds there; the folded anchors are background.
+        plan = per_anchor_plan(transport.plan, valid, num_anchors)
+        at = jnp.where(valid, index, num_anchors)
+        gt_index = jnp.full(num_anchors, -1).at[at].set(_decode(plan, gt_mask)[:-1], mode="drop")
+        if config.return_transport:  # dense, as the dense problem's
+            every, all_valid = jnp.arange(num_anchors), jnp.ones(num_anchors, bool)
+            full_cost, _ = _shift_rows(_costs_at(problem, every, config), all_valid, problem)
+            transport = transport._replace(
+                plan=expand_plan(plan, index, valid, num_anchors),
+                cost=full_cost,
+                demand=jnp.ones(num_anchors, jnp.float32),
+            )
     return make_assignment(
         gt_index,
         problem.inputs,
         problem.dynamic_k,
         transport if config.return_transport else None,
     )
+
+
+def _decode(plan: Array, gt_mask: Array) -> Array:
+    """6. Scale each row of ``plan [M+1, K]`` to a maximum of 1; each column takes
+    the best row: ``[K]`` gt index, -1 for background."""
+    row_max = plan.max(axis=1, keepdims=True)
+    usable = jnp.concatenate([gt_mask, jnp.ones(1, bool)])[:, None] & (row_max > 0)
+    scores = jnp.where(usable, plan / jnp.where(row_max > 0, row_max, 1.0), -1.0)
+    best = jnp.argmax(scores, axis=0)
+    is_gt = (best < gt_mask.shape[0]) & (scores.max(axis=0) > 0)
+    return jnp.where(is_gt, best, -1)
 
 
 def _assign_at_size(
@@ -258,8 +290,7 @@ def _assign_at_size(
         partial(_build_problem, config=config), in_axes=(0, 0, None, None, 0, 0, 0, 0, 0)
     )(*args, candidates)
     needed = None if columns is None else _needed_columns(problem, config)
-    transport = jax.vmap(partial(_solve, config=config, columns=columns))(problem, needed)
-    return jax.vmap(partial(_decode, config=config))(problem, transport)
+    return jax.vmap(partial(_solve_and_decode, config=config, columns=columns))(problem, needed)
 
 
 def _assign_batch(args: tuple, config: OTAConfig) -> Assignment:

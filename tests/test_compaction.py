@@ -114,7 +114,12 @@ def test_folded_column_is_exact_for_a_pure_background_problem():
     folded = compaction.solve_compacted(
         cost[:, index], supply, index, valid, 30, epsilon=0.1, num_iters=50
     )
-    np.testing.assert_allclose(folded.plan, dense.plan, atol=1e-5)
+    assert folded.plan.shape == (3, 13)  # 12 kept columns (2 of them padding) + 1 folded
+    per_anchor = compaction.per_anchor_plan(folded.plan, valid, 30)
+    np.testing.assert_allclose(per_anchor[:, :10], dense.plan[:, :10], atol=1e-5)
+    np.testing.assert_allclose(per_anchor[:, -1], dense.plan[:, 29], atol=1e-5)
+    expanded = compaction.expand_plan(per_anchor, index, valid, 30)
+    np.testing.assert_allclose(expanded, dense.plan, atol=1e-5)
 
 
 @pytest.mark.parametrize("prior", ["center", "box_and_center"])
