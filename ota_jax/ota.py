@@ -90,14 +90,13 @@ class OTAConfig:
 
 
 class _Problem(NamedTuple):
-    """One image's transport problem, before solving. The costs are kept relative to
-    the background's: the background cost sums the focal loss over every class, and
-    on all anchors it was most of OTA's work, so it is computed only on the columns
-    the solver sees (`_costs_at`)."""
+    """One image's transport problem, before solving, without its costs: those are
+    computed on the columns the solver sees only (`_costs_at`; on every anchor the
+    background's focal loss over all classes was most of OTA's work), and on every
+    anchor only for gts without candidates (`_needed_columns`)."""
 
     inputs: AssignInputs
     candidates: Array  # [M, A] step 1, real gts only
-    relative_cost: Array  # [M, A] gt cost minus background cost (`_relative_costs`)
     penalty_offset: Array  # [M] the penalty of gts without candidates, left out of their row
     supply: Array  # [M+1]
     dynamic_k: Array  # [M]
@@ -124,9 +123,9 @@ def _build_problem(
     candidates,
     config: OTAConfig,
 ) -> _Problem:
-    """Steps 2-5 of ASSIGNERS.md for one image, but the background's cost (`_costs_at`,
-    on the columns solved): supplies and the gts' costs relative to the background,
-    given the ``candidates [M, A]`` of step 1 (`_candidates`, computed once per batch)."""
+    """Step 4 of ASSIGNERS.md for one image, the supplies (the costs of steps 2, 3
+    and 5 come later, on the columns solved: `_costs_at`), given the ``candidates
+    [M, A]`` of step 1 (`_candidates`, computed once per batch)."""
     inputs = prepare_inputs(
         pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
     )
@@ -142,26 +141,28 @@ def _build_problem(
     return _Problem(
         inputs=inputs,
         candidates=candidates,
-        relative_cost=_relative_costs(inputs, candidates, config),
         penalty_offset=config.penalty * (gt_mask & ~candidates.any(axis=1)),
         supply=supply,
         dynamic_k=k,
     )
 
 
-def _relative_costs(inputs: AssignInputs, candidates: Array, config: OTAConfig) -> Array:
-    """Steps 2 and 5, ``[M, A]``: the cost of each gt minus the background's. Focal
-    loss vs the one-hot label (`focal_relative_cost`) + reg_weight * -log IoU, plus
-    the official ``penalty`` outside the candidates. A gt without any candidate
-    would get the penalty everywhere: a per-row constant, left out of its row (see
-    `_shift_rows`) so that float32 can still tell its anchors apart."""
-    class_logits = jnp.take(inputs.cls_logits, inputs.gt_labels, axis=1, mode="clip")
-    gt_logits = joint_logits(class_logits, inputs.obj_logits).T
+def _relative_costs(
+    inputs: AssignInputs, candidates: Array, has_candidate: Array, index: Array, config: OTAConfig
+) -> Array:
+    """Steps 2 and 5 on the anchors ``index [K]``, ``[M, K]``: the cost of each gt
+    minus the background's. Focal loss vs the one-hot label (`focal_relative_cost`) +
+    reg_weight * -log IoU, plus the official ``penalty`` outside the ``candidates
+    [M, K]`` (those at ``index``). A gt without any candidate (``has_candidate [M]``,
+    over all anchors) would get the penalty everywhere: a per-row constant, left out
+    of its row (see `_shift_rows`) so that float32 can still tell its anchors apart."""
+    obj_logits = None if inputs.obj_logits is None else inputs.obj_logits[index]
+    class_logits = jnp.take(inputs.cls_logits[index], inputs.gt_labels, axis=1)  # [K, M]
+    gt_logits = joint_logits(class_logits, obj_logits).T
     relative = finite_cost(
         focal_relative_cost(gt_logits, alpha=config.focal_alpha, gamma=config.focal_gamma)
-        - config.reg_weight * jnp.log(jnp.maximum(inputs.ious, config.iou_eps))
+        - config.reg_weight * jnp.log(jnp.maximum(inputs.ious[:, index], config.iou_eps))
     )
-    has_candidate = candidates.any(axis=1)
     return relative + config.penalty * (~candidates & has_candidate[:, None])
 
 
@@ -174,27 +175,48 @@ def _costs_at(problem: _Problem, index: Array, config: OTAConfig) -> Array:
     background_cost = finite_cost(
         focal_loss_negative(logits, alpha=config.focal_alpha, gamma=config.focal_gamma).sum(-1)
     )
-    gt_cost = finite_cost(problem.relative_cost[:, index] + background_cost[None, :])
+    candidates = problem.candidates
+    relative = _relative_costs(inputs, candidates[:, index], candidates.any(axis=1), index, config)
+    gt_cost = finite_cost(relative + background_cost[None, :])
     gt_cost = jnp.where(inputs.gt_mask[:, None], gt_cost, 0.0)
     return jnp.concatenate([gt_cost, background_cost[None]])
 
 
+# Gts without candidates whose cheapest anchors an image searches for on their own
+# rows; an image with more searches with every gt row.
+_CANDIDATE_LESS_ROWS = 4
+
+
 def _needed_columns(problems: _Problem, config: OTAConfig) -> Array:
-    """``[B, A]`` the anchors each image's compacted problem keeps (`needed_columns`);
-    the search for the cheapest anchors of gts without candidates runs only when the
-    batch has such a gt."""
+    """``[B, A]`` the anchors each image's compacted problem keeps (`needed_columns`).
+
+    The search for the cheapest anchors of gts without candidates is the only part
+    of OTA that needs costs on every anchor. It runs only when the batch has such a
+    gt, and only on those gts' rows (the first `_CANDIDATE_LESS_ROWS` of each image,
+    or every gt row when an image has more)."""
     candidates = problems.candidates
     kept = candidates.any(axis=1)
     if config.extra_columns == 0:
         return kept
-    gt_mask = problems.inputs.gt_mask
-    keep = jax.vmap(partial(needed_columns, extra=config.extra_columns))
-    candidate_less = gt_mask & ~candidates.any(axis=2)
-    return jax.lax.cond(
-        candidate_less.any(),
-        lambda: keep(candidates, problems.relative_cost, gt_mask),
-        lambda: kept,
-    )
+    num_gt, num_anchors = candidates.shape[1:]
+    candidate_less = problems.inputs.gt_mask & ~candidates.any(axis=2)  # [B, M]
+    order = buckets.real_gts_first(candidate_less)  # candidate-less gts first
+
+    def search(rows: int):
+        def cheapest(inputs: AssignInputs, order: Array, less: Array) -> Array:
+            take = lambda x: x[order[:rows]]
+            inputs = inputs._replace(gt_labels=take(inputs.gt_labels), ious=take(inputs.ious))
+            none = jnp.zeros((rows, num_anchors), bool)
+            every = jnp.arange(num_anchors)
+            relative = _relative_costs(inputs, none, none.any(axis=1), every, config)
+            return needed_columns(none, relative, take(less), extra=config.extra_columns)
+
+        return lambda: kept | jax.vmap(cheapest)(problems.inputs, order, candidate_less)
+
+    sizes = sorted({min(_CANDIDATE_LESS_ROWS, num_gt), num_gt})
+    most = candidate_less.sum(axis=1).max()
+    index = jnp.where(most == 0, 0, 1 + buckets.bucket_index([most], [sizes]))
+    return buckets.switch(index, [lambda: kept, *(search(rows) for rows in sizes)])
 
 
 def _shift_rows(cost: Array, valid: Array, problem: _Problem) -> tuple[Array, Array]:
@@ -282,14 +304,12 @@ def _decode(plan: Array, gt_mask: Array) -> Array:
 
 
 def _assign_at_size(
-    args: tuple, config: OTAConfig, *, candidates: Array, columns: int | None
+    args: tuple, config: OTAConfig, *, problem: _Problem, needed: Array, columns: int | None
 ) -> Assignment:
-    """The batch with the transport on ``columns`` anchors (None: all of them);
-    ``candidates [B, M, A]`` from `_candidates`."""
-    problem = jax.vmap(
-        partial(_build_problem, config=config), in_axes=(0, 0, None, None, 0, 0, 0, 0, 0)
-    )(*args, candidates)
-    needed = None if columns is None else _needed_columns(problem, config)
+    """The batch's ``problem`` with the transport on ``columns`` anchors, the
+    ``needed [B, A]`` ones (None: all of them)."""
+    del args  # everything is in the problem
+    needed = None if columns is None else needed
     return jax.vmap(partial(_solve_and_decode, config=config, columns=columns))(problem, needed)
 
 
@@ -298,16 +318,20 @@ def _assign_batch(args: tuple, config: OTAConfig) -> Assignment:
 
 
 def _assign_real_gts(args: tuple, config: OTAConfig) -> Assignment:
-    """Pick the column bucket from an upper bound of the anchors compaction keeps:
-    every candidate plus ``extra_columns`` per candidate-less gt."""
+    """Build the batch's problems once, then solve them at the column bucket that
+    holds the anchors every image's compacted problem keeps."""
     _, _, points, strides, gt_boxes, _, gt_mask, _ = args
     candidates = jax.vmap(partial(_candidates, config=config), in_axes=(None, None, 0, 0))(
         points, strides, gt_boxes, gt_mask
     )
-    candidate_less = gt_mask & ~candidates.any(axis=2)
-    kept = candidates.any(axis=1).sum(axis=1) + config.extra_columns * candidate_less.sum(axis=1)
-    run = partial(_assign_at_size, config=config, candidates=candidates)
-    return buckets.by_columns(args, kept.max(), config.max_columns, run)
+    problem = jax.vmap(
+        partial(_build_problem, config=config), in_axes=(0, 0, None, None, 0, 0, 0, 0, 0)
+    )(*args, candidates)
+    needed = candidates.any(axis=1)
+    if config.max_columns is not None:  # else always dense: nothing to keep
+        needed = _needed_columns(problem, config)
+    run = partial(_assign_at_size, config=config, problem=problem, needed=needed)
+    return buckets.by_columns(args, needed.sum(axis=1).max(), config.max_columns, run)
 
 
 ota_assign, ota_assign_batch = public_assigners(
