@@ -66,7 +66,8 @@ def needed_columns(candidates: Array, relative_cost: Array, gt_mask: Array, *, e
 def kept_columns(needed: Array, max_columns: int) -> tuple[Array, Array]:
     """The ``needed [A]`` anchors as ``max_columns`` static columns: ``index [K]``
     (ascending, padded with anchor 0) and ``valid [K]`` (False: padding). At most
-    ``max_columns`` may be needed; callers pick it from an upper bound."""
+    ``max_columns`` may be needed: callers pick the size from the count (a
+    `ota_jax.buckets.by_columns` bucket)."""
     index = jnp.nonzero(needed, size=max_columns, fill_value=0)[0]
     return index, jnp.arange(max_columns) < needed.sum()
 
