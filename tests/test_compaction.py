@@ -164,3 +164,41 @@ def test_simota_on_gathered_anchors_matches_the_reference(prior):
         np.testing.assert_array_equal(
             np.asarray(result.dynamic_k[i])[: len(scene.gt_boxes)], want["dynamic_k"]
         )
+
+
+def test_more_gts_without_candidates_than_searched_on_their_own_rows():
+    """Seven candidate-less gts in one image (more than the 4 rows the search for
+    their cheapest anchors takes on its own: it searches every row), three in
+    another: compacted equals dense, and each candidate-less gt gets its k labels."""
+    rng = np.random.default_rng(4)
+    corners = rng.uniform(4, 240, (7, 2)).astype(np.float32)
+    tiny = np.concatenate([corners, corners + rng.uniform(1.5, 3, (7, 2))], axis=1)
+    big = np.float32([[20, 30, 120, 110], [140, 60, 230, 200]])
+    scenes = [
+        make_scene(rng, num_gt=0, image_size=IMAGE, gt_boxes=np.concatenate([tiny, big])),
+        make_scene(rng, num_gt=0, image_size=IMAGE, gt_boxes=np.concatenate([big, tiny[:3]])),
+    ]
+    boxes, labels, masks, _ = zip(*(padded(s, 12) for s in scenes), strict=True)
+    stack = lambda key: np.stack([getattr(s, key) for s in scenes])
+    batch = dict(
+        pred_boxes=stack("pred_boxes"),
+        cls_logits=stack("cls_logits"),
+        points=scenes[0].points,
+        strides=scenes[0].strides,
+        gt_boxes=np.stack(boxes),
+        gt_labels=np.stack(labels),
+        gt_mask=np.stack(masks),
+    )
+    candidates = jax.vmap(
+        partial(_candidates, batch["points"], batch["strides"], config=ota_jax.OTAConfig())
+    )(batch["gt_boxes"], batch["gt_mask"])
+    candidate_less = ~np.asarray(candidates).any(axis=2) & batch["gt_mask"]
+    np.testing.assert_array_equal(candidate_less.sum(axis=1), [7, 3])
+    dense = _assign(batch, max_columns=None)
+    compact = _assign(batch, max_columns=700)
+    np.testing.assert_array_equal(compact.gt_index, dense.gt_index)
+    for image in range(2):
+        gt_index = np.asarray(compact.gt_index[image])
+        won = np.bincount(gt_index[gt_index >= 0], minlength=12)
+        less = candidate_less[image]
+        np.testing.assert_array_equal(won[less], np.asarray(compact.dynamic_k)[image][less])
