@@ -22,7 +22,12 @@ def batch():
     # Gts smaller than the stride between anchor centres: no candidate anchor.
     tiny = np.float32([[1, 1, 3, 3], [9, 9, 11.5, 11], [100, 60, 102, 63]])
     scenes.append(make_scene(rng, num_gt=0, image_size=IMAGE, gt_boxes=tiny))
-    boxes, labels, masks, _ = zip(*(padded(s, MAX_GT) for s in scenes), strict=True)
+    return _stack(scenes, MAX_GT)
+
+
+def _stack(scenes, max_gt: int) -> dict:
+    """The batched assigner arguments of ``scenes``, gts padded to ``max_gt``."""
+    boxes, labels, masks, _ = zip(*(padded(s, max_gt) for s in scenes), strict=True)
     stack = lambda key: np.stack([getattr(s, key) for s in scenes])
     return dict(
         pred_boxes=stack("pred_boxes"),
@@ -178,17 +183,7 @@ def test_more_gts_without_candidates_than_searched_on_their_own_rows():
         make_scene(rng, num_gt=0, image_size=IMAGE, gt_boxes=np.concatenate([tiny, big])),
         make_scene(rng, num_gt=0, image_size=IMAGE, gt_boxes=np.concatenate([big, tiny[:3]])),
     ]
-    boxes, labels, masks, _ = zip(*(padded(s, 12) for s in scenes), strict=True)
-    stack = lambda key: np.stack([getattr(s, key) for s in scenes])
-    batch = dict(
-        pred_boxes=stack("pred_boxes"),
-        cls_logits=stack("cls_logits"),
-        points=scenes[0].points,
-        strides=scenes[0].strides,
-        gt_boxes=np.stack(boxes),
-        gt_labels=np.stack(labels),
-        gt_mask=np.stack(masks),
-    )
+    batch = _stack(scenes, 12)
     candidates = jax.vmap(
         partial(_candidates, batch["points"], batch["strides"], config=ota_jax.OTAConfig())
     )(batch["gt_boxes"], batch["gt_mask"])
