@@ -238,17 +238,14 @@ def _shift_rows(cost: Array, valid: Array, problem: _Problem) -> tuple[Array, Ar
 
 
 def _solve_and_decode(
-    problem: _Problem, needed: Array | None, config: OTAConfig, columns: int | None
+    problem: _Problem, needed: Array, config: OTAConfig, columns: int | None
 ) -> Assignment:
     """The transport on ``columns`` kept anchors (``needed [A]``) plus a folded
     column (``columns=None``: on every anchor), and its assignment."""
     num_anchors = problem.candidates.shape[1]
     gt_mask = problem.inputs.gt_mask
     if columns is None:
-        every = jnp.arange(num_anchors)
-        cost, row_offset = _shift_rows(
-            _costs_at(problem, every, config), jnp.ones(num_anchors, bool), problem
-        )
+        cost, row_offset = _dense_costs(problem, config)
         transport = solve_transport(
             cost,
             problem.supply,
@@ -277,8 +274,7 @@ def _solve_and_decode(
         at = jnp.where(valid, index, num_anchors)
         gt_index = jnp.full(num_anchors, -1).at[at].set(_decode(plan, gt_mask)[:-1], mode="drop")
         if config.return_transport:  # dense, as the dense problem's
-            every, all_valid = jnp.arange(num_anchors), jnp.ones(num_anchors, bool)
-            full_cost, _ = _shift_rows(_costs_at(problem, every, config), all_valid, problem)
+            full_cost, _ = _dense_costs(problem, config)
             transport = transport._replace(
                 plan=expand_plan(plan, index, valid, num_anchors),
                 cost=full_cost,
@@ -290,6 +286,13 @@ def _solve_and_decode(
         problem.dynamic_k,
         transport if config.return_transport else None,
     )
+
+
+def _dense_costs(problem: _Problem, config: OTAConfig) -> tuple[Array, Array]:
+    """`_shift_rows` of the costs on every anchor: the dense problem's."""
+    num_anchors = problem.candidates.shape[1]
+    every = jnp.arange(num_anchors)
+    return _shift_rows(_costs_at(problem, every, config), jnp.ones(num_anchors, bool), problem)
 
 
 def _decode(plan: Array, gt_mask: Array) -> Array:
@@ -307,9 +310,8 @@ def _assign_at_size(
     args: tuple, config: OTAConfig, *, problem: _Problem, needed: Array, columns: int | None
 ) -> Assignment:
     """The batch's ``problem`` with the transport on ``columns`` anchors, the
-    ``needed [B, A]`` ones (None: all of them)."""
-    del args  # everything is in the problem
-    needed = None if columns is None else needed
+    ``needed [B, A]`` ones (None: all of them). ``args`` are in the problem."""
+    del args
     return jax.vmap(partial(_solve_and_decode, config=config, columns=columns))(problem, needed)
 
 
