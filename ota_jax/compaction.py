@@ -37,10 +37,46 @@ __all__ = [
     "needed_columns",
     "per_anchor_plan",
     "solve_compacted",
+    "true_indices",
 ]
 
 # Cost of the folded column for the gt rows: exp(-_UNREACHABLE / epsilon) is 0.
 _UNREACHABLE = 1e8
+
+# Block length of `true_indices`' running count.
+_COUNT_BLOCK = 64
+
+
+def true_indices(mask: Array, size: int, fill_value: int) -> Array:
+    """``jnp.nonzero(mask, size=size, fill_value=fill_value)[0]``, twice as fast on a CPU.
+
+    Args:
+      mask: ``[A]`` bool.
+      size: static number of indices returned.
+      fill_value: the index after the last True one.
+
+    Returns:
+      ``[size]`` int32: the positions of the first ``size`` True entries, ascending,
+      then ``fill_value``.
+
+    Like ``jnp.nonzero`` this scatters each True entry to its running count; the
+    count differs. XLA:CPU lowers ``cumsum`` to a pyramid of reduce-windows, which
+    took half of SimOTA's compaction of a yolox640 batch; here it is summed within
+    blocks by one small matmul (exact: 0/1 terms, at most 64 of them) and across
+    blocks by a short cumsum.
+    """
+    num = mask.shape[0]
+    blocks = -(-num // _COUNT_BLOCK)
+    padded = jnp.zeros(blocks * _COUNT_BLOCK, jnp.float32).at[:num].set(mask)
+    upper = jnp.triu(jnp.ones((_COUNT_BLOCK, _COUNT_BLOCK), jnp.float32))
+    within = jnp.matmul(
+        padded.reshape(blocks, _COUNT_BLOCK), upper, precision=jax.lax.Precision.HIGHEST
+    ).astype(jnp.int32)
+    before = jnp.cumsum(within[:, -1]) - within[:, -1]
+    count = (within + before[:, None]).reshape(-1)[:num]
+    slot = jnp.where(mask, count - 1, size)  # False entries and those beyond size drop
+    indices = jnp.full((size,), fill_value, jnp.int32)
+    return indices.at[slot].set(jnp.arange(num, dtype=jnp.int32), mode="drop")
 
 
 def needed_columns(candidates: Array, relative_cost: Array, gt_mask: Array, *, extra: int) -> Array:
@@ -68,7 +104,7 @@ def kept_columns(needed: Array, max_columns: int) -> tuple[Array, Array]:
     (ascending, padded with anchor 0) and ``valid [K]`` (False: padding). At most
     ``max_columns`` may be needed: callers pick the size from the count (a
     `ota_jax.buckets.by_columns` bucket)."""
-    index = jnp.nonzero(needed, size=max_columns, fill_value=0)[0]
+    index = true_indices(needed, max_columns, 0)
     return index, jnp.arange(max_columns) < needed.sum()
 
 

@@ -92,23 +92,29 @@ def focal_relative_cost(gt_logits: Array, *, alpha: float, gamma: float) -> Arra
     )
 
 
-def bce_class_cost(scores: Array, gt_labels: Array) -> Array:
-    """Binary cross-entropy of class probabilities against each gt's one-hot label (YOLOX).
+def bce_class_cost(cls_logits: Array, obj_logits: Array | None, gt_labels: Array) -> Array:
+    """Binary cross-entropy of the class scores (`joint_scores`) against each gt's
+    one-hot label (YOLOX).
 
     Args:
-      scores: ``[A, C]`` probabilities in ``[0, 1]``.
+      cls_logits: ``[A, C]`` class logits.
+      obj_logits: ``[A]`` objectness logits, or None.
       gt_labels: ``[M]`` int class of each gt.
 
     Returns:
       ``[M, A]`` BCE summed over classes. The logs are clamped at -100 as
       ``torch.nn.functional.binary_cross_entropy`` does, which YOLOX's cost uses;
       optax's BCE takes logits, and the YOLOX score is a geometric mean of two
-      sigmoids, so this one is written out to reproduce YOLOX exactly.
+      sigmoids, so this one is written out to reproduce YOLOX exactly. The scores
+      at the gts' classes are recomputed from their gathered logits, so that the
+      ``[A, C]`` scores are only ever summed (one fused pass, never stored).
     """
     negative = lambda p: -jnp.maximum(jnp.log1p(-p), -100.0)
     positive = lambda p: -jnp.maximum(jnp.log(p), -100.0)
-    gt_scores = _gather_classes(scores, gt_labels)
-    return negative(scores).sum(axis=-1)[None, :] - negative(gt_scores) + positive(gt_scores)
+    background = negative(joint_scores(cls_logits, obj_logits)).sum(axis=-1)
+    gt_logits = _gather_classes(cls_logits, gt_labels)
+    gt_scores = joint_scores(gt_logits.T, obj_logits).T
+    return background[None, :] - negative(gt_scores) + positive(gt_scores)
 
 
 def joint_scores(cls_logits: Array, obj_logits: Array | None) -> Array:

@@ -21,7 +21,8 @@ from ota_jax.assignment import (
     prepare_inputs,
     public_assigners,
 )
-from ota_jax.costs import bce_class_cost, joint_scores
+from ota_jax.compaction import true_indices
+from ota_jax.costs import bce_class_cost
 from ota_jax.dynamic_k import dynamic_k, dynamic_k_matching
 from ota_jax.priors import inside_boxes, inside_centre_regions
 
@@ -86,7 +87,7 @@ def _assign_at_size(
             *args, jnp.ones(num_anchors, bool)
         )
     # Gather each image's prefiltered anchors; SimOTA never looks at the others.
-    index = jax.vmap(lambda p: jnp.nonzero(p, size=columns, fill_value=num_anchors)[0])(prefilter)
+    index = jax.vmap(partial(true_indices, size=columns, fill_value=num_anchors))(prefilter)
     take_shared = lambda x: jnp.take(x, index, axis=0, mode="clip")
     take = jax.vmap(lambda x, i: jnp.take(x, i, axis=0, mode="clip"))
     compact = jax.vmap(per_image)(
@@ -158,9 +159,7 @@ def _simota_one_image(
     prefilter = prefilter & anchor_mask
 
     # Cost: BCE of the class score vs one-hot + iou_weight * -log IoU + penalty.
-    class_cost = bce_class_cost(
-        joint_scores(inputs.cls_logits, inputs.obj_logits), inputs.gt_labels
-    )
+    class_cost = bce_class_cost(inputs.cls_logits, inputs.obj_logits, inputs.gt_labels)
     cost = finite_cost(
         class_cost - config.iou_weight * jnp.log(inputs.ious + 1e-8) + config.penalty * (~allowed)
     )

@@ -197,3 +197,16 @@ def test_more_gts_without_candidates_than_searched_on_their_own_rows():
         won = np.bincount(gt_index[gt_index >= 0], minlength=12)
         less = candidate_less[image]
         np.testing.assert_array_equal(won[less], np.asarray(compact.dynamic_k)[image][less])
+
+
+@pytest.mark.parametrize("num", [1, 63, 64, 65, 1344])
+@pytest.mark.parametrize("fraction", [0.0, 0.05, 0.5, 1.0])
+def test_true_indices_are_the_first_true_positions(num, fraction):
+    rng = np.random.default_rng(num)
+    mask = rng.uniform(size=num) < fraction
+    for size in (1, 64, num + 3):
+        want = np.full(size, -7)
+        positions = np.flatnonzero(mask)[:size]
+        want[: len(positions)] = positions
+        got = jax.jit(compaction.true_indices, static_argnums=(1, 2))(mask, size, -7)
+        np.testing.assert_array_equal(got, want)
