@@ -19,7 +19,7 @@ ASSIGNERS = ("ota", "max_iou")
 SEEDS = (0, 1)
 
 
-def _command(workdir, data_dir) -> list[str]:
+def _command(workdir, data_dir, cache) -> list[str]:
     command = shutil.which("ota-study")
     prefix = [command] if command else [sys.executable, "-m", "ota_train.study"]
     return [
@@ -31,21 +31,23 @@ def _command(workdir, data_dir) -> list[str]:
         f"--seeds={','.join(map(str, SEEDS))}",
         "--config.train.steps=4",
         f"--config.dataset.data_dir={data_dir}",
+        f"--compilation_cache={cache}",
     ]
 
 
-def _run(workdir, data_dir) -> subprocess.CompletedProcess:
+def _run(workdir, data_dir, cache) -> subprocess.CompletedProcess:
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     done = subprocess.run(
-        _command(workdir, data_dir), capture_output=True, text=True, env=env, timeout=600
+        _command(workdir, data_dir, cache), capture_output=True, text=True, env=env, timeout=600
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
 
 def test_study_trains_every_setting_writes_the_report_and_resumes(tmp_path):
-    workdir, data_dir = tmp_path / "study", tmp_path / "tfds"
-    _run(workdir, data_dir)
+    workdir, data_dir, cache = tmp_path / "study", tmp_path / "tfds", tmp_path / "jax_cache"
+    _run(workdir, data_dir, cache)
+    assert any(cache.iterdir()), "--compilation_cache: nothing cached"
 
     results = json.loads((workdir / "study.json").read_text())
     assert {(r["assigner"], r["seed"]) for r in results} == {
@@ -66,7 +68,7 @@ def test_study_trains_every_setting_writes_the_report_and_resumes(tmp_path):
     # A rerun reads the finished runs back instead of training them again.
     stamps = {p: p.stat().st_mtime_ns for p in workdir.rglob(study.RESULT_FILE)}
     assert len(stamps) == len(ASSIGNERS) * len(SEEDS)
-    _run(workdir, data_dir)
+    _run(workdir, data_dir, cache)
     assert {p: p.stat().st_mtime_ns for p in workdir.rglob(study.RESULT_FILE)} == stamps
     assert json.loads((workdir / "study.json").read_text()) == results
 

@@ -172,16 +172,16 @@ def test_rerun_with_more_steps_resumes_from_the_checkpoint(reference, data_dir, 
 def test_sigkill_then_rerun_completes_like_an_uninterrupted_run(
     reference, data_dir, tmp_path, tmp_path_factory, caplog
 ):
+    cache = tmp_path_factory.getbasetemp() / "jax_cache"
     env = dict(
         os.environ,
-        JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.getbasetemp() / "jax_cache"),
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
         # Compile exactly as the in-process reference run did, for equal numbers.
         JAX_DISABLE_MOST_OPTIMIZATIONS=str(jax.config.read("jax_disable_most_optimizations")),
         JAX_PLATFORMS="cpu",
     )
     workdir = tmp_path / "run"
-    args = cli_args(workdir, data_dir)
+    args = [*cli_args(workdir, data_dir), f"--compilation_cache={cache}"]
     log = open(tmp_path / "killed.log", "w")
     proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -201,6 +201,7 @@ def test_sigkill_then_rerun_completes_like_an_uninterrupted_run(
     saved_at_kill = checkpoint_steps(workdir)
     assert saved_at_kill and saved_at_kill[-1] < STEPS, saved_at_kill
     assert not (workdir / "eval.json").exists()
+    assert any(cache.iterdir()), "--compilation_cache: nothing cached"
 
     # The rerun (in this process, where the train step is compiled already) resumes.
     with caplog.at_level(logging.INFO, logger="ota_train"):
@@ -264,7 +265,9 @@ def test_cli_turns_expected_failures_into_a_clear_exit(monkeypatch, tmp_path):
 
         monkeypatch.setattr(trainer, "train_and_evaluate", fail)
         with pytest.raises(SystemExit) as exit_info:
-            cli.main(["ota-train", "--config", "smoke", f"--workdir={tmp_path}"])
+            cli.main(
+                ["ota-train", "--config", "smoke", f"--workdir={tmp_path}", "--compilation_cache="]
+            )
         messages.append(str(exit_info.value.code))
     assert messages[0].startswith("ota-train: Non-finite loss (nan) at step 7;")
     assert "last good checkpoint is step 4 in /some/checkpoints" in messages[0]

@@ -12,7 +12,8 @@ Examples::
 ``--config`` takes a config name of ``ota_train/configs`` or a path to a file
 with a ``get_config()``. Any field can be overridden with
 ``--config.<path>=<value>``. Rerunning with the same ``--workdir`` resumes from
-the newest checkpoint there.
+the newest checkpoint there, and compiled programs come from JAX's persistent
+compilation cache (``--compilation_cache``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,13 @@ _COORDINATOR = flags.DEFINE_string(
 )
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --distributed: process count.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --distributed: this process's id.")
+_COMPILATION_CACHE = flags.DEFINE_string(
+    "compilation_cache",
+    None,
+    "Directory of JAX's persistent compilation cache, so that reruns and resumed runs "
+    "skip compiling (default: $JAX_COMPILATION_CACHE_DIR, else ~/.cache/ota_train/jax); "
+    "'' turns it off.",
+)
 
 
 def _config_name() -> str:
@@ -69,17 +77,19 @@ def _run(argv: Sequence[str]) -> None:
             num_processes=_NUM_PROCESSES.value,
             process_id=_PROCESS_ID.value,
         )
-    from ota_train import trainer  # Imports TensorFlow; keep --help fast.
+    from ota_train import compilation_cache, trainer  # trainer imports TensorFlow: not at --help
 
     logging.getLogger("ota_train").setLevel(logging.INFO)
+    cache = compilation_cache.enable(_COMPILATION_CACHE.value)
     workdir = _WORKDIR.value or os.path.join("runs", _config_name())
     if jax.process_index() == 0:
         logging.getLogger(__name__).info(
-            "Training %s in %s on %d device(s), %d process(es).",
+            "Training %s in %s on %d device(s), %d process(es); compilation cache: %s.",
             _config_name(),
             workdir,
             jax.device_count(),
             jax.process_count(),
+            cache or "off",
         )
     from ota_jax.data.registry import DatasetNotPreparedError
     from ota_train.builders import ConfigError

@@ -229,6 +229,7 @@ class _Flags(NamedTuple):
     assigners: Any
     datasets: Any
     seeds: Any
+    compilation_cache: Any
 
 
 def _define_flags() -> _Flags:
@@ -247,6 +248,11 @@ def _define_flags() -> _Flags:
         ),
         datasets=flags.DEFINE_list("datasets", list(DEFAULT_DATASETS), "Registry names."),
         seeds=flags.DEFINE_list("seeds", [str(s) for s in DEFAULT_SEEDS], "Seeds of each setting."),
+        compilation_cache=flags.DEFINE_string(
+            "compilation_cache",
+            None,
+            "JAX's persistent compilation cache directory, as for ota-train; '' turns it off.",
+        ),
     )
 
 
@@ -276,8 +282,10 @@ def _run(argv: Sequence[str], options: _Flags, command: str) -> None:
     from tqdm.auto import tqdm
 
     from ota_jax.data.registry import DatasetNotPreparedError
+    from ota_train import compilation_cache
     from ota_train.builders import ConfigError
 
+    compilation_cache.enable(options.compilation_cache.value)
     logging.getLogger("ota_train").setLevel(logging.INFO)
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every file it renames.
     root = os.path.abspath(options.workdir.value)
