@@ -101,7 +101,9 @@ def _assign_at_size(
         None if obj_logits is None else take(obj_logits, index),
         index < num_anchors,
     )
-    return jax.vmap(partial(_scatter_anchors, num_anchors=num_anchors))(compact, index)
+    return jax.vmap(partial(_scatter_anchors, num_anchors=num_anchors))(
+        compact, index, gt_boxes, gt_labels
+    )
 
 
 def _prefilter_batch(points, strides, gt_boxes, gt_mask, config: SimOTAConfig) -> Array:
@@ -121,18 +123,23 @@ def _assign_real_gts(args: tuple, config: SimOTAConfig) -> Assignment:
     return buckets.by_columns(args, prefilter.sum(axis=1).max(), points.shape[0], run)
 
 
-def _scatter_anchors(compact: Assignment, index: Array, num_anchors: int) -> Assignment:
-    """An assignment over gathered anchors ``index [K]`` back onto all ``num_anchors``."""
-    scatter = lambda x, fill: (
-        jnp.full((num_anchors, *x.shape[1:]), fill, x.dtype).at[index].set(x, mode="drop")
-    )
+def _scatter_anchors(
+    compact: Assignment, index: Array, gt_boxes: Array, gt_labels: Array, num_anchors: int
+) -> Assignment:
+    """An assignment over gathered anchors ``index [K]`` back onto all ``num_anchors``:
+    the gt indices and IoUs are scattered, the other fields gathered from the gts."""
+    scatter = lambda x, fill: jnp.full((num_anchors,), fill, x.dtype).at[index].set(x, mode="drop")
+    gt_index = scatter(compact.gt_index, -1)
+    fg_mask = gt_index >= 0
+    # Only real, valid gts are assigned, and their boxes and labels need no cleaning.
+    safe_index = jnp.maximum(gt_index, 0)
     return compact._replace(
-        gt_index=scatter(compact.gt_index, -1),
-        fg_mask=scatter(compact.fg_mask, False),
-        labels=scatter(compact.labels, -1),
-        box_targets=scatter(compact.box_targets, 0.0),
+        gt_index=gt_index,
+        fg_mask=fg_mask,
+        labels=jnp.where(fg_mask, gt_labels[safe_index].astype(jnp.int32), -1),
+        box_targets=jnp.where(fg_mask[:, None], gt_boxes[safe_index].astype(jnp.float32), 0.0),
         ious=scatter(compact.ious, 0.0),
-        ignore_mask=scatter(compact.ignore_mask, False),
+        ignore_mask=jnp.zeros((num_anchors,), bool),
     )
 
 
