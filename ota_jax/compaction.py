@@ -67,7 +67,7 @@ def true_indices(mask: Array, size: int, fill_value: int) -> Array:
     """
     num = mask.shape[0]
     blocks = -(-num // _COUNT_BLOCK)
-    padded = jnp.zeros(blocks * _COUNT_BLOCK, jnp.float32).at[:num].set(mask)
+    padded = jnp.pad(mask.astype(jnp.float32), (0, blocks * _COUNT_BLOCK - num))
     upper = jnp.triu(jnp.ones((_COUNT_BLOCK, _COUNT_BLOCK), jnp.float32))
     within = jnp.matmul(
         padded.reshape(blocks, _COUNT_BLOCK), upper, precision=jax.lax.Precision.HIGHEST
