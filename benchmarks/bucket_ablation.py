@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -39,6 +40,8 @@ for _path in (str(_HERE), str(_HERE.parent)):
 import run_info  # noqa: E402
 import workloads as wl  # noqa: E402
 
+# The values of OTA_JAX_BUCKETS (ota_jax.buckets.ladders).
+BUCKET_NAMES = ("auto", "cpu", "accelerator", "off")
 CPU_VARIANTS = ("auto", "accelerator", "off")
 _NO_COMMAND_BUFFERS = "--xla_gpu_enable_command_buffer="
 ACCELERATOR_VARIANTS = (
@@ -57,8 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--variants",
         default=None,
-        help="comma-separated OTA_JAX_BUCKETS values, each optionally ':XLA_FLAGS' (flags "
-        "without commas; default "
+        help="comma-separated OTA_JAX_BUCKETS values, each optionally ':XLA_FLAGS' (a comma "
+        "inside the flags is kept unless a bucket name follows it; default "
         f"on a CPU: {','.join(CPU_VARIANTS)}; elsewhere: {','.join(ACCELERATOR_VARIANTS)})",
     )
     parser.add_argument("--batch", type=int, default=16)
@@ -111,6 +114,13 @@ def _child(args: argparse.Namespace) -> None:
     print(json.dumps(rows))
 
 
+def split_variants(text: str) -> list[str]:
+    """``--variants`` as a list: split at the commas that a bucket name follows, so
+    that XLA flags may hold commas (``off:--xla_gpu_enable_command_buffer=FUSION,CUBLAS``)."""
+    names = "|".join(BUCKET_NAMES)
+    return re.split(rf",(?=(?:{names})(?::|,|$))", text)
+
+
 def run_variant(variant: str, args: argparse.Namespace) -> list[dict]:
     """One variant (``BUCKETS`` or ``BUCKETS:XLA_FLAGS``) in a fresh subprocess."""
     buckets, _, flags = variant.partition(":")
@@ -155,7 +165,7 @@ def run(argv=None) -> dict:
 
     device = jax.devices()[0]
     default = CPU_VARIANTS if device.platform == "cpu" else ACCELERATOR_VARIANTS
-    variants = args.variants.split(",") if args.variants else list(default)
+    variants = split_variants(args.variants) if args.variants else list(default)
     load_before = run_info.load_average()
     rows = []
     for i, variant in enumerate(variants):

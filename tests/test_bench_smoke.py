@@ -385,6 +385,18 @@ def test_agreement_float64_on_small_images():
             assert row[key] == {"agreement": 1.0, "different": 0, "extra": 0}, (key, row)
 
 
+def test_bucket_ablation_variants_may_carry_xla_flags_with_commas():
+    import bucket_ablation
+
+    flags = "off:--xla_gpu_enable_command_buffer=FUSION,CUBLAS --xla_dump_to=a,b"
+    assert bucket_ablation.split_variants(f"auto,{flags},cpu:--x=1,accelerator") == [
+        "auto",
+        flags,
+        "cpu:--x=1",
+        "accelerator",
+    ]
+
+
 def test_bucket_ablation_runs_each_variant_in_its_own_process(tmp_path):
     import bucket_ablation
 
