@@ -40,8 +40,6 @@ for _path in (str(_HERE), str(_HERE.parent)):
 import run_info  # noqa: E402
 import workloads as wl  # noqa: E402
 
-# The values of OTA_JAX_BUCKETS (ota_jax.buckets.ladders).
-BUCKET_NAMES = ("auto", "cpu", "accelerator", "off")
 CPU_VARIANTS = ("auto", "accelerator", "off")
 _NO_COMMAND_BUFFERS = "--xla_gpu_enable_command_buffer="
 ACCELERATOR_VARIANTS = (
@@ -117,7 +115,9 @@ def _child(args: argparse.Namespace) -> None:
 def split_variants(text: str) -> list[str]:
     """``--variants`` as a list: split at the commas that a bucket name follows, so
     that XLA flags may hold commas (``off:--xla_gpu_enable_command_buffer=FUSION,CUBLAS``)."""
-    names = "|".join(BUCKET_NAMES)
+    from ota_jax import buckets
+
+    names = "|".join(("auto", *buckets.CHOICES))
     return re.split(rf",(?=(?:{names})(?::|,|$))", text)
 
 

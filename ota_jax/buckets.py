@@ -33,6 +33,7 @@ from ota_jax.assignment import Assignment, background_assignment
 
 __all__ = [
     "ACCELERATOR_LADDERS",
+    "CHOICES",
     "CPU_LADDERS",
     "NO_LADDERS",
     "Ladders",
@@ -65,8 +66,8 @@ ACCELERATOR_LADDERS = Ladders(gt_start=8, column_start=1024, factor=4)
 # compacted problem at ``max_columns`` and the dense fallback).
 NO_LADDERS = Ladders(gt_start=sys.maxsize, column_start=sys.maxsize, factor=2)
 
-# The choices of the OTA_JAX_BUCKETS environment variable.
-_CHOICES = {"cpu": CPU_LADDERS, "accelerator": ACCELERATOR_LADDERS, "off": NO_LADDERS}
+# The choices of the OTA_JAX_BUCKETS environment variable besides "auto".
+CHOICES = {"cpu": CPU_LADDERS, "accelerator": ACCELERATOR_LADDERS, "off": NO_LADDERS}
 
 
 def ladders(backend: str | None = None) -> Ladders:
@@ -81,10 +82,10 @@ def ladders(backend: str | None = None) -> Ladders:
     the buckets it was traced with.
     """
     choice = os.environ.get("OTA_JAX_BUCKETS", "auto").strip().lower() or "auto"
-    if choice in _CHOICES:
-        return _CHOICES[choice]
+    if choice in CHOICES:
+        return CHOICES[choice]
     if choice != "auto":
-        raise ValueError(f"OTA_JAX_BUCKETS={choice!r}: expected one of auto, {', '.join(_CHOICES)}")
+        raise ValueError(f"OTA_JAX_BUCKETS={choice!r}: expected one of auto, {', '.join(CHOICES)}")
     backend = jax.default_backend() if backend is None else backend
     return CPU_LADDERS if backend == "cpu" else ACCELERATOR_LADDERS
 

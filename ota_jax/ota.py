@@ -97,7 +97,7 @@ class _Problem(NamedTuple):
 
     inputs: AssignInputs
     candidates: Array  # [M, A] step 1, real gts only
-    penalty_offset: Array  # [M] the penalty of gts without candidates, left out of their row
+    has_candidate: Array  # [M] real gts with at least one candidate
     supply: Array  # [M+1]
     dynamic_k: Array  # [M]
 
@@ -141,7 +141,7 @@ def _build_problem(
     return _Problem(
         inputs=inputs,
         candidates=candidates,
-        penalty_offset=config.penalty * (gt_mask & ~candidates.any(axis=1)),
+        has_candidate=candidates.any(axis=1),
         supply=supply,
         dynamic_k=k,
     )
@@ -175,8 +175,8 @@ def _costs_at(problem: _Problem, index: Array, config: OTAConfig) -> Array:
     background_cost = finite_cost(
         focal_loss_negative(logits, alpha=config.focal_alpha, gamma=config.focal_gamma).sum(-1)
     )
-    candidates = problem.candidates
-    relative = _relative_costs(inputs, candidates[:, index], candidates.any(axis=1), index, config)
+    candidates = problem.candidates[:, index]
+    relative = _relative_costs(inputs, candidates, problem.has_candidate, index, config)
     gt_cost = finite_cost(relative + background_cost[None, :])
     gt_cost = jnp.where(inputs.gt_mask[:, None], gt_cost, 0.0)
     return jnp.concatenate([gt_cost, background_cost[None]])
@@ -199,7 +199,7 @@ def _needed_columns(problems: _Problem, config: OTAConfig) -> Array:
     if config.extra_columns == 0:
         return kept
     num_gt, num_anchors = candidates.shape[1:]
-    candidate_less = problems.inputs.gt_mask & ~candidates.any(axis=2)  # [B, M]
+    candidate_less = problems.inputs.gt_mask & ~problems.has_candidate  # [B, M]
     order = buckets.real_gts_first(candidate_less)  # candidate-less gts first
 
     def search(rows: int):
@@ -219,7 +219,9 @@ def _needed_columns(problems: _Problem, config: OTAConfig) -> Array:
     return buckets.switch(index, [lambda: kept, *(search(rows) for rows in sizes)])
 
 
-def _shift_rows(cost: Array, valid: Array, problem: _Problem) -> tuple[Array, Array]:
+def _shift_rows(
+    cost: Array, valid: Array, problem: _Problem, config: OTAConfig
+) -> tuple[Array, Array]:
     """Each gt row of ``cost [M+1, K]`` minus its minimum over the ``valid [K]``
     columns, and the ``row_offset [M+1]`` that tells `solve_transport` so.
 
@@ -233,7 +235,8 @@ def _shift_rows(cost: Array, valid: Array, problem: _Problem) -> tuple[Array, Ar
     row_min = gt_cost.min(axis=1, initial=jnp.inf, where=gt_mask[:, None] & valid[None, :])
     row_min = jnp.where(gt_mask & jnp.isfinite(row_min), row_min, 0.0)
     gt_cost = jnp.where(gt_mask[:, None], gt_cost - row_min[:, None], 0.0)
-    row_offset = jnp.concatenate([row_min + problem.penalty_offset, jnp.zeros(1)])
+    penalty_offset = config.penalty * (gt_mask & ~problem.has_candidate)  # left out of the row
+    row_offset = jnp.concatenate([row_min + penalty_offset, jnp.zeros(1)])
     return jnp.concatenate([gt_cost, cost[-1:]]), row_offset
 
 
@@ -257,7 +260,7 @@ def _solve_and_decode(
         gt_index = _decode(transport.plan, gt_mask)
     else:
         index, valid = kept_columns(needed, columns)
-        cost, row_offset = _shift_rows(_costs_at(problem, index, config), valid, problem)
+        cost, row_offset = _shift_rows(_costs_at(problem, index, config), valid, problem, config)
         transport = solve_compacted(
             cost,
             problem.supply,
@@ -292,7 +295,8 @@ def _dense_costs(problem: _Problem, config: OTAConfig) -> tuple[Array, Array]:
     """`_shift_rows` of the costs on every anchor: the dense problem's."""
     num_anchors = problem.candidates.shape[1]
     every = jnp.arange(num_anchors)
-    return _shift_rows(_costs_at(problem, every, config), jnp.ones(num_anchors, bool), problem)
+    every_cost = _costs_at(problem, every, config)
+    return _shift_rows(every_cost, jnp.ones(num_anchors, bool), problem, config)
 
 
 def _decode(plan: Array, gt_mask: Array) -> Array:

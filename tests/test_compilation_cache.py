@@ -41,5 +41,7 @@ def test_enable_writes_compiled_programs_to_the_directory(tmp_path):
 
 
 def test_empty_directory_turns_the_cache_off(tmp_path):
-    assert _compile_with_cache("", {"XDG_CACHE_HOME": str(tmp_path)}) == "None"
-    assert not (tmp_path / "ota_train").exists()
+    # JAX itself would cache to $JAX_COMPILATION_CACHE_DIR; "" must override that too.
+    env = {"XDG_CACHE_HOME": str(tmp_path), "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax")}
+    assert _compile_with_cache("", env) == "None"
+    assert not (tmp_path / "ota_train").exists() and not (tmp_path / "jax").exists()
