@@ -275,6 +275,32 @@ def _table(markdown: str) -> dict[tuple[str, str], dict[str, str]]:
     return {(r["workload"], r["assigner"]): r for r in rows}
 
 
+def test_time_sides_releases_each_timed_result_before_the_next_call():
+    """A timed call must not run while the previous call's result is still held (on a
+    GPU that moves the output buffers each call); the first warm-up's result is kept."""
+    import weakref
+
+    import assign_bench
+
+    class Result:
+        pass
+
+    made, alive_at_call = [], []
+
+    def call():
+        alive_at_call.append(sum(ref() is not None for ref in made))
+        result = Result()
+        made.append(weakref.ref(result))
+        return result
+
+    side = assign_bench._Timed(call, lambda r: r, repeats=4)
+    assign_bench.time_sides({"jax": side}, warmup=2)
+    assert len(made) == 6 and len(side.times) == 4
+    assert side.result is made[0]()  # the first warm-up's result
+    # Each call sees only that kept result alive, never the one before it.
+    assert alive_at_call == [0, 1, 1, 1, 1, 1]
+
+
 def test_bench_quick_writes_complete_json(tmp_path, capsys):
     pytest.importorskip("torch")
     import assign_bench
