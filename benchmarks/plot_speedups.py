@@ -30,7 +30,7 @@ for _path in (str(_HERE), str(_HERE.parent)):
 import run_info  # noqa: E402
 
 DEFAULT_PANELS = (
-    "NVIDIA H200=nvidia-h200/assign_b6962f7.json,nvidia-h200/assign_crowd_b6962f7.json",
+    "NVIDIA H100=nvidia-h100-80gb-hbm3/suite.json",
     "AMD EPYC, 2 cores=cpu-2core/assign.json,cpu-2core/assign_crowd.json,"
     "cpu-2core/assign_crowd_simota.json",
 )
