@@ -8,9 +8,10 @@ reports the first call (tracing, compiling every bucket and one run) and the
 median of ``--repeats`` calls after ``--warmup`` more.
 
 On a GPU the default variants also turn XLA's command buffers (CUDA graphs) off,
-to tell launch latency from the cost of the buckets' ``lax.switch``: SimOTA's
-kernels take about 0.1 ms of its 1.4 ms per yolox640 batch on an H200
-(``results/nvidia-h200/traces/``).
+to tell launch latency from the cost of the buckets' ``lax.switch``. On an H100
+at ``575e4d5`` (``results/nvidia-h100-80gb-hbm3/buckets.md``) the buckets won
+everywhere: one size (``off``) was 2x to 7x slower, and without command buffers
+OTA took 1.5x to 2.4x as long (SimOTA 1.0x to 1.4x).
 
 Examples::
 
