@@ -276,8 +276,8 @@ def _table(markdown: str) -> dict[tuple[str, str], dict[str, str]]:
 
 
 def test_time_sides_releases_each_timed_result_before_the_next_call():
-    """A timed call must not run while the previous call's result is still held (on a
-    GPU that moves the output buffers each call); the first warm-up's result is kept."""
+    """A timed call must not run while the previous call's result is still held (on an
+    H100 that coincided with SimOTA taking twice as long); the first warm-up's is kept."""
     import weakref
 
     import assign_bench
