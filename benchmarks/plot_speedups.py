@@ -121,7 +121,7 @@ def main(argv=None) -> Path:
         action="append",
         default=None,
         help="TITLE=FILE[,FILE...], files relative to benchmarks/results/ (repeat for "
-        "several panels; default: the H200 and 2-core CPU results)",
+        "several panels; default: the H100 and 2-core CPU results)",
     )
     parser.add_argument("--out", default="docs/speedups.png")
     args = parser.parse_args(argv)

@@ -14,8 +14,10 @@ benchmark batches (2-core CPU) that made SimOTA 1.1x to 2.5x and OTA 1.4x to
 compile time. On an accelerator a small batch's arithmetic takes microseconds and the
 branches' overhead dominates: with the doubling sizes SimOTA took 4.8 ms per
 yolox640 batch of 16 on an H200 (0.1 ms of it in kernels) against 1.4 ms with
-sizes that quadruple (gts from 8, columns from 1024), which it keeps there. One
-program at the padded size was 2x to 7x slower than those on an H100.
+sizes that quadruple (gts from 8, columns from 1024), which it keeps there (both
+timed by a harness that held each result during the next call, which on an H100
+made the quadrupling sizes' 0.47 ms look like 1.0 ms). One program at the padded
+size was 2x to 7x slower than those on an H100.
 """
 
 from __future__ import annotations
