@@ -43,12 +43,12 @@ __all__ = [
 # Cost of the folded column for the gt rows: exp(-_UNREACHABLE / epsilon) is 0.
 _UNREACHABLE = 1e8
 
-# Block length of `true_indices`' running count.
-_COUNT_BLOCK = 64
+# Bits per word of `true_indices`' packed mask.
+_WORD = 32
 
 
 def true_indices(mask: Array, size: int, fill_value: int) -> Array:
-    """``jnp.nonzero(mask, size=size, fill_value=fill_value)[0]``, twice as fast on a CPU.
+    """``jnp.nonzero(mask, size=size, fill_value=fill_value)[0]``, four times as fast on a CPU.
 
     Args:
       mask: ``[A]`` bool.
@@ -59,24 +59,33 @@ def true_indices(mask: Array, size: int, fill_value: int) -> Array:
       ``[size]`` int32: the positions of the first ``size`` True entries, ascending,
       then ``fill_value``.
 
-    Like ``jnp.nonzero`` this scatters each True entry to its running count; the
-    count differs. XLA:CPU lowers ``cumsum`` to a pyramid of reduce-windows, which
-    took half of SimOTA's compaction of a yolox640 batch; here it is summed within
-    blocks by one small matmul (exact: 0/1 terms, at most 64 of them) and across
-    blocks by a short cumsum.
+    ``jnp.nonzero`` counts the True entries with a cumsum over all ``A`` and scatters
+    each to its count; XLA:CPU runs both as slow loops (on a 2-core CPU, 2.6 ms of a
+    ``[16, 21824]`` batch's compaction). Here the mask is packed into 32-bit words,
+    the cumsum runs over the ``A / 32`` word popcounts, and each of the ``size``
+    outputs finds its word by binary search and its bit by five popcounts: the only
+    pass over all ``A`` entries is the packing.
     """
     num = mask.shape[0]
-    blocks = -(-num // _COUNT_BLOCK)
-    padded = jnp.pad(mask.astype(jnp.float32), (0, blocks * _COUNT_BLOCK - num))
-    upper = jnp.triu(jnp.ones((_COUNT_BLOCK, _COUNT_BLOCK), jnp.float32))
-    within = jnp.matmul(
-        padded.reshape(blocks, _COUNT_BLOCK), upper, precision=jax.lax.Precision.HIGHEST
-    ).astype(jnp.int32)
-    before = jnp.cumsum(within[:, -1]) - within[:, -1]
-    count = (within + before[:, None]).reshape(-1)[:num]
-    slot = jnp.where(mask, count - 1, size)  # False entries and those beyond size drop
-    indices = jnp.full((size,), fill_value, jnp.int32)
-    return indices.at[slot].set(jnp.arange(num, dtype=jnp.int32), mode="drop")
+    num_words = -(-num // _WORD)
+    bits = jnp.pad(mask, (0, num_words * _WORD - num)).reshape(num_words, _WORD)
+    one = jnp.uint32(1)
+    powers = jnp.left_shift(one, jnp.arange(_WORD, dtype=jnp.uint32))
+    words = jnp.where(bits, powers, jnp.uint32(0)).sum(axis=1, dtype=jnp.uint32)
+    counts = jax.lax.population_count(words).astype(jnp.int32)
+    through = jnp.cumsum(counts)  # True entries up to and including each word
+    rank = jnp.arange(size, dtype=jnp.int32)  # output k is the True entry of rank k
+    word_index = jnp.searchsorted(through, rank + 1, method="scan_unrolled").astype(jnp.int32)
+    found = word_index < num_words
+    word_index = jnp.minimum(word_index, num_words - 1)
+    rank_in_word = rank - (through[word_index] - counts[word_index])
+    word = words[word_index]
+    # The highest bit with at most rank_in_word True bits below it is the one.
+    bit = jnp.zeros((size,), jnp.uint32)
+    for step in (16, 8, 4, 2, 1):
+        below = jax.lax.population_count(word & (jnp.left_shift(one, bit + step) - one))
+        bit = jnp.where(below.astype(jnp.int32) <= rank_in_word, bit + step, bit)
+    return jnp.where(found, word_index * _WORD + bit.astype(jnp.int32), fill_value)
 
 
 def needed_columns(candidates: Array, relative_cost: Array, gt_mask: Array, *, extra: int) -> Array:
