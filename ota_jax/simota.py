@@ -65,12 +65,13 @@ class SimOTAConfig:
 
 def _geometry(points, strides, gt_boxes, gt_mask, config: SimOTAConfig):
     """``prefilter [A]`` (anchors that take part at all) and ``allowed [M, A]`` pairs."""
-    in_centre = (
-        inside_centre_regions(points, strides, gt_boxes, config.center_radius) & gt_mask[:, None]
-    )
+    # A padded gt moves to infinity, where no anchor is inside its box or region:
+    # cheaper than masking each of the M * A pairs.
+    gt_boxes = jnp.where(gt_mask[:, None], gt_boxes, jnp.inf)
+    in_centre = inside_centre_regions(points, strides, gt_boxes, config.center_radius)
     if config.prior == "center":
         return in_centre.any(axis=0), in_centre
-    in_box = inside_boxes(points, gt_boxes) & gt_mask[:, None]
+    in_box = inside_boxes(points, gt_boxes)
     return (in_box | in_centre).any(axis=0), in_box & in_centre
 
 
