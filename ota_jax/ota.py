@@ -34,7 +34,7 @@ from ota_jax.compaction import (
     per_anchor_plan,
     solve_compacted,
 )
-from ota_jax.costs import focal_loss_negative, focal_relative_cost, joint_logits, sum_classes
+from ota_jax.costs import focal_loss_negative, focal_relative_cost, joint_logits
 from ota_jax.dynamic_k import dynamic_k
 from ota_jax.priors import inside_boxes, inside_centre_regions
 from ota_jax.transport import solve_transport
@@ -173,7 +173,7 @@ def _costs_at(problem: _Problem, index: Array, config: OTAConfig) -> Array:
     obj_logits = None if inputs.obj_logits is None else inputs.obj_logits[index]
     logits = joint_logits(inputs.cls_logits[index], obj_logits)
     background_cost = finite_cost(
-        sum_classes(focal_loss_negative(logits, alpha=config.focal_alpha, gamma=config.focal_gamma))
+        focal_loss_negative(logits, alpha=config.focal_alpha, gamma=config.focal_gamma).sum(-1)
     )
     candidates = problem.candidates[:, index]
     relative = _relative_costs(inputs, candidates, problem.has_candidate, index, config)
