@@ -80,31 +80,36 @@ def _assign_at_size(
 ) -> Assignment:
     """The batch on each image's ``columns`` prefiltered anchors (None: all anchors);
     ``prefilter [B, A]`` marks them."""
-    pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits = args
+    pred_boxes, cls_logits, points, strides = args[:4]
     num_anchors = points.shape[0]
+    num_images, num_gt = args[6].shape
+    chunk = buckets.images_at_once(num_images, num_gt * (columns or num_anchors))
     per_image = partial(_simota_one_image, config=config)
     if columns is None:
-        return jax.vmap(per_image, in_axes=(0, 0, None, None, 0, 0, 0, 0, None))(
-            *args, jnp.ones(num_anchors, bool)
+        every_anchor = jnp.ones(num_anchors, bool)
+        dense = lambda boxes, logits, gts, labels, mask, obj: per_image(
+            boxes, logits, points, strides, gts, labels, mask, obj, every_anchor
         )
-    # Gather each image's prefiltered anchors; SimOTA never looks at the others.
-    index = jax.vmap(partial(true_indices, size=columns, fill_value=num_anchors))(prefilter)
-    take_shared = lambda x: jnp.take(x, index, axis=0, mode="clip")
-    take = jax.vmap(lambda x, i: jnp.take(x, i, axis=0, mode="clip"))
-    compact = jax.vmap(per_image)(
-        take(pred_boxes, index),
-        take(cls_logits, index),
-        take_shared(points),
-        take_shared(strides),
-        gt_boxes,
-        gt_labels,
-        gt_mask,
-        None if obj_logits is None else take(obj_logits, index),
-        index < num_anchors,
-    )
-    return jax.vmap(partial(_scatter_anchors, num_anchors=num_anchors))(
-        compact, index, gt_boxes, gt_labels
-    )
+        return buckets.vmap_in_chunks(dense, chunk, pred_boxes, cls_logits, *args[4:])
+
+    def compacted(boxes, logits, gts, labels, mask, obj, anchors):
+        # Gather the image's prefiltered anchors; SimOTA never looks at the others.
+        index = true_indices(anchors, columns, num_anchors)
+        take = lambda x: None if x is None else jnp.take(x, index, axis=0, mode="clip")
+        compact = per_image(
+            take(boxes),
+            take(logits),
+            take(points),
+            take(strides),
+            gts,
+            labels,
+            mask,
+            take(obj),
+            index < num_anchors,
+        )
+        return _scatter_anchors(compact, index, gts, labels, num_anchors)
+
+    return buckets.vmap_in_chunks(compacted, chunk, pred_boxes, cls_logits, *args[4:], prefilter)
 
 
 def _prefilter_batch(points, strides, gt_boxes, gt_mask, config: SimOTAConfig) -> Array:

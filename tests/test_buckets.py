@@ -118,3 +118,30 @@ def test_buckets_environment_variable_is_checked(monkeypatch):
     monkeypatch.setenv("OTA_JAX_BUCKETS", "fast")
     with pytest.raises(ValueError, match="OTA_JAX_BUCKETS='fast'"):
         buckets.ladders()
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 6])
+def test_vmap_in_chunks_is_vmap(chunk):
+    rng = np.random.default_rng(chunk)
+    x = rng.normal(size=(6, 5)).astype(np.float32)
+    y = rng.normal(size=(6, 5, 2)).astype(np.float32)
+
+    def fn(a, none, b):
+        assert none is None
+        return {"sum": a + b.sum(-1), "max": b.max()}
+
+    want = jax.vmap(lambda a, b: fn(a, None, b))(x, y)
+    got = jax.jit(lambda x, y: buckets.vmap_in_chunks(fn, chunk, x, None, y))(x, y)
+    np.testing.assert_allclose(got["sum"], want["sum"], rtol=1e-6)
+    np.testing.assert_array_equal(got["max"], want["max"])
+
+
+def test_images_at_once_divides_the_batch_and_fits_the_cpu_limit():
+    if jax.default_backend() != "cpu":
+        assert buckets.images_at_once(16, 1 << 30) == 16
+        return
+    limit = buckets.CPU_PAIRS_AT_ONCE
+    assert buckets.images_at_once(16, 100) == 16
+    assert buckets.images_at_once(16, limit // 5) == 4  # 5 fit; 4 divides 16
+    assert buckets.images_at_once(7, limit // 5) == 1  # 7 is prime
+    assert buckets.images_at_once(16, limit * 3) == 1

@@ -5,6 +5,7 @@ anchors that get the same gt. Random scenes run as one padded batch (one compile
 hand-made scenes cover the corner cases by name.
 """
 
+import jax
 import numpy as np
 import pytest
 
@@ -230,3 +231,43 @@ def test_matches_reference_on_a_crowded_image_with_100_gts(assign, reference_fn,
     assert positives.sum() > 200
     assert agreed >= 0.999
     np.testing.assert_array_equal(result.dynamic_k, want["dynamic_k"])
+
+
+def test_simota_assigns_a_crowded_batch_a_few_images_at_a_time_as_the_reference():
+    """On a CPU the large size buckets run a few images at a time
+    (`buckets.images_at_once`); four 192 x 192 images of 100 gts take that path,
+    two images a step."""
+    rng = np.random.default_rng(101)
+    scenes = [make_scene(rng, num_gt=100, image_size=(192, 192)) for _ in range(4)]
+    num_anchors = scenes[0].points.shape[0]
+    if jax.default_backend() == "cpu":
+        assert ota_jax.buckets.images_at_once(4, 100 * num_anchors) == 2
+    stack = lambda name: np.stack([getattr(s, name) for s in scenes])
+    config = ota_jax.SimOTAConfig()
+    result = ota_jax.simota_assign_batch(
+        stack("pred_boxes"),
+        stack("cls_logits"),
+        scenes[0].points,
+        scenes[0].strides,
+        stack("gt_boxes"),
+        stack("gt_labels"),
+        np.ones((4, 100), bool),
+        obj_logits=stack("obj_logits"),
+        config=config,
+    )
+    for image, scene in enumerate(scenes):
+        want = reference.simota_reference(
+            scene.pred_boxes,
+            scene.cls_logits,
+            scene.points,
+            scene.strides,
+            scene.gt_boxes,
+            scene.gt_labels,
+            obj_logits=scene.obj_logits,
+            **_reference_kwargs(config),
+        )
+        positives = want["gt_index"] >= 0
+        got = np.asarray(result.gt_index[image])
+        assert positives.sum() > 200
+        assert (got[positives] == want["gt_index"][positives]).mean() >= 0.999
+        np.testing.assert_array_equal(result.dynamic_k[image], want["dynamic_k"])
