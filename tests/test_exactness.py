@@ -137,16 +137,7 @@ def test_matches_reference_loop(assign_batch, reference_fn, use_obj, config):
 
     agreed = total = 0
     for i, scene in enumerate(scenes):
-        want = reference_fn(
-            scene.pred_boxes,
-            scene.cls_logits,
-            scene.points,
-            scene.strides,
-            scene.gt_boxes,
-            scene.gt_labels,
-            obj_logits=scene.obj_logits if use_obj else None,
-            **_reference_kwargs(config),
-        )
+        want = _reference(reference_fn, scene, config, use_obj)
         same, count, mapped = _agreement(np.asarray(result.gt_index[i]), slots[i], want["gt_index"])
         agreed, total = agreed + same, total + count
         # dynamic k per real gt, in the reference's gt order.
@@ -165,6 +156,20 @@ def test_matches_reference_loop(assign_batch, reference_fn, use_obj, config):
         assert int(result.num_fg[i]) == fg.sum()
     assert total > 500, "the cases should exercise many positives"
     assert agreed / total >= 0.999, f"{agreed}/{total} positives agree"
+
+
+def _reference(reference_fn, scene, config, use_obj=True):
+    """The reference loop's result on one scene."""
+    return reference_fn(
+        scene.pred_boxes,
+        scene.cls_logits,
+        scene.points,
+        scene.strides,
+        scene.gt_boxes,
+        scene.gt_labels,
+        obj_logits=scene.obj_logits if use_obj else None,
+        **_reference_kwargs(config),
+    )
 
 
 def test_gts_without_candidates_still_ship_their_labels():
@@ -219,13 +224,7 @@ def test_matches_reference_on_a_crowded_image_with_100_gts(assign, reference_fn,
         obj_logits=scene.obj_logits,
         config=config,
     )
-    want = reference_fn(
-        *head,
-        scene.gt_boxes,
-        scene.gt_labels,
-        obj_logits=scene.obj_logits,
-        **_reference_kwargs(config),
-    )
+    want = _reference(reference_fn, scene, config)
     positives = want["gt_index"] >= 0
     agreed = (np.asarray(result.gt_index)[positives] == want["gt_index"][positives]).mean()
     assert positives.sum() > 200
@@ -256,16 +255,7 @@ def test_simota_assigns_a_crowded_batch_a_few_images_at_a_time_as_the_reference(
         config=config,
     )
     for image, scene in enumerate(scenes):
-        want = reference.simota_reference(
-            scene.pred_boxes,
-            scene.cls_logits,
-            scene.points,
-            scene.strides,
-            scene.gt_boxes,
-            scene.gt_labels,
-            obj_logits=scene.obj_logits,
-            **_reference_kwargs(config),
-        )
+        want = _reference(reference.simota_reference, scene, config)
         positives = want["gt_index"] >= 0
         got = np.asarray(result.gt_index[image])
         assert positives.sum() > 200
