@@ -170,7 +170,8 @@ _PUBLIC_DOC = """{summary}
 
 _PUBLIC_BATCH_DOC = """`{name}` over a batch: a leading ``[B]`` axis on every argument except
     ``points [A, 2]`` and ``strides [A]``, shared by all images. Gts are padded to a
-    common ``M`` with ``gt_mask``; padding never changes a result."""
+    common ``M`` with ``gt_mask``; padding never changes a result. A batch of no
+    images (``B == 0``) gives every field with 0 images."""
 
 
 def public_assigners(
@@ -228,7 +229,10 @@ def public_assigners(
         config: Any = default,
     ) -> Assignment:
         args = (pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits)
-        return assign_batch(check_inputs(args, batched=True), config)
+        args = check_inputs(args, batched=True)
+        if args[6].shape[0] == 0:  # static: no image at all
+            return _no_images(assign_batch, args, config)
+        return assign_batch(args, config)
 
     one_name, batch_name = f"{name}_assign", f"{name}_assign_batch"
     docs = (
@@ -247,6 +251,17 @@ def public_assigners(
         function.__annotations__["config"] = config_class.__name__
         functions.append(jax.jit(function, static_argnames=("config",)))
     return functions[0], functions[1]
+
+
+def _no_images(assign_batch, args: tuple, config) -> Assignment:
+    """The assignment of a batch of no images: each field as for one image, with
+    0 along the batch."""
+    one = tuple(
+        x if i in (2, 3) or x is None else jnp.zeros((1, *x.shape[1:]), x.dtype)
+        for i, x in enumerate(args)
+    )
+    shapes = jax.eval_shape(lambda batch: assign_batch(batch, config), one)
+    return jax.tree.map(lambda s: jnp.zeros((0, *s.shape[1:]), s.dtype), shapes)
 
 
 def vmap_images(one_image, args: tuple, config) -> Assignment:

@@ -119,3 +119,25 @@ def test_bad_configs_raise():
         ota_jax.SimOTAConfig(prior="box")
     with pytest.raises(ValueError):
         ota_jax.OTAConfig(epsilon=0.0)
+
+
+@pytest.mark.parametrize("name", ASSIGNERS)
+def test_a_batch_of_no_images_gets_an_empty_assignment(name, scene):
+    _, config = ASSIGNERS[name]
+    assign_batch = ota_jax.assigners.ASSIGNERS[name].assign_batch
+    none = lambda x: np.zeros((0, *np.shape(x)), np.asarray(x).dtype)
+    result = assign_batch(
+        none(scene.pred_boxes),
+        none(scene.cls_logits),
+        scene.points,
+        scene.strides,
+        none(scene.gt_boxes),
+        none(scene.gt_labels),
+        np.zeros((0, len(scene.gt_boxes)), bool),
+        obj_logits=none(scene.obj_logits),
+        config=config,
+    )
+    num_anchors = scene.points.shape[0]
+    assert result.gt_index.shape == (0, num_anchors)
+    assert result.box_targets.shape == (0, num_anchors, 4)
+    assert result.num_fg.shape == (0,)
