@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import ota_jax
+from ota_jax.simota import _prefilter_batch
 from tests import reference
 from tests.scenes import make_scene, padded
 
@@ -187,15 +188,7 @@ def test_gts_without_candidates_still_ship_their_labels():
         mask,
         config=ota_jax.OTAConfig(return_transport=True),
     )
-    want = reference.ota_reference(
-        scene.pred_boxes,
-        scene.cls_logits,
-        scene.points,
-        scene.strides,
-        scene.gt_boxes,
-        scene.gt_labels,
-        subtract_row_min=False,
-    )
+    want = _reference(reference.ota_reference, scene, ota_jax.OTAConfig(), use_obj=False)
     assert not want["candidate_mask"][:2].any()
     plan = np.asarray(result.transport.plan)
     # Each candidate-less gt's row ships its whole supply, like every other row.
@@ -239,10 +232,16 @@ def test_simota_assigns_a_crowded_batch_a_few_images_at_a_time_as_the_reference(
     rng = np.random.default_rng(101)
     scenes = [make_scene(rng, num_gt=100, image_size=(192, 192)) for _ in range(4)]
     num_anchors = scenes[0].points.shape[0]
-    if jax.default_backend() == "cpu":
-        assert ota_jax.buckets.images_at_once(4, 100 * num_anchors) == 2
     stack = lambda name: np.stack([getattr(s, name) for s in scenes])
     config = ota_jax.SimOTAConfig()
+    # Every image has more prefiltered anchors than the smallest column bucket
+    # holds, so the dense bucket (all 756 anchors) runs, two images a step.
+    prefilter = _prefilter_batch(
+        scenes[0].points, scenes[0].strides, stack("gt_boxes"), np.ones((4, 100), bool), config
+    )
+    assert int(prefilter.sum(axis=1).min()) > ota_jax.buckets.CPU_LADDERS.column_start
+    if jax.default_backend() == "cpu":
+        assert ota_jax.buckets.images_at_once(4, 100 * num_anchors) == 2
     result = ota_jax.simota_assign_batch(
         stack("pred_boxes"),
         stack("cls_logits"),
