@@ -39,10 +39,12 @@ from ota_jax.assignment import Assignment, background_assignment
 __all__ = [
     "ACCELERATOR_LADDERS",
     "CHOICES",
+    "CPU_GTS_AT_ONCE",
     "CPU_LADDERS",
     "CPU_PAIRS_AT_ONCE",
     "NO_LADDERS",
     "Ladders",
+    "any_over_gts",
     "bucket_index",
     "by_columns",
     "by_real_gts",
@@ -236,6 +238,41 @@ def vmap_in_chunks(fn: Callable, chunk: int, *batched):
 
     out = jax.lax.map(step, jnp.arange(num_images // chunk))
     return jax.tree.map(lambda y: y.reshape(num_images, *y.shape[2:]), out)
+
+
+# On a CPU, the most gts `any_over_gts` tests at once.
+CPU_GTS_AT_ONCE = 32
+
+
+def any_over_gts(fn: Callable[[Array, Array], Array], gt_boxes: Array, gt_mask: Array) -> Array:
+    """``[B, A]``: an anchor mask ORed over gts, ``fn(gt_boxes, gt_mask)`` with
+    ``gt_boxes [B, M, 4]`` and ``gt_mask [B, M]`` giving ``[B, M, A]`` (all False
+    for a gt that ``gt_mask`` marks invalid).
+
+    On a CPU with more than `CPU_GTS_AT_ONCE` gt slots, the gts are taken in
+    equal slices of at most that many (padded with invalid gts) in a loop.
+    XLA:CPU splits a reduction over more than 32 elements into a windowed one,
+    which stores the whole ``[B, M, A]`` mask first: 35 MB for a batch of 16
+    fcos1024 images padded to 100 gts. That mask alone set the size of SimOTA's
+    temporary block (see `images_at_once` for why its size matters), and
+    computing the mask in slices is faster too (2-core CPU).
+    """
+    num_images, num_gt = gt_mask.shape
+    steps = 1 if jax.default_backend() != "cpu" else -(-num_gt // CPU_GTS_AT_ONCE)
+    if steps <= 1:
+        return fn(gt_boxes, gt_mask).any(axis=1)
+    size = -(-num_gt // steps)
+    pad = steps * size - num_gt
+    gt_boxes = jnp.pad(gt_boxes, ((0, 0), (0, pad), (0, 0)))
+    gt_mask = jnp.pad(gt_mask, ((0, 0), (0, pad)))
+    slices = lambda x: jnp.moveaxis(x.reshape(num_images, steps, size, *x.shape[2:]), 1, 0)
+
+    def step(found, gts):
+        return found | fn(*gts).any(axis=1), None
+
+    first = fn(gt_boxes[:, :size], gt_mask[:, :size]).any(axis=1)
+    rest = (slices(gt_boxes)[1:], slices(gt_mask)[1:])
+    return jax.lax.scan(step, first, rest)[0]
 
 
 def switch(index: Array, branches: Sequence, *operands):

@@ -49,14 +49,19 @@ def dynamic_k_matching(
       ``[A]`` int32 gt of each anchor, -1 for background.
     """
     num_gt, num_anchors = cost.shape
-    _, order = jax.lax.top_k(jnp.where(anchor_mask, -cost, -jnp.inf), min(topk, num_anchors))
+    # The top-k and the conflicts' argmin (an argmax here) read the same scores:
+    # conflicts only concern anchors in the mask, where the scores are -cost.
+    scores = jnp.where(anchor_mask, -cost, -jnp.inf)
+    _, order = jax.lax.top_k(scores, min(topk, num_anchors))
     ranks = jnp.arange(order.shape[1])
     chosen = (ranks[None, :] < k[:, None]) & anchor_mask[order]
-    rows = jnp.arange(num_gt)[:, None]
-    matching = jnp.zeros((num_gt, num_anchors), bool).at[rows, order].set(chosen)
 
-    times_chosen = matching.sum(axis=0)
-    cheapest_gt = jnp.argmin(jnp.where(gt_mask[:, None], cost, jnp.inf), axis=0)
-    only_gt = jnp.argmax(matching, axis=0)
+    # Count and name the choosers from the M * topk choices, not an [M, A] matching
+    # matrix: a row's top-k indices are distinct, and the one chooser of an anchor
+    # chosen once is the max over its choices (-1 where not chosen).
+    gts = jnp.broadcast_to(jnp.arange(num_gt, dtype=jnp.int32)[:, None], order.shape)
+    times_chosen = jnp.zeros(num_anchors, jnp.int32).at[order].add(chosen.astype(jnp.int32))
+    only_gt = jnp.full(num_anchors, -1, jnp.int32).at[order].max(jnp.where(chosen, gts, -1))
+    cheapest_gt = jnp.argmax(jnp.where(gt_mask[:, None], scores, -jnp.inf), axis=0)
     gt_index = jnp.where(times_chosen > 1, cheapest_gt, only_gt)
     return jnp.where(times_chosen > 0, gt_index, -1).astype(jnp.int32)

@@ -65,14 +65,21 @@ class SimOTAConfig:
 
 def _geometry(points, strides, gt_boxes, gt_mask, config: SimOTAConfig):
     """``prefilter [A]`` (anchors that take part at all) and ``allowed [M, A]`` pairs."""
+    in_prefilter, allowed = _pair_geometry(points, strides, gt_boxes, gt_mask, config)
+    return in_prefilter.any(axis=0), allowed
+
+
+def _pair_geometry(points, strides, gt_boxes, gt_mask, config: SimOTAConfig):
+    """``[M, A]`` pairs in the gt's prefilter region (the prefilter is their OR over
+    gts), and ``[M, A]`` allowed pairs."""
     # A padded gt moves to infinity, where no anchor is inside its box or region:
     # cheaper than masking each of the M * A pairs.
     gt_boxes = jnp.where(gt_mask[:, None], gt_boxes, jnp.inf)
     in_centre = inside_centre_regions(points, strides, gt_boxes, config.center_radius)
     if config.prior == "center":
-        return in_centre.any(axis=0), in_centre
+        return in_centre, in_centre
     in_box = inside_boxes(points, gt_boxes)
-    return (in_box | in_centre).any(axis=0), in_box & in_centre
+    return in_box | in_centre, in_box & in_centre
 
 
 def _assign_at_size(
@@ -114,8 +121,8 @@ def _assign_at_size(
 
 def _prefilter_batch(points, strides, gt_boxes, gt_mask, config: SimOTAConfig) -> Array:
     """``[B, A]`` prefiltered anchors of every image."""
-    geometry = lambda boxes, mask: _geometry(points, strides, boxes, mask, config)[0]
-    return jax.vmap(geometry)(gt_boxes, gt_mask)
+    pairs = lambda boxes, mask: _pair_geometry(points, strides, boxes, mask, config)[0]
+    return buckets.any_over_gts(jax.vmap(pairs), gt_boxes, gt_mask)
 
 
 def _assign_batch(args: tuple, config: SimOTAConfig) -> Assignment:

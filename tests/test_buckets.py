@@ -145,3 +145,28 @@ def test_images_at_once_divides_the_batch_and_fits_the_cpu_limit():
     assert buckets.images_at_once(16, limit // 5) == 4  # 5 fit; 4 divides 16
     assert buckets.images_at_once(7, limit // 5) == 1  # 7 is prime
     assert buckets.images_at_once(16, limit * 3) == 1
+
+
+@pytest.mark.parametrize("num_gt", [5, 32, 33, 100])
+def test_any_over_gts_is_the_or_over_every_gt(num_gt):
+    """In slices of at most 32 gts on a CPU (the last one padded with invalid gts),
+    the OR over gts equals the OR over all of them at once; invalid gts add nothing."""
+    rng = np.random.default_rng(num_gt)
+    points = rng.uniform(0, 64, size=(40, 2)).astype(np.float32)
+    corner = rng.uniform(0, 56, size=(3, num_gt, 2))
+    boxes = np.concatenate([corner, corner + rng.uniform(1, 8, size=(3, num_gt, 2))], -1)
+    boxes = jnp.asarray(boxes, jnp.float32)
+    mask = jnp.asarray(rng.random((3, num_gt)) < 0.7)
+
+    def inside(boxes, mask):  # [B, M, A]: the point is in a valid gt's box
+        x, y = points[:, 0], points[:, 1]
+        lo_x, lo_y, hi_x, hi_y = (boxes[..., i, None] for i in range(4))
+        return mask[..., None] & (x > lo_x) & (x < hi_x) & (y > lo_y) & (y < hi_y)
+
+    got = jax.jit(lambda b, m: buckets.any_over_gts(inside, b, m))(boxes, mask)
+    want = inside(boxes, mask).any(axis=1)
+    assert want.any() and not want.all()
+    np.testing.assert_array_equal(got, want)
+    if num_gt > buckets.CPU_GTS_AT_ONCE:  # the slices do run in a loop
+        jaxpr = jax.make_jaxpr(lambda b, m: buckets.any_over_gts(inside, b, m))(boxes, mask)
+        assert "scan" in str(jaxpr)
