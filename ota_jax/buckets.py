@@ -211,7 +211,7 @@ def images_at_once(num_images: int, pairs_per_image: int) -> int:
     2 to 3 ms of system time in a 6 to 7 ms call. Taking the large buckets a few
     images at a time keeps that block at 15 MiB there and the faults near none:
     1.17x faster (2-core CPU, both versions interleaved in one process). fcos1024's
-    dense bucket needs 38 MiB even so, and its time is unchanged, as is crowd100's;
+    dense bucket needs 36 MiB even so, and its time is unchanged, as is crowd100's;
     crowd500, whose own bucket then runs a few images at a time, takes 1.3x as
     long. The blocks shrink everywhere: crowd1000's from 2.2 GiB to 138 MiB.
     """
