@@ -32,7 +32,8 @@ def _gather_classes(per_class: Array, labels: Array) -> Array:
     # Rows of the transpose, not columns transposed: XLA:CPU then computes the cost
     # on [M, A] with anchors innermost. The other way its fused kernel ran on a
     # [M, 1, A, 1] gather with a trailing axis of one, element by element: SimOTA
-    # took 1.1x as long (2-core CPU, interleaved in one process); OTA the same.
+    # took 1.1x as long (2-core CPU, interleaved in one process); OTA's time did not
+    # change.
     return jnp.take(per_class.T, labels, axis=0, mode="clip")
 
 

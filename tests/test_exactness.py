@@ -260,3 +260,31 @@ def test_simota_assigns_a_crowded_batch_a_few_images_at_a_time_as_the_reference(
         assert positives.sum() > 200
         assert (got[positives] == want["gt_index"][positives]).mean() >= 0.999
         np.testing.assert_array_equal(result.dynamic_k[image], want["dynamic_k"])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_dynamic_k_matching_against_yolox_matching(seed):
+    """The matching step alone, on costs built to collide: few distinct values (ties
+    everywhere), more labels wanted than columns hold (conflicts), masked columns and
+    padded gts, against the loop of YOLOX's ``simota_matching``."""
+    from ota_jax.dynamic_k import dynamic_k_matching
+
+    rng = np.random.default_rng(seed)
+    num_gt, num_anchors, topk = 12, 40, 10
+    cost = rng.integers(0, 6, size=(num_gt, num_anchors)).astype(np.float32)
+    anchor_mask = rng.random(num_anchors) < 0.6
+    gt_mask = np.arange(num_gt) < 9
+    k = np.where(gt_mask, rng.integers(1, topk + 1, size=num_gt), 0)
+    got = np.asarray(
+        jax.jit(dynamic_k_matching, static_argnames="topk")(
+            cost, k, anchor_mask, gt_mask, topk=topk
+        )
+    )
+
+    columns = np.flatnonzero(anchor_mask)
+    matching, selected = reference.simota_matching(cost[gt_mask][:, columns], k[gt_mask])
+    want = np.full(num_anchors, -1)
+    gts, cols = np.nonzero(matching)
+    want[columns[cols]] = gts  # the real gts are the first rows
+    assert (selected.sum(axis=0) > 1).sum() >= 5, "the costs should make conflicts"
+    np.testing.assert_array_equal(got, want)
