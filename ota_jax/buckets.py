@@ -253,9 +253,10 @@ def any_over_gts(fn: Callable[[Array, Array], Array], gt_boxes: Array, gt_mask: 
     equal slices of at most that many (padded with invalid gts) in a loop.
     XLA:CPU splits a reduction over more than 32 elements into a windowed one,
     which stores the whole ``[B, M, A]`` mask first: 35 MB for a batch of 16
-    fcos1024 images padded to 100 gts. That mask alone set the size of SimOTA's
-    temporary block (see `images_at_once` for why its size matters), and
-    computing the mask in slices is faster too (2-core CPU).
+    fcos1024 images padded to 100 gts, as large as SimOTA's largest per-image
+    arrays together (see `images_at_once` for why temporaries' size matters). In
+    slices the mask needs almost nothing, and SimOTA's prefilter of that batch
+    took 12 ms instead of 19 (2-core CPU).
     """
     num_images, num_gt = gt_mask.shape
     steps = 1 if jax.default_backend() != "cpu" else -(-num_gt // CPU_GTS_AT_ONCE)

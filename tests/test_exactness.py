@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import ota_jax
+from ota_jax.dynamic_k import dynamic_k_matching
 from ota_jax.simota import _prefilter_batch
 from tests import reference
 from tests.scenes import make_scene, padded
@@ -267,8 +268,6 @@ def test_dynamic_k_matching_against_yolox_matching(seed):
     """The matching step alone, on costs built to collide: few distinct values (ties
     everywhere), more labels wanted than columns hold (conflicts), masked columns and
     padded gts, against the loop of YOLOX's ``simota_matching``."""
-    from ota_jax.dynamic_k import dynamic_k_matching
-
     rng = np.random.default_rng(seed)
     num_gt, num_anchors, topk = 12, 40, 10
     cost = rng.integers(0, 6, size=(num_gt, num_anchors)).astype(np.float32)
