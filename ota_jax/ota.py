@@ -98,8 +98,6 @@ class _Problem(NamedTuple):
     inputs: AssignInputs
     candidates: Array  # [M, A] step 1, real gts only
     has_candidate: Array  # [M] real gts with at least one candidate
-    supply: Array  # [M+1]
-    dynamic_k: Array  # [M]
 
 
 def _candidates(points, strides, gt_boxes, gt_mask, config: OTAConfig) -> Array:
@@ -123,28 +121,27 @@ def _build_problem(
     candidates,
     config: OTAConfig,
 ) -> _Problem:
-    """Step 4 of ASSIGNERS.md for one image, the supplies (the costs of steps 2, 3
-    and 5 come later, on the columns solved: `_costs_at`), given the ``candidates
-    [M, A]`` of step 1 (`_candidates`, computed once per batch)."""
+    """One image's inputs and the ``candidates [M, A]`` of step 1 (`_candidates`,
+    computed once per batch); the supplies and costs come later, on the columns
+    solved (`_supplies`, `_costs_at`)."""
     inputs = prepare_inputs(
         pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
     )
-    num_anchors = inputs.points.shape[0]
-    gt_mask = inputs.gt_mask
+    candidates = candidates & inputs.gt_mask[:, None]  # drop gts prepare_inputs found invalid
+    return _Problem(inputs=inputs, candidates=candidates, has_candidate=candidates.any(axis=1))
 
-    candidates = candidates & gt_mask[:, None]  # drop gts that prepare_inputs found invalid
 
-    # 4. Supplies: k per gt, the rest to the background; one unit per anchor.
-    k = dynamic_k(inputs.ious, candidates, gt_mask, topk=config.candidate_topk)
-    background_supply = jnp.maximum(num_anchors - k.sum(), 0)
-    supply = jnp.concatenate([k, background_supply[None]]).astype(jnp.float32)
-    return _Problem(
-        inputs=inputs,
-        candidates=candidates,
-        has_candidate=candidates.any(axis=1),
-        supply=supply,
-        dynamic_k=k,
-    )
+def _supplies(
+    ious: Array, candidates: Array, gt_mask: Array, num_anchors: int, config: OTAConfig
+) -> tuple[Array, Array]:
+    """Step 4: ``[M]`` dynamic k of each gt and the ``[M+1]`` supplies (k per gt,
+    the rest of the ``num_anchors`` units to the background), from the ``ious [M, K]``
+    and ``candidates [M, K]`` of K columns that hold every candidate: the top-q IoUs
+    over the candidates are the same on them as on all anchors, and are sorted from
+    K columns instead of A (the sort is most of OTA's non-Sinkhorn time on a GPU)."""
+    k = dynamic_k(ious, candidates, gt_mask, topk=config.candidate_topk)
+    background = jnp.maximum(num_anchors - k.sum(), 0)
+    return k, jnp.concatenate([k, background[None]]).astype(jnp.float32)
 
 
 def _relative_costs(
@@ -248,10 +245,11 @@ def _solve_and_decode(
     num_anchors = problem.candidates.shape[1]
     gt_mask = problem.inputs.gt_mask
     if columns is None:
+        k, supply = _supplies(problem.inputs.ious, problem.candidates, gt_mask, num_anchors, config)
         cost, row_offset = _dense_costs(problem, config)
         transport = solve_transport(
             cost,
-            problem.supply,
+            supply,
             jnp.ones(num_anchors),
             epsilon=config.epsilon,
             num_iters=config.num_iters,
@@ -260,10 +258,17 @@ def _solve_and_decode(
         gt_index = _decode(transport.plan, gt_mask)
     else:
         index, valid = kept_columns(needed, columns)
+        k, supply = _supplies(
+            problem.inputs.ious[:, index],
+            problem.candidates[:, index] & valid[None, :],
+            gt_mask,
+            num_anchors,
+            config,
+        )
         cost, row_offset = _shift_rows(_costs_at(problem, index, config), valid, problem, config)
         transport = solve_compacted(
             cost,
-            problem.supply,
+            supply,
             index,
             valid,
             num_anchors,
@@ -286,7 +291,7 @@ def _solve_and_decode(
     return make_assignment(
         gt_index,
         problem.inputs,
-        problem.dynamic_k,
+        k,
         transport if config.return_transport else None,
     )
 
