@@ -29,9 +29,11 @@ JSON records the load average before and after the run. Each timed call's
 result is released before the next one starts, as a caller that consumes it
 would. Up to ``575e4d5`` the previous result was held while the next call ran:
 on an H100 this script then timed SimOTA's yolox640 batch at 1.0 ms, while the
-same call with each result released took 0.45 ms (OTA 1.5 and 1.4 ms). Our
-guess, not yet confirmed, is that XLA re-records its command buffers (CUDA
-graphs) whenever the output buffers move, and held results make them alternate.
+same call with each result released took 0.45 ms (OTA 1.5 and 1.4 ms). With
+results released (``328b5f2``) the suite read 0.72 ms for it: what is left is
+the interleaving (the first JAX call after a loop call runs slower, see
+``results/nvidia-h100-80gb-hbm3/harness.md``); a process without the loops
+(``bucket_ablation.py``) reads 0.50 ms.
 
 Agreement: over the anchors the PyTorch loop makes positive (``gt_index >= 0``),
 the fraction where ota_jax picks the same gt. Both sides get the same
