@@ -80,6 +80,22 @@ def test_compaction_really_ran_and_dropped_most_columns(batch):
     assert np.all(kept < len(points) / 2)
 
 
+def test_dynamic_k_ignores_the_padding_of_the_kept_columns():
+    """The kept columns are padded with anchor 0. Here anchor 0 is the one candidate
+    of a corner gt whose predicted box is the gt itself (IoU 1): counted once per
+    padding slot, its IoU would make k = q instead of 1."""
+    rng = np.random.default_rng(5)
+    scene = make_scene(rng, num_gt=0, image_size=IMAGE, gt_boxes=np.float32([[0, 0, 7, 7]]))
+    pred_boxes = np.array(scene.pred_boxes)
+    pred_boxes[0] = scene.gt_boxes[0]
+    batch = _stack([scene._replace(pred_boxes=pred_boxes)], MAX_GT)
+    dense = _assign(batch, max_columns=None)
+    compact = _assign(batch, max_columns=700)
+    assert int(dense.dynamic_k[0, 0]) == 1
+    np.testing.assert_array_equal(compact.dynamic_k, dense.dynamic_k)
+    np.testing.assert_array_equal(compact.gt_index, dense.gt_index)
+
+
 def test_overflow_falls_back_to_dense(batch):
     dense = _assign(batch, max_columns=None)
     overflowing = _assign(batch, max_columns=8)
