@@ -256,8 +256,9 @@ def public_assigners(
 def _no_images(assign_batch, args: tuple, config) -> Assignment:
     """The assignment of a batch of no images: each field as for one image, with
     0 along the batch."""
+    shared = (2, 3)  # points and strides have no batch axis
     one = tuple(
-        x if i in (2, 3) or x is None else jnp.zeros((1, *x.shape[1:]), x.dtype)
+        x if i in shared or x is None else jnp.zeros((1, *x.shape[1:]), x.dtype)
         for i, x in enumerate(args)
     )
     shapes = jax.eval_shape(lambda batch: assign_batch(batch, config), one)

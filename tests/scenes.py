@@ -91,3 +91,39 @@ def padded(scene: Scene, max_gt: int, rng: np.random.Generator | None = None):
     mask = np.zeros(max_gt, bool)
     boxes[slots], labels[slots], mask[slots] = scene.gt_boxes, scene.gt_labels, True
     return boxes, labels, mask, slots
+
+
+def reference_kwargs(config) -> dict:
+    """The hyperparameters of an `OTAConfig` or `SimOTAConfig` as keyword arguments of
+    ``tests.reference``'s loops (OTA's rows unshifted, as the official code)."""
+    if isinstance(config, ota_jax.OTAConfig):
+        return dict(
+            center_radius=config.center_radius,
+            candidate_topk=config.candidate_topk,
+            reg_weight=config.reg_weight,
+            epsilon=config.epsilon,
+            num_iters=config.num_iters,
+            iou_eps=config.iou_eps,
+            subtract_row_min=False,
+        )
+    return dict(
+        center_radius=config.center_radius,
+        prior=config.prior,
+        candidate_topk=config.candidate_topk,
+        iou_weight=config.iou_weight,
+        penalty=config.penalty,
+    )
+
+
+def run_reference(reference_fn, scene: Scene, config, use_obj: bool = True) -> dict:
+    """A ``tests.reference`` loop's result on one scene, with ``config``'s hyperparameters."""
+    return reference_fn(
+        scene.pred_boxes,
+        scene.cls_logits,
+        scene.points,
+        scene.strides,
+        scene.gt_boxes,
+        scene.gt_labels,
+        obj_logits=scene.obj_logits if use_obj else None,
+        **reference_kwargs(config),
+    )

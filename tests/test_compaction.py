@@ -9,7 +9,7 @@ import pytest
 import ota_jax
 from ota_jax import compaction
 from ota_jax.ota import _build_problem, _candidates, _needed_columns
-from tests.scenes import make_scene, padded
+from tests.scenes import make_scene, padded, run_reference
 
 IMAGE = (256, 256)  # 1344 anchor points on strides 8/16/32
 MAX_GT = 24
@@ -168,18 +168,7 @@ def test_simota_on_gathered_anchors_matches_the_reference(prior):
     for i, scene in enumerate(scenes):
         prefilter, _ = _geometry(scene.points, scene.strides, boxes[i], masks[i], config)
         assert int(prefilter.sum()) <= 1024  # a gathered branch ran
-        want = reference.simota_reference(
-            scene.pred_boxes,
-            scene.cls_logits,
-            scene.points,
-            scene.strides,
-            scene.gt_boxes,
-            scene.gt_labels,
-            obj_logits=scene.obj_logits,
-            prior=prior,
-            center_radius=config.center_radius,
-            penalty=config.penalty,
-        )
+        want = run_reference(reference.simota_reference, scene, config)
         np.testing.assert_array_equal(result.gt_index[i], want["gt_index"])
         np.testing.assert_allclose(result.ious[i], want["ious"], atol=1e-5)
         np.testing.assert_array_equal(

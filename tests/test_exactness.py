@@ -13,7 +13,7 @@ import ota_jax
 from ota_jax.dynamic_k import dynamic_k_matching
 from ota_jax.simota import _prefilter_batch
 from tests import reference
-from tests.scenes import make_scene, padded
+from tests.scenes import make_scene, padded, run_reference
 
 MAX_GT = 40
 NUM_RANDOM = 16
@@ -98,26 +98,6 @@ SIMOTA_CASES = [
 ]
 
 
-def _reference_kwargs(config):
-    if isinstance(config, ota_jax.OTAConfig):
-        return dict(
-            center_radius=config.center_radius,
-            candidate_topk=config.candidate_topk,
-            reg_weight=config.reg_weight,
-            epsilon=config.epsilon,
-            num_iters=config.num_iters,
-            iou_eps=config.iou_eps,
-            subtract_row_min=False,
-        )
-    return dict(
-        center_radius=config.center_radius,
-        prior=config.prior,
-        candidate_topk=config.candidate_topk,
-        iou_weight=config.iou_weight,
-        penalty=config.penalty,
-    )
-
-
 @pytest.mark.parametrize(
     ("assign_batch", "reference_fn", "use_obj", "config"),
     [
@@ -139,7 +119,7 @@ def test_matches_reference_loop(assign_batch, reference_fn, use_obj, config):
 
     agreed = total = 0
     for i, scene in enumerate(scenes):
-        want = _reference(reference_fn, scene, config, use_obj)
+        want = run_reference(reference_fn, scene, config, use_obj)
         same, count, mapped = _agreement(np.asarray(result.gt_index[i]), slots[i], want["gt_index"])
         agreed, total = agreed + same, total + count
         # dynamic k per real gt, in the reference's gt order.
@@ -160,20 +140,6 @@ def test_matches_reference_loop(assign_batch, reference_fn, use_obj, config):
     assert agreed / total >= 0.999, f"{agreed}/{total} positives agree"
 
 
-def _reference(reference_fn, scene, config, use_obj=True):
-    """The reference loop's result on one scene."""
-    return reference_fn(
-        scene.pred_boxes,
-        scene.cls_logits,
-        scene.points,
-        scene.strides,
-        scene.gt_boxes,
-        scene.gt_labels,
-        obj_logits=scene.obj_logits if use_obj else None,
-        **_reference_kwargs(config),
-    )
-
-
 def test_gts_without_candidates_still_ship_their_labels():
     """A gt between anchor centres has no candidate; OTA still gives it k anchors,
     its cheapest relative to the background, as the float64 official loop does."""
@@ -189,7 +155,7 @@ def test_gts_without_candidates_still_ship_their_labels():
         mask,
         config=ota_jax.OTAConfig(return_transport=True),
     )
-    want = _reference(reference.ota_reference, scene, ota_jax.OTAConfig(), use_obj=False)
+    want = run_reference(reference.ota_reference, scene, ota_jax.OTAConfig(), use_obj=False)
     assert not want["candidate_mask"][:2].any()
     plan = np.asarray(result.transport.plan)
     # Each candidate-less gt's row ships its whole supply, like every other row.
@@ -218,7 +184,7 @@ def test_matches_reference_on_a_crowded_image_with_100_gts(assign, reference_fn,
         obj_logits=scene.obj_logits,
         config=config,
     )
-    want = _reference(reference_fn, scene, config)
+    want = run_reference(reference_fn, scene, config)
     positives = want["gt_index"] >= 0
     agreed = (np.asarray(result.gt_index)[positives] == want["gt_index"][positives]).mean()
     assert positives.sum() > 200
@@ -255,7 +221,7 @@ def test_simota_assigns_a_crowded_batch_a_few_images_at_a_time_as_the_reference(
         config=config,
     )
     for image, scene in enumerate(scenes):
-        want = _reference(reference.simota_reference, scene, config)
+        want = run_reference(reference.simota_reference, scene, config)
         positives = want["gt_index"] >= 0
         got = np.asarray(result.gt_index[image])
         assert positives.sum() > 200
