@@ -348,9 +348,12 @@ def make_assignment(
     transport: Transport | None = None,
     *,
     ignore_mask: Array | None = None,
+    anchor_ious: Array | None = None,
 ) -> Assignment:
     """Targets of every anchor from ``gt_index [A]`` (-1 background); ``ignore_mask [A]``
-    marks background anchors to leave out of the losses (default none)."""
+    marks background anchors to leave out of the losses (default none); ``anchor_ious
+    [A]``, each anchor's IoU with its gt where the caller has it (default: gathered
+    from ``inputs.ious``)."""
     fg_mask = gt_index >= 0
     if ignore_mask is None:
         ignore_mask = jnp.zeros(gt_index.shape, bool)
@@ -358,7 +361,9 @@ def make_assignment(
     anchor_ids = np.arange(gt_index.shape[0])
     box_targets = jnp.where(fg_mask[:, None], inputs.gt_boxes[safe_index], 0.0)
     labels = jnp.where(fg_mask, inputs.gt_labels[safe_index], -1)
-    ious = jnp.where(fg_mask, inputs.ious[safe_index, anchor_ids], 0.0)
+    if anchor_ious is None:
+        anchor_ious = inputs.ious[safe_index, anchor_ids]
+    ious = jnp.where(fg_mask, anchor_ious, 0.0)
     return Assignment(
         gt_index=gt_index.astype(jnp.int32),
         fg_mask=fg_mask,

@@ -48,12 +48,14 @@ __all__ = [
     "bucket_index",
     "by_columns",
     "by_real_gts",
+    "gt_slices",
     "images_at_once",
     "ladder",
     "ladders",
     "real_gts_first",
     "restore_gt_order",
     "scatter_gt_rows",
+    "split_gts",
     "switch",
     "take_gt_rows",
     "vmap_in_chunks",
@@ -210,15 +212,24 @@ def images_at_once(num_images: int, pairs_per_image: int) -> int:
     SimOTA on a yolox640 batch of 16 (a 222 MiB block) about 1000 page faults and
     2 to 3 ms of system time in a 6 to 7 ms call. Taking the large buckets a few
     images at a time keeps that block at 15 MiB there and the faults near none:
-    1.17x faster (2-core CPU, both versions interleaved in one process). fcos1024's
-    dense bucket needs 36 MiB even so, and its time is unchanged, as is crowd100's;
-    crowd500, whose own bucket then runs a few images at a time, takes 1.3x as
-    long. The blocks shrink everywhere: crowd1000's from 2.2 GiB to 138 MiB.
+    1.17x faster (2-core CPU, both versions interleaved in one process); crowd500,
+    whose own bucket then runs a few images at a time, takes 1.3x as long. The
+    blocks shrink everywhere: crowd1000's from 2.2 GiB to 138 MiB. A single image
+    with more pairs than the limit takes its gts in slices (`gt_slices`).
     """
     if jax.default_backend() != "cpu":
         return num_images
     fits = max(1, CPU_PAIRS_AT_ONCE // max(pairs_per_image, 1))
     return max(d for d in range(1, min(fits, num_images) + 1) if num_images % d == 0)
+
+
+def gt_slices(num_gt: int, num_anchors: int) -> int:
+    """In how many slices to take one image's gts (`split_gts`): one, except on a CPU
+    when its ``num_gt * num_anchors`` pairs exceed `CPU_PAIRS_AT_ONCE` (a single image
+    too large for `images_at_once`)."""
+    if jax.default_backend() != "cpu":
+        return 1
+    return max(1, min(num_gt, -(-num_gt * num_anchors // CPU_PAIRS_AT_ONCE)))
 
 
 def vmap_in_chunks(fn: Callable, chunk: int, *batched):
@@ -253,27 +264,32 @@ def any_over_gts(fn: Callable[[Array, Array], Array], gt_boxes: Array, gt_mask: 
     equal slices of at most that many (padded with invalid gts) in a loop.
     XLA:CPU splits a reduction over more than 32 elements into a windowed one,
     which stores the whole ``[B, M, A]`` mask first: 35 MB for a batch of 16
-    fcos1024 images padded to 100 gts, as large as SimOTA's largest per-image
-    arrays together (see `images_at_once` for why temporaries' size matters). In
+    fcos1024 images padded to 100 gts (see `images_at_once` for why temporaries'
+    size matters). In
     slices the mask needs almost nothing, and SimOTA's prefilter of that batch
     took 12 ms instead of 19 (2-core CPU).
     """
-    num_images, num_gt = gt_mask.shape
+    num_gt = gt_mask.shape[1]
     steps = 1 if jax.default_backend() != "cpu" else -(-num_gt // CPU_GTS_AT_ONCE)
     if steps <= 1:
         return fn(gt_boxes, gt_mask).any(axis=1)
-    size = -(-num_gt // steps)
-    pad = steps * size - num_gt
-    gt_boxes = jnp.pad(gt_boxes, ((0, 0), (0, pad), (0, 0)))
-    gt_mask = jnp.pad(gt_mask, ((0, 0), (0, pad)))
-    slices = lambda x: jnp.moveaxis(x.reshape(num_images, steps, size, *x.shape[2:]), 1, 0)
+    boxes, mask = split_gts(gt_boxes, steps, axis=1), split_gts(gt_mask, steps, axis=1)
 
     def step(found, gts):
         return found | fn(*gts).any(axis=1), None
 
-    first = fn(gt_boxes[:, :size], gt_mask[:, :size]).any(axis=1)
-    rest = (slices(gt_boxes)[1:], slices(gt_mask)[1:])
-    return jax.lax.scan(step, first, rest)[0]
+    return jax.lax.scan(step, fn(boxes[0], mask[0]).any(axis=1), (boxes[1:], mask[1:]))[0]
+
+
+def split_gts(x: Array, steps: int, axis: int = 0) -> Array:
+    """``x``'s gt ``axis`` (of size M) cut into ``steps`` equal slices, zero-padded at
+    the end (padded gts have ``gt_mask`` False): ``[steps, ..., ceil(M / steps), ...]``."""
+    num_gt = x.shape[axis]
+    size = -(-num_gt // steps)
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (0, steps * size - num_gt)
+    x = jnp.pad(x, pad)
+    return jnp.moveaxis(x.reshape(*x.shape[:axis], steps, size, *x.shape[axis + 1 :]), axis, 0)
 
 
 def switch(index: Array, branches: Sequence, *operands):

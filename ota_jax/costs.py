@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jax import Array
 
 __all__ = [
+    "bce_background_cost",
     "bce_class_cost",
     "focal_class_cost",
     "focal_loss_negative",
@@ -97,7 +98,13 @@ def focal_relative_cost(gt_logits: Array, *, alpha: float, gamma: float) -> Arra
     )
 
 
-def bce_class_cost(cls_logits: Array, obj_logits: Array | None, gt_labels: Array) -> Array:
+def bce_class_cost(
+    cls_logits: Array,
+    obj_logits: Array | None,
+    gt_labels: Array,
+    *,
+    background: Array | None = None,
+) -> Array:
     """Binary cross-entropy of the class scores (`joint_scores`) against each gt's
     one-hot label (YOLOX).
 
@@ -105,6 +112,9 @@ def bce_class_cost(cls_logits: Array, obj_logits: Array | None, gt_labels: Array
       cls_logits: ``[A, C]`` class logits.
       obj_logits: ``[A]`` objectness logits, or None.
       gt_labels: ``[M]`` int class of each gt.
+      background: ``[A]`` `bce_background_cost` of the same logits, where the caller
+        already has it (SimOTA takes a large image's gts in slices and sums the
+        classes once); computed here otherwise.
 
     Returns:
       ``[M, A]`` BCE summed over classes. The logs are clamped at -100 as
@@ -114,12 +124,27 @@ def bce_class_cost(cls_logits: Array, obj_logits: Array | None, gt_labels: Array
       at the gts' classes are recomputed from their gathered logits, so that the
       ``[A, C]`` scores are only ever summed (one fused pass, never stored).
     """
-    negative = lambda p: -jnp.maximum(jnp.log1p(-p), -100.0)
-    positive = lambda p: -jnp.maximum(jnp.log(p), -100.0)
-    background = negative(joint_scores(cls_logits, obj_logits)).sum(axis=-1)
+    if background is None:
+        background = bce_background_cost(cls_logits, obj_logits)
     gt_logits = _gather_classes(cls_logits, gt_labels)
     gt_scores = joint_scores(gt_logits.T, obj_logits).T
-    return background[None, :] - negative(gt_scores) + positive(gt_scores)
+    return background[None, :] - _bce_negative(gt_scores) + _bce_positive(gt_scores)
+
+
+def bce_background_cost(cls_logits: Array, obj_logits: Array | None) -> Array:
+    """``[A]`` binary cross-entropy of the class scores against all-zero targets,
+    summed over the classes: the part of `bce_class_cost` that no gt changes."""
+    return _bce_negative(joint_scores(cls_logits, obj_logits)).sum(axis=-1)
+
+
+def _bce_negative(probs: Array) -> Array:
+    """``-log(1 - p)``, clamped at 100 as ``torch.nn.functional.binary_cross_entropy``."""
+    return -jnp.maximum(jnp.log1p(-probs), -100.0)
+
+
+def _bce_positive(probs: Array) -> Array:
+    """``-log(p)``, clamped at 100 likewise."""
+    return -jnp.maximum(jnp.log(probs), -100.0)
 
 
 def joint_scores(cls_logits: Array, obj_logits: Array | None) -> Array:

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from jax import Array
 
-__all__ = ["dynamic_k", "dynamic_k_matching"]
+__all__ = [
+    "Votes",
+    "dynamic_k",
+    "dynamic_k_matching",
+    "matching_votes",
+    "merge_votes",
+    "resolve_votes",
+]
 
 
 def dynamic_k(ious: Array, candidate_mask: Array, gt_mask: Array, *, topk: int) -> Array:
@@ -26,6 +35,16 @@ def dynamic_k(ious: Array, candidate_mask: Array, gt_mask: Array, *, topk: int) 
     top_ious, _ = jax.lax.top_k(masked, min(topk, num_anchors))
     k = jnp.maximum(jnp.floor(top_ious.sum(axis=-1)), 1.0).astype(jnp.int32)
     return jnp.where(gt_mask, k, 0)
+
+
+class Votes(NamedTuple):
+    """What a set of gts chose in `dynamic_k_matching`, per anchor (``[A]`` each).
+    Votes of disjoint gt slices combine with `merge_votes`."""
+
+    times_chosen: Array  # int32: how many gts took the anchor
+    last_chooser: Array  # int32: the highest gt index that took it, -1 for none
+    best_score: Array  # float32: max over real gts of -cost (-inf off the anchor mask)
+    cheapest_gt: Array  # int32: the first gt with that score
 
 
 def dynamic_k_matching(
@@ -48,6 +67,20 @@ def dynamic_k_matching(
     Returns:
       ``[A]`` int32 gt of each anchor, -1 for background.
     """
+    return resolve_votes(matching_votes(cost, k, anchor_mask, gt_mask, topk=topk))
+
+
+def matching_votes(
+    cost: Array,
+    k: Array,
+    anchor_mask: Array,
+    gt_mask: Array,
+    *,
+    topk: int,
+    first_gt: Array | int = 0,
+) -> Votes:
+    """The `Votes` of gts ``first_gt ... first_gt + M - 1`` (arguments as for
+    `dynamic_k_matching`): each gt's choices depend on its own row only."""
     num_gt, num_anchors = cost.shape
     # The top-k and the conflicts' argmin (an argmax here) read the same scores:
     # conflicts only concern anchors in the mask, where the scores are -cost.
@@ -59,9 +92,28 @@ def dynamic_k_matching(
     # Count and name the choosers from the M * topk choices, not an [M, A] matching
     # matrix: a row's top-k indices are distinct, and the one chooser of an anchor
     # chosen once is the max over its choices (-1 where not chosen).
-    gts = jnp.broadcast_to(jnp.arange(num_gt, dtype=jnp.int32)[:, None], order.shape)
+    gts = first_gt + jnp.broadcast_to(jnp.arange(num_gt, dtype=jnp.int32)[:, None], order.shape)
     times_chosen = jnp.zeros(num_anchors, jnp.int32).at[order].add(chosen.astype(jnp.int32))
-    only_gt = jnp.full(num_anchors, -1, jnp.int32).at[order].max(jnp.where(chosen, gts, -1))
-    cheapest_gt = jnp.argmax(jnp.where(gt_mask[:, None], scores, -jnp.inf), axis=0)
-    gt_index = jnp.where(times_chosen > 1, cheapest_gt, only_gt)
-    return jnp.where(times_chosen > 0, gt_index, -1).astype(jnp.int32)
+    last_chooser = jnp.full(num_anchors, -1, jnp.int32).at[order].max(jnp.where(chosen, gts, -1))
+    gt_scores = jnp.where(gt_mask[:, None], scores, -jnp.inf)
+    cheapest = jnp.argmax(gt_scores, axis=0)
+    best_score = jnp.take_along_axis(gt_scores, cheapest[None, :], axis=0)[0]
+    return Votes(times_chosen, last_chooser, best_score, (first_gt + cheapest).astype(jnp.int32))
+
+
+def merge_votes(first: Votes, later: Votes) -> Votes:
+    """The `Votes` of two gt slices together, ``later``'s gts after ``first``'s."""
+    later_wins = later.best_score > first.best_score  # a tie keeps the first gt, as argmax
+    return Votes(
+        first.times_chosen + later.times_chosen,
+        jnp.maximum(first.last_chooser, later.last_chooser),
+        jnp.maximum(first.best_score, later.best_score),
+        jnp.where(later_wins, later.cheapest_gt, first.cheapest_gt),
+    )
+
+
+def resolve_votes(votes: Votes) -> Array:
+    """``[A]`` int32 gt of each anchor: its one chooser, the cheapest gt when several
+    chose it, -1 when none did."""
+    gt_index = jnp.where(votes.times_chosen > 1, votes.cheapest_gt, votes.last_chooser)
+    return jnp.where(votes.times_chosen > 0, gt_index, -1).astype(jnp.int32)

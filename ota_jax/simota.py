@@ -15,15 +15,17 @@ from jax import Array
 
 from ota_jax import buckets
 from ota_jax.assignment import (
+    AssignInputs,
     Assignment,
     finite_cost,
     make_assignment,
     prepare_inputs,
     public_assigners,
 )
+from ota_jax.boxes import elementwise_iou
 from ota_jax.compaction import true_indices
-from ota_jax.costs import bce_class_cost
-from ota_jax.dynamic_k import dynamic_k, dynamic_k_matching
+from ota_jax.costs import bce_background_cost, bce_class_cost
+from ota_jax.dynamic_k import dynamic_k, matching_votes, merge_votes, resolve_votes
 from ota_jax.priors import inside_boxes, inside_centre_regions
 
 __all__ = ["SimOTAConfig", "simota_assign", "simota_assign_batch"]
@@ -63,15 +65,9 @@ class SimOTAConfig:
             raise ValueError("center_radius must be positive")
 
 
-def _geometry(points, strides, gt_boxes, gt_mask, config: SimOTAConfig):
-    """``prefilter [A]`` (anchors that take part at all) and ``allowed [M, A]`` pairs."""
-    in_prefilter, allowed = _pair_geometry(points, strides, gt_boxes, gt_mask, config)
-    return in_prefilter.any(axis=0), allowed
-
-
 def _pair_geometry(points, strides, gt_boxes, gt_mask, config: SimOTAConfig):
-    """``[M, A]`` pairs in the gt's prefilter region (the prefilter is their OR over
-    gts), and ``[M, A]`` allowed pairs."""
+    """``[M, A]`` pairs in the gt's prefilter region (the prefilter, `_prefilter_batch`,
+    is their OR over gts), and ``[M, A]`` allowed pairs."""
     # A padded gt moves to infinity, where no anchor is inside its box or region:
     # cheaper than masking each of the M * A pairs.
     gt_boxes = jnp.where(gt_mask[:, None], gt_boxes, jnp.inf)
@@ -169,25 +165,72 @@ def _simota_one_image(
     config: SimOTAConfig,
 ) -> Assignment:
     """One image; ``anchor_mask [A]`` marks the anchors that exist (False: a padded
-    column of a compacted batch)."""
+    column of a compacted batch).
+
+    The gts are taken in slices when the image is too large for one step on a CPU
+    (`buckets.gt_slices`): each gt's cost, dynamic k and choices depend on its own
+    row only, and the conflicts' votes merge exactly (`merge_votes`). A whole
+    fcos1024 image at 100 gts held four ``[100, 21824]`` arrays at once, and the
+    call's temporaries outgrew glibc's mmap threshold (see `buckets.images_at_once`).
+    """
+    # Every gt, cleaned. Its [M, A] IoUs are used only when the gts are not sliced
+    # (else they are dead code, and each slice computes its own).
     inputs = prepare_inputs(
         pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
     )
-    gt_mask = inputs.gt_mask
-    # Geometry: the prefilter (anchors that take part at all) and the allowed pairs.
-    prefilter, allowed = _geometry(inputs.points, inputs.strides, inputs.gt_boxes, gt_mask, config)
+    num_gt, num_anchors = inputs.ious.shape
+    topk = config.candidate_topk
+    # The prefilter: anchors in some gt's region, that exist.
+    prefilter = _prefilter_batch(
+        inputs.points, inputs.strides, inputs.gt_boxes[None], inputs.gt_mask[None], config
+    )[0]
     prefilter = prefilter & anchor_mask
+    # The 80-class sum of the cost, which no gt changes, once for all slices.
+    background = bce_background_cost(inputs.cls_logits, inputs.obj_logits)
 
-    # Cost: BCE of the class score vs one-hot + iou_weight * -log IoU + penalty.
-    class_cost = bce_class_cost(inputs.cls_logits, inputs.obj_logits, inputs.gt_labels)
-    cost = finite_cost(
-        class_cost - config.iou_weight * jnp.log(inputs.ious + 1e-8) + config.penalty * (~allowed)
-    )
+    def votes_of(part: AssignInputs, first_gt):  # ``part``: the inputs with a slice of gts
+        _, allowed = _pair_geometry(part.points, part.strides, part.gt_boxes, part.gt_mask, config)
+        # Cost: BCE of the class score vs one-hot + iou_weight * -log IoU + penalty.
+        class_cost = bce_class_cost(
+            part.cls_logits, part.obj_logits, part.gt_labels, background=background
+        )
+        cost = finite_cost(
+            class_cost - config.iou_weight * jnp.log(part.ious + 1e-8) + config.penalty * (~allowed)
+        )
+        # Each gt takes its k cheapest prefiltered anchors, conflicts to the cheapest gt.
+        k = dynamic_k(part.ious, prefilter, part.gt_mask, topk=topk)
+        return k, matching_votes(cost, k, prefilter, part.gt_mask, topk=topk, first_gt=first_gt)
 
-    # Each gt takes its k cheapest prefiltered anchors, conflicts to the cheapest gt.
-    k = dynamic_k(inputs.ious, prefilter, gt_mask, topk=config.candidate_topk)
-    gt_index = dynamic_k_matching(cost, k, prefilter, gt_mask, topk=config.candidate_topk)
-    return make_assignment(gt_index, inputs, k)
+    steps = buckets.gt_slices(num_gt, num_anchors)
+    if steps == 1:
+        k, votes = votes_of(inputs, 0)
+    else:
+        slices = [
+            buckets.split_gts(x, steps) for x in (inputs.gt_boxes, inputs.gt_labels, inputs.gt_mask)
+        ]
+        firsts = jnp.arange(steps, dtype=jnp.int32) * slices[0].shape[1]
+
+        def slice_votes(boxes, labels, mask, first_gt):
+            part = prepare_inputs(
+                inputs.pred_boxes, inputs.cls_logits, inputs.points, inputs.strides,
+                boxes, labels, mask, inputs.obj_logits,
+            )  # fmt: skip
+            return votes_of(part, first_gt)
+
+        def step(votes, part):
+            k, later = slice_votes(*part)
+            return merge_votes(votes, later), k
+
+        first = slice_votes(*(x[0] for x in slices), 0)
+        votes, ks = jax.lax.scan(step, first[1], (*(x[1:] for x in slices), firsts[1:]))
+        k = jnp.concatenate([first[0], ks.reshape(-1)])[:num_gt]
+    gt_index = resolve_votes(votes)
+    if steps == 1:  # the [M, A] IoUs exist: gather from them
+        return make_assignment(gt_index, inputs, k)
+    gt_boxes = inputs.gt_boxes[jnp.maximum(gt_index, 0)]
+    ious = elementwise_iou(gt_boxes, inputs.pred_boxes)
+    ious = jnp.where(jnp.isfinite(ious), ious, 0.0)
+    return make_assignment(gt_index, inputs, k, anchor_ious=ious)
 
 
 simota_assign, simota_assign_batch = public_assigners(

@@ -5,12 +5,14 @@ anchors that get the same gt. Random scenes run as one padded batch (one compile
 hand-made scenes cover the corner cases by name.
 """
 
+from functools import partial
+
 import jax
 import numpy as np
 import pytest
 
 import ota_jax
-from ota_jax.dynamic_k import dynamic_k_matching
+from ota_jax.dynamic_k import dynamic_k_matching, matching_votes, merge_votes, resolve_votes
 from ota_jax.simota import _prefilter_batch
 from tests import reference
 from tests.scenes import make_scene, padded, run_reference
@@ -229,22 +231,67 @@ def test_simota_assigns_a_crowded_batch_a_few_images_at_a_time_as_the_reference(
         np.testing.assert_array_equal(result.dynamic_k[image], want["dynamic_k"])
 
 
+def test_simota_takes_a_large_image_in_gt_slices_as_the_reference(monkeypatch):
+    """On a CPU an image whose gt-anchor pairs exceed `buckets.CPU_PAIRS_AT_ONCE`
+    takes its gts in slices (`buckets.gt_slices`). With the limit lowered, this
+    30-gt image takes 8 of them, and still matches the reference loop."""
+    if jax.default_backend() != "cpu":
+        pytest.skip("gts are sliced on a CPU only")
+    monkeypatch.setattr(ota_jax.buckets, "CPU_PAIRS_AT_ONCE", 2048)
+    jax.clear_caches()  # nothing compiled with the usual limit may be reused
+    rng = np.random.default_rng(7)
+    scene = make_scene(rng, num_gt=30, image_size=(160, 160))
+    assert ota_jax.buckets.gt_slices(32, 512) == 8
+    config = ota_jax.SimOTAConfig()
+    result = ota_jax.simota_assign(
+        scene.pred_boxes,
+        scene.cls_logits,
+        scene.points,
+        scene.strides,
+        scene.gt_boxes,
+        scene.gt_labels,
+        np.ones(30, bool),
+        obj_logits=scene.obj_logits,
+        config=config,
+    )
+    jax.clear_caches()
+    want = run_reference(reference.simota_reference, scene, config)
+    positives = want["gt_index"] >= 0
+    assert positives.sum() > 50
+    np.testing.assert_array_equal(result.gt_index, want["gt_index"])
+    np.testing.assert_array_equal(result.dynamic_k, want["dynamic_k"])
+    np.testing.assert_allclose(result.ious, want["ious"], atol=1e-5)
+
+
+@pytest.mark.parametrize("slices", [1, 3, 5])
 @pytest.mark.parametrize("seed", range(3))
-def test_dynamic_k_matching_against_yolox_matching(seed):
+def test_dynamic_k_matching_against_yolox_matching(seed, slices):
     """The matching step alone, on costs built to collide: few distinct values (ties
     everywhere), more labels wanted than columns hold (conflicts), masked columns and
-    padded gts, against the loop of YOLOX's ``simota_matching``."""
+    padded gts, against the loop of YOLOX's ``simota_matching``. In ``slices`` slices
+    of gts whose votes merge (as SimOTA takes a large image; the last of 5 holds only
+    padded gts), the result must be the same."""
     rng = np.random.default_rng(seed)
     num_gt, num_anchors, topk = 12, 40, 10
     cost = rng.integers(0, 6, size=(num_gt, num_anchors)).astype(np.float32)
     anchor_mask = rng.random(num_anchors) < 0.6
     gt_mask = np.arange(num_gt) < 9
     k = np.where(gt_mask, rng.integers(1, topk + 1, size=num_gt), 0)
-    got = np.asarray(
-        jax.jit(dynamic_k_matching, static_argnames="topk")(
-            cost, k, anchor_mask, gt_mask, topk=topk
-        )
-    )
+
+    def sliced(cost, k, anchor_mask, gt_mask):
+        votes = None
+        for rows in np.array_split(np.arange(num_gt), slices):
+            part = matching_votes(
+                cost[rows], k[rows], anchor_mask, gt_mask[rows], topk=topk, first_gt=int(rows[0])
+            )
+            votes = part if votes is None else merge_votes(votes, part)
+        return resolve_votes(votes)
+
+    if slices == 1:
+        match = partial(dynamic_k_matching, topk=topk)
+    else:
+        match = sliced
+    got = np.asarray(jax.jit(match)(cost, k, anchor_mask, gt_mask))
 
     columns = np.flatnonzero(anchor_mask)
     matching, selected = reference.simota_matching(cost[gt_mask][:, columns], k[gt_mask])
