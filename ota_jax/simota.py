@@ -25,7 +25,7 @@ from ota_jax.assignment import (
 from ota_jax.boxes import elementwise_iou
 from ota_jax.compaction import true_indices
 from ota_jax.costs import bce_background_cost, bce_class_cost
-from ota_jax.dynamic_k import dynamic_k, matching_votes, merge_votes, resolve_votes
+from ota_jax.dynamic_k import Votes, dynamic_k, matching_votes, merge_votes, resolve_votes
 from ota_jax.priors import inside_boxes, inside_centre_regions
 
 __all__ = ["SimOTAConfig", "simota_assign", "simota_assign_batch"]
@@ -204,33 +204,33 @@ def _simota_one_image(
     steps = buckets.gt_slices(num_gt, num_anchors)
     if steps == 1:
         k, votes = votes_of(inputs, 0)
-    else:
-        slices = [
-            buckets.split_gts(x, steps) for x in (inputs.gt_boxes, inputs.gt_labels, inputs.gt_mask)
-        ]
-        firsts = jnp.arange(steps, dtype=jnp.int32) * slices[0].shape[1]
+        return make_assignment(resolve_votes(votes), inputs, k)
 
-        def slice_votes(boxes, labels, mask, first_gt):
-            part = prepare_inputs(
-                inputs.pred_boxes, inputs.cls_logits, inputs.points, inputs.strides,
-                boxes, labels, mask, inputs.obj_logits,
-            )  # fmt: skip
-            return votes_of(part, first_gt)
+    def step(votes, part):
+        boxes, labels, mask, first_gt = part
+        part = prepare_inputs(
+            inputs.pred_boxes, inputs.cls_logits, inputs.points, inputs.strides,
+            boxes, labels, mask, inputs.obj_logits,
+        )  # fmt: skip
+        k, later = votes_of(part, first_gt)
+        return merge_votes(votes, later), k
 
-        def step(votes, part):
-            k, later = slice_votes(*part)
-            return merge_votes(votes, later), k
-
-        first = slice_votes(*(x[0] for x in slices), 0)
-        votes, ks = jax.lax.scan(step, first[1], (*(x[1:] for x in slices), firsts[1:]))
-        k = jnp.concatenate([first[0], ks.reshape(-1)])[:num_gt]
+    slices = [
+        buckets.split_gts(x, steps) for x in (inputs.gt_boxes, inputs.gt_labels, inputs.gt_mask)
+    ]
+    firsts = jnp.arange(steps, dtype=jnp.int32) * slices[0].shape[1]
+    no_votes = Votes(
+        times_chosen=jnp.zeros(num_anchors, jnp.int32),
+        last_chooser=jnp.full(num_anchors, -1, jnp.int32),
+        best_score=jnp.full(num_anchors, -jnp.inf),
+        cheapest_gt=jnp.zeros(num_anchors, jnp.int32),  # argmax's answer when all are -inf
+    )
+    votes, ks = jax.lax.scan(step, no_votes, (*slices, firsts))
     gt_index = resolve_votes(votes)
-    if steps == 1:  # the [M, A] IoUs exist: gather from them
-        return make_assignment(gt_index, inputs, k)
-    gt_boxes = inputs.gt_boxes[jnp.maximum(gt_index, 0)]
-    ious = elementwise_iou(gt_boxes, inputs.pred_boxes)
+    # The [M, A] IoUs were never built whole: each anchor's IoU with its gt, anew.
+    ious = elementwise_iou(inputs.gt_boxes[jnp.maximum(gt_index, 0)], inputs.pred_boxes)
     ious = jnp.where(jnp.isfinite(ious), ious, 0.0)
-    return make_assignment(gt_index, inputs, k, anchor_ious=ious)
+    return make_assignment(gt_index, inputs, ks.reshape(-1)[:num_gt], anchor_ious=ious)
 
 
 simota_assign, simota_assign_batch = public_assigners(
