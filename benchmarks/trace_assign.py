@@ -4,7 +4,10 @@ Runs a registered assigner on a workload of ``workloads.py`` (compiled and warme
 up first), records ``--calls`` calls with ``jax.profiler.trace`` and prints the
 ops that took the most time. On a GPU these are the device's kernels, and the
 kernel count per call says how much of a small batch's time is launch latency;
-on a CPU they are the host's XLA thunks. The whole trace stays in ``--out-dir``
+on a CPU they are the host's XLA thunks. On a device it also reports the idle
+time inside each call, when the device waited for the host (a ``lax.switch``
+reads its branch on the host; launches outside CUDA graphs), and the longest
+idle gaps with the kernels on either side. The whole trace stays in ``--out-dir``
 (open the ``*.trace.json.gz`` in https://ui.perfetto.dev) next to
 ``summary.json``.
 
@@ -18,8 +21,10 @@ from __future__ import annotations
 import argparse
 import collections
 import gzip
+import itertools
 import json
 import sys
+import time
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
@@ -44,6 +49,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+# Pause between recorded calls: device gaps longer than half of it are between calls.
+_PAUSE_S = 0.005
+
+
+def idle_gaps(timed: list[dict], calls: int, top: int) -> dict:
+    """The device's idle time within calls: gaps between one kernel's end and the next
+    one's start (calls are ``_PAUSE_S`` apart, so longer gaps are between them)."""
+    timed = sorted(timed, key=lambda e: e["ts"])
+    gaps = []
+    end = timed[0]["ts"] + timed[0]["dur"]  # the latest end so far (streams may overlap)
+    for before, event in itertools.pairwise(timed):
+        gap = event["ts"] - end
+        if 0 < gap < _PAUSE_S * 1e6 / 2:
+            gaps.append((gap, before["name"], event["name"]))
+        end = max(end, event["ts"] + event["dur"])
+    gaps.sort(reverse=True)
+    return {
+        "idle_us_per_call": sum(g for g, _, _ in gaps) / calls,
+        "longest_gaps": [{"us": g, "after": a, "before": b} for g, a, b in gaps[:top]],
+    }
+
+
 def summarize(trace_file: Path, calls: int, top: int) -> dict:
     """Total microseconds per op name on the device (the host when there is none)."""
     with gzip.open(trace_file) as f:
@@ -60,6 +87,7 @@ def summarize(trace_file: Path, calls: int, top: int) -> dict:
         timed = [e for e in timed if e["pid"] in devices]
     else:  # the host's XLA thunks, not the Python frames ("$file:line") around them
         timed = [e for e in timed if not e["name"].startswith("$") and "::" not in e["name"]]
+    gaps = idle_gaps(timed, calls, top) if devices else {}
     total = collections.Counter()
     count = collections.Counter()
     for event in timed:
@@ -73,6 +101,7 @@ def summarize(trace_file: Path, calls: int, top: int) -> dict:
             {"name": name, "us_per_call": us / calls, "count_per_call": count[name] / calls}
             for name, us in total.most_common(top)
         ],
+        **gaps,
     }
 
 
@@ -89,6 +118,7 @@ def main(argv=None) -> dict:
     with jax.profiler.trace(str(out), create_perfetto_trace=True):
         for _ in range(args.calls):
             jax.block_until_ready(call())
+            time.sleep(_PAUSE_S)  # tells calls apart in the device's timeline
     trace_file = max(out.glob("**/*.trace.json.gz"), key=lambda p: p.stat().st_mtime)
     summary = {
         "assigner": args.assigner,
@@ -106,6 +136,10 @@ def main(argv=None) -> dict:
     )
     for row in summary["top"]:
         print(f"{row['us_per_call']:10.1f} us  x{row['count_per_call']:<6.0f} {row['name']}")
+    if "idle_us_per_call" in summary:
+        print(f"idle within calls: {summary['idle_us_per_call']:.1f} us per call; longest gaps:")
+        for gap in summary["longest_gaps"]:
+            print(f"{gap['us']:10.1f} us  after {gap['after'][:60]}  before {gap['before'][:60]}")
     return summary
 
 

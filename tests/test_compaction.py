@@ -216,3 +216,18 @@ def test_true_indices_are_the_first_true_positions(num, fraction):
         want[: len(positions)] = positions
         got = jax.jit(compaction.true_indices, static_argnums=(1, 2))(mask, size, -7)
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("num", [16, 250, 256, 257, 1344])
+@pytest.mark.parametrize("k", [1, 16])
+def test_smallest_in_chunks_is_the_k_smallest_ties_to_the_lower_position(num, k):
+    # The two-stage search that accelerators run, here on the CPU: against NumPy's
+    # stable sort, with values drawn from a few levels so that ties abound.
+    rng = np.random.default_rng(num + k)
+    values = rng.integers(0, 5, size=(2, 3, num)).astype(np.float32)
+    values[0, 0] = rng.normal(size=num)  # and one row of distinct values
+    want = np.argsort(values, axis=-1, kind="stable")[..., :k]
+    for chunk in (16, 64, 256):
+        got = jax.jit(compaction.smallest_in_chunks, static_argnums=(1, 2))(values, k, chunk)
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(compaction.smallest_indices(values, k), want)
