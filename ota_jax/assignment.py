@@ -15,7 +15,7 @@ from jax.typing import ArrayLike
 from ota_jax.boxes import pairwise_iou
 from ota_jax.transport import Transport
 
-__all__ = ["AssignInputs", "Assignment", "prepare_inputs"]
+__all__ = ["AssignInputs", "Assignment", "prepare_inputs", "valid_gts"]
 
 # Stands in for a non-finite cost (NaN or inf predictions): larger than any
 # penalised pair, so such a pair is chosen only when nothing else is left.
@@ -282,6 +282,19 @@ def assign_one_image(assign_batch, args: tuple, config) -> Assignment:
     return jax.tree.map(lambda x: x[0], assign_batch(args, config))
 
 
+def valid_gts(gt_boxes: Array, gt_labels: Array, gt_mask: Array, num_classes: int) -> Array:
+    """``[..., M]`` bool, the gts an assigner uses: set in ``gt_mask``, a finite box
+    ``[..., M, 4]`` with positive width and height, a label in ``[0, num_classes)``."""
+    return (
+        gt_mask
+        & jnp.all(jnp.isfinite(gt_boxes), axis=-1)
+        & (gt_boxes[..., 2] > gt_boxes[..., 0])
+        & (gt_boxes[..., 3] > gt_boxes[..., 1])
+        & (gt_labels >= 0)
+        & (gt_labels < num_classes)
+    )
+
+
 def prepare_inputs(
     pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits=None
 ) -> AssignInputs:
@@ -303,14 +316,7 @@ def prepare_inputs(
     _check_shapes(pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits)
 
     num_classes = cls_logits.shape[1]
-    valid = (
-        gt_mask
-        & jnp.all(jnp.isfinite(gt_boxes), axis=-1)
-        & (gt_boxes[:, 2] > gt_boxes[:, 0])
-        & (gt_boxes[:, 3] > gt_boxes[:, 1])
-        & (gt_labels >= 0)
-        & (gt_labels < num_classes)
-    )
+    valid = valid_gts(gt_boxes, gt_labels, gt_mask, num_classes)
     gt_boxes = jnp.where(valid[:, None], gt_boxes, 0.0)
     gt_labels = jnp.clip(gt_labels, 0, num_classes - 1).astype(jnp.int32)
     ious = pairwise_iou(gt_boxes, pred_boxes)

@@ -28,7 +28,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +52,7 @@ __all__ = [
     "images_at_once",
     "ladder",
     "ladders",
+    "on_real_gts",
     "real_gts_first",
     "restore_gt_order",
     "scatter_gt_rows",
@@ -141,37 +142,88 @@ def take_gt_rows(x: Array, order: Array, rows: int) -> Array:
     return jnp.take_along_axis(x, index, axis=1)
 
 
-def by_real_gts(args: tuple, run: Callable[[tuple], Assignment]) -> Assignment:
+def by_real_gts(
+    args: tuple,
+    run: Callable[..., Assignment],
+    *,
+    columns: tuple[Array, int | None] | None = None,
+) -> Assignment:
     """Run an assigner on the smallest gt bucket that holds every image's real gts.
 
     Args:
       args: the batched assigner arguments ``(pred_boxes, cls_logits, points, strides,
         gt_boxes, gt_labels, gt_mask, obj_logits)``. With no gt slot (``M == 0``)
         every anchor is background and ``run`` is not called.
-      run: the assigner on such arguments; it gets the gts cut to R slots, real first.
+      run: the assigner on such arguments, ``run(args)``; it gets the gts cut to R
+        slots, real first. With ``columns``, ``run(args, columns=...)`` as for
+        `by_columns`.
+      columns: optional ``(needed, limit)`` as for `by_columns`, whose bucket is then
+        chosen in the same ``lax.switch`` as the gts'. On a GPU a switch whose
+        branches hold a loop (OTA's Sinkhorn) reads its branch on the host, which
+        leaves the device idle; one switch for both sizes waits once.
 
     Returns:
       ``run``'s batched `Assignment`, in the caller's gt numbering.
     """
-    gt_boxes, gt_labels, gt_mask = args[4:7]
-    num_images, num_gt = gt_mask.shape
+    num_images, num_gt = args[6].shape
     if num_gt == 0:  # static: no gt slot at all
         empty = background_assignment(args[2].shape[0])
         return jax.tree.map(lambda x: jnp.broadcast_to(x, (num_images, *x.shape)), empty)
-    order = real_gts_first(gt_mask)
+    order = real_gts_first(args[6])
 
-    def at_rows(rows: int):
+    def restored(rows: int, **sizes):
         def branch(args: tuple) -> Assignment:
-            cut = [take_gt_rows(x, order, rows) for x in (gt_boxes, gt_labels, gt_mask)]
-            result = run((*args[:4], *cut, args[7]))
+            result = run(_cut_gts(args, order, rows), **sizes)
             return jax.vmap(partial(restore_gt_order, num_gt=num_gt))(result, order)
 
         return branch
 
+    gt_sizes = _gt_ladder(num_gt)
+    gt_need = args[6].sum(axis=1).max()
+    if columns is None:
+        index = bucket_index([gt_need], [gt_sizes])
+        return switch(index, [restored(rows) for rows in gt_sizes], args)
+    needed, limit = columns
+    num_anchors = args[2].shape[0]
+    # Gt-major pairs: the first that fits has the smallest gt and column sizes that do.
+    pairs = [(rows, c) for rows in gt_sizes for c in _column_ladder(num_anchors, limit)]
+    index = bucket_index([gt_need, needed], [[r for r, _ in pairs], [c for _, c in pairs]])
+    branches = [restored(r, columns=None if c >= num_anchors else c) for r, c in pairs]
+    return switch(index, branches, args)
+
+
+def on_real_gts(args: tuple, run: Callable[[tuple], Any]) -> Any:
+    """``run(args)`` with the gts cut to the smallest bucket that holds every image's
+    real gts (real first), for a result without a gt axis, returned as it is (so the
+    same in every bucket). ``M`` must be positive."""
+    order = real_gts_first(args[6])
+    gt_sizes = _gt_ladder(args[6].shape[1])
+    index = bucket_index([args[6].sum(axis=1).max()], [gt_sizes])
+
+    def at(rows: int):
+        return lambda args: run(_cut_gts(args, order, rows))
+
+    return switch(index, [at(rows) for rows in gt_sizes], args)
+
+
+def _cut_gts(args: tuple, order: Array, rows: int) -> tuple:
+    """``args`` with gt_boxes, gt_labels and gt_mask at the first ``rows`` slots of ``order``."""
+    cut = [take_gt_rows(x, order, rows) for x in args[4:7]]
+    return (*args[:4], *cut, args[7])
+
+
+def _gt_ladder(num_gt: int) -> tuple[int, ...]:
     steps = ladders()
-    sizes = ladder(num_gt, start=steps.gt_start, factor=steps.factor)
-    index = bucket_index([gt_mask.sum(axis=1).max()], [sizes])
-    return switch(index, [at_rows(rows) for rows in sizes], args)
+    return ladder(num_gt, start=steps.gt_start, factor=steps.factor)
+
+
+def _column_ladder(num_anchors: int, limit: int | None) -> tuple[int, ...]:
+    """Column buckets up to ``limit`` (None: none), then ``num_anchors``: all anchors."""
+    steps = ladders()
+    sizes = ()
+    if limit is not None:
+        sizes = ladder(min(limit, num_anchors), start=steps.column_start, factor=steps.factor)
+    return (*tuple(c for c in sizes if c < num_anchors), num_anchors)
 
 
 def by_columns(
@@ -187,11 +239,7 @@ def by_columns(
       run: ``run(args, columns=...)``.
     """
     num_anchors = args[2].shape[0]
-    steps = ladders()
-    sizes = ()
-    if limit is not None:
-        sizes = ladder(min(limit, num_anchors), start=steps.column_start, factor=steps.factor)
-    sizes = (*tuple(c for c in sizes if c < num_anchors), num_anchors)
+    sizes = _column_ladder(num_anchors, limit)
     index = bucket_index([needed], [sizes])
     branches = [partial(run, columns=None if c >= num_anchors else c) for c in sizes]
     return switch(index, branches, args)

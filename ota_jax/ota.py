@@ -26,6 +26,7 @@ from ota_jax.assignment import (
     make_assignment,
     prepare_inputs,
     public_assigners,
+    valid_gts,
 )
 from ota_jax.compaction import (
     expand_plan,
@@ -90,13 +91,11 @@ class OTAConfig:
 
 
 class _Problem(NamedTuple):
-    """One image's transport problem, before solving, without its costs: those are
-    computed on the columns the solver sees only (`_costs_at`; on every anchor the
-    background's focal loss over all classes was most of OTA's work), and on every
-    anchor only for gts without candidates (`_needed_columns`)."""
+    """One image's transport problem on K anchors (all of them, or the kept columns of
+    a compacted problem), before its supplies and costs (`_supplies`, `_costs`)."""
 
-    inputs: AssignInputs
-    candidates: Array  # [M, A] step 1, real gts only
+    inputs: AssignInputs  # on the K anchors
+    candidates: Array  # [M, K] step 1, real gts only
     has_candidate: Array  # [M] real gts with at least one candidate
 
 
@@ -109,25 +108,15 @@ def _candidates(points, strides, gt_boxes, gt_mask, config: OTAConfig) -> Array:
     )
 
 
-def _build_problem(
-    pred_boxes,
-    cls_logits,
-    points,
-    strides,
-    gt_boxes,
-    gt_labels,
-    gt_mask,
-    obj_logits,
-    candidates,
-    config: OTAConfig,
-) -> _Problem:
-    """One image's inputs and the ``candidates [M, A]`` of step 1 (`_candidates`,
-    computed once per batch); the supplies and costs come later, on the columns
-    solved (`_supplies`, `_costs_at`)."""
-    inputs = prepare_inputs(
-        pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
-    )
-    candidates = candidates & inputs.gt_mask[:, None]  # drop gts prepare_inputs found invalid
+def _problem(*args, config: OTAConfig, valid: Array | None = None) -> _Problem:
+    """One image's problem from its assigner arguments (``pred_boxes``, ``cls_logits``,
+    ``points``, ``strides`` and ``obj_logits`` on K anchors). ``valid [K]``: False at
+    the padding of kept columns. On kept columns, which hold every candidate anchor,
+    ``has_candidate`` is the same as on all anchors."""
+    inputs = prepare_inputs(*args)
+    candidates = _candidates(inputs.points, inputs.strides, inputs.gt_boxes, inputs.gt_mask, config)
+    if valid is not None:
+        candidates = candidates & valid[None, :]
     return _Problem(inputs=inputs, candidates=candidates, has_candidate=candidates.any(axis=1))
 
 
@@ -146,35 +135,32 @@ def _supplies(
 
 
 def _relative_costs(
-    inputs: AssignInputs, candidates: Array, has_candidate: Array, index: Array, config: OTAConfig
+    inputs: AssignInputs, candidates: Array, has_candidate: Array, config: OTAConfig
 ) -> Array:
-    """Steps 2 and 5 on the anchors ``index [K]``, ``[M, K]``: the cost of each gt
-    minus the background's. Focal loss vs the one-hot label (`focal_relative_cost`) +
+    """Steps 2 and 5, ``[M, K]``: the cost of each gt minus the background's on the
+    K anchors of ``inputs``. Focal loss vs the one-hot label (`focal_relative_cost`) +
     reg_weight * -log IoU, plus the official ``penalty`` outside the ``candidates
-    [M, K]`` (those at ``index``). A gt without any candidate (``has_candidate [M]``,
-    over all anchors) would get the penalty everywhere: a per-row constant, left out
-    of its row (see `_shift_rows`) so that float32 can still tell its anchors apart."""
-    obj_logits = None if inputs.obj_logits is None else inputs.obj_logits[index]
-    class_logits = jnp.take(inputs.cls_logits[index], inputs.gt_labels, axis=1)  # [K, M]
-    gt_logits = joint_logits(class_logits, obj_logits).T
+    [M, K]``. A gt without any candidate (``has_candidate [M]``, over all anchors)
+    would get the penalty everywhere: a per-row constant, left out of its row (see
+    `_shift_rows`) so that float32 can still tell its anchors apart."""
+    class_logits = jnp.take(inputs.cls_logits, inputs.gt_labels, axis=1)  # [K, M]
+    gt_logits = joint_logits(class_logits, inputs.obj_logits).T
     relative = finite_cost(
         focal_relative_cost(gt_logits, alpha=config.focal_alpha, gamma=config.focal_gamma)
-        - config.reg_weight * jnp.log(jnp.maximum(inputs.ious[:, index], config.iou_eps))
+        - config.reg_weight * jnp.log(jnp.maximum(inputs.ious, config.iou_eps))
     )
     return relative + config.penalty * (~candidates & has_candidate[:, None])
 
 
-def _costs_at(problem: _Problem, index: Array, config: OTAConfig) -> Array:
-    """Steps 2-3 and 5 on the anchors ``index [K]``: ``[M+1, K]`` costs, background
-    row (focal loss against all-zero targets) last."""
+def _costs(problem: _Problem, config: OTAConfig) -> Array:
+    """Steps 2-3 and 5: ``[M+1, K]`` costs, background row (focal loss against
+    all-zero targets) last."""
     inputs = problem.inputs
-    obj_logits = None if inputs.obj_logits is None else inputs.obj_logits[index]
-    logits = joint_logits(inputs.cls_logits[index], obj_logits)
+    logits = joint_logits(inputs.cls_logits, inputs.obj_logits)
     background_cost = finite_cost(
         focal_loss_negative(logits, alpha=config.focal_alpha, gamma=config.focal_gamma).sum(-1)
     )
-    candidates = problem.candidates[:, index]
-    relative = _relative_costs(inputs, candidates, problem.has_candidate, index, config)
+    relative = _relative_costs(inputs, problem.candidates, problem.has_candidate, config)
     gt_cost = finite_cost(relative + background_cost[None, :])
     gt_cost = jnp.where(inputs.gt_mask[:, None], gt_cost, 0.0)
     return jnp.concatenate([gt_cost, background_cost[None]])
@@ -185,31 +171,55 @@ def _costs_at(problem: _Problem, index: Array, config: OTAConfig) -> Array:
 _CANDIDATE_LESS_ROWS = 4
 
 
-def _needed_columns(problems: _Problem, config: OTAConfig) -> Array:
-    """``[B, A]`` the anchors each image's compacted problem keeps (`needed_columns`).
+def _needed_anchors(args: tuple, config: OTAConfig) -> Array:
+    """``[B, A]`` the anchors each image's compacted problem keeps (`needed_columns`):
+    the candidates of every gt, and the ``extra_columns`` cheapest anchors of each gt
+    without candidates.
 
-    The search for the cheapest anchors of gts without candidates is the only part
-    of OTA that needs costs on every anchor. It runs only when the batch has such a
-    gt, and only on those gts' rows (the first `_CANDIDATE_LESS_ROWS` of each image,
-    or every gt row when an image has more)."""
-    candidates = problems.candidates
+    Built on the real gts' bucket, apart from the transport: a GPU runs this switch,
+    which holds no loop, inside its CUDA graph, and reads one branch index on the
+    host for the transport's (`ota_jax.buckets.by_real_gts`), not two."""
+    return buckets.on_real_gts(args, partial(_needed_at_real_gts, config=config))
+
+
+def _needed_at_real_gts(args: tuple, config: OTAConfig) -> Array:
+    pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits = args
+    valid = valid_gts(gt_boxes, gt_labels, gt_mask, cls_logits.shape[-1])
+    gt_boxes = jnp.where(valid[..., None], gt_boxes, 0.0)
+    candidates = jax.vmap(partial(_candidates, config=config), in_axes=(None, None, 0, 0))(
+        points, strides, gt_boxes, valid
+    )
     kept = candidates.any(axis=1)
     if config.extra_columns == 0:
         return kept
     num_gt, num_anchors = candidates.shape[1:]
-    candidate_less = problems.inputs.gt_mask & ~problems.has_candidate  # [B, M]
+    candidate_less = valid & ~candidates.any(axis=2)  # [B, M]
+
+    # The search for the cheapest anchors of gts without candidates is the only part
+    # of OTA that needs costs on every anchor. It runs only when the batch has such a
+    # gt, and only on those gts' rows (the first `_CANDIDATE_LESS_ROWS` of each image,
+    # or every gt row when an image has more).
     order = buckets.real_gts_first(candidate_less)  # candidate-less gts first
 
     def search(rows: int):
-        def cheapest(inputs: AssignInputs, order: Array, less: Array) -> Array:
+        def cheapest(pred_boxes, cls_logits, obj_logits, gt_boxes, gt_labels, order, less):
             take = lambda x: x[order[:rows]]
-            inputs = inputs._replace(gt_labels=take(inputs.gt_labels), ious=take(inputs.ious))
+            inputs = prepare_inputs(
+                pred_boxes,
+                cls_logits,
+                points,
+                strides,
+                take(gt_boxes),
+                take(gt_labels),
+                take(less),
+                obj_logits,
+            )
             none = jnp.zeros((rows, num_anchors), bool)
-            every = jnp.arange(num_anchors)
-            relative = _relative_costs(inputs, none, none.any(axis=1), every, config)
-            return needed_columns(none, relative, take(less), extra=config.extra_columns)
+            relative = _relative_costs(inputs, none, none.any(axis=1), config)
+            return needed_columns(none, relative, inputs.gt_mask, extra=config.extra_columns)
 
-        return lambda: kept | jax.vmap(cheapest)(problems.inputs, order, candidate_less)
+        images = (pred_boxes, cls_logits, obj_logits, gt_boxes, gt_labels, order, candidate_less)
+        return lambda: kept | jax.vmap(cheapest)(*images)
 
     sizes = sorted({min(_CANDIDATE_LESS_ROWS, num_gt), num_gt})
     most = candidate_less.sum(axis=1).max()
@@ -238,14 +248,21 @@ def _shift_rows(
     return jnp.concatenate([gt_cost, cost[-1:]]), row_offset
 
 
-def _solve_and_decode(
-    problem: _Problem, needed: Array, config: OTAConfig, columns: int | None
+def _dense_costs(problem: _Problem, config: OTAConfig) -> tuple[Array, Array]:
+    """`_shift_rows` of the costs on every anchor: the dense problem's."""
+    valid = jnp.ones(problem.candidates.shape[1], bool)
+    return _shift_rows(_costs(problem, config), valid, problem, config)
+
+
+def _assign_image(
+    *args, needed: Array | None, config: OTAConfig, columns: int | None
 ) -> Assignment:
-    """The transport on ``columns`` kept anchors (``needed [A]``) plus a folded
-    column (``columns=None``: on every anchor), and its assignment."""
-    num_anchors = problem.candidates.shape[1]
-    gt_mask = problem.inputs.gt_mask
+    """One image's assignment, with the transport on ``columns`` kept anchors (the
+    ``needed [A]`` ones) plus a folded column, or (``columns=None``) on every anchor."""
+    num_anchors = args[2].shape[0]
     if columns is None:
+        problem = _problem(*args, config=config)
+        gt_mask = problem.inputs.gt_mask
         k, supply = _supplies(problem.inputs.ious, problem.candidates, gt_mask, num_anchors, config)
         cost, row_offset = _dense_costs(problem, config)
         transport = solve_transport(
@@ -257,52 +274,48 @@ def _solve_and_decode(
             row_offset=row_offset,
         )
         gt_index = _decode(transport.plan, gt_mask)
-    else:
-        index, valid = kept_columns(needed, columns)
-        k, supply = _supplies(
-            problem.inputs.ious[:, index],
-            problem.candidates[:, index] & valid[None, :],
-            gt_mask,
-            num_anchors,
-            config,
+        return make_assignment(
+            gt_index, problem.inputs, k, transport if config.return_transport else None
         )
-        cost, row_offset = _shift_rows(_costs_at(problem, index, config), valid, problem, config)
-        transport = solve_compacted(
-            cost,
-            supply,
-            index,
-            valid,
-            num_anchors,
-            epsilon=config.epsilon,
-            num_iters=config.num_iters,
-            row_offset=row_offset,
+
+    # The compacted problem is the image's problem on the kept anchors.
+    index, valid = kept_columns(needed, columns)
+    kept_args = [x if x is None or i in (4, 5, 6) else x[index] for i, x in enumerate(args)]
+    problem = _problem(*kept_args, config=config, valid=valid)
+    inputs = problem.inputs
+    k, supply = _supplies(inputs.ious, problem.candidates, inputs.gt_mask, num_anchors, config)
+    cost, row_offset = _shift_rows(_costs(problem, config), valid, problem, config)
+    transport = solve_compacted(
+        cost,
+        supply,
+        index,
+        valid,
+        num_anchors,
+        epsilon=config.epsilon,
+        num_iters=config.num_iters,
+        row_offset=row_offset,
+    )
+    # Decoded on the kept columns and one folded anchor, which holds exactly what
+    # the dense plan holds there; the folded anchors are background.
+    plan = per_anchor_plan(transport.plan, valid, num_anchors)
+    kept_gt = _decode(plan, inputs.gt_mask)[:-1]
+    kept_ious = jnp.take_along_axis(inputs.ious, jnp.maximum(kept_gt, 0)[None], axis=0)[0]
+    at = jnp.where(valid, index, num_anchors)
+    scatter = lambda fill, x: jnp.full(num_anchors, fill, x.dtype).at[at].set(x, mode="drop")
+    if config.return_transport:  # dense, as the dense problem's
+        full_cost, _ = _dense_costs(_problem(*args, config=config), config)
+        transport = transport._replace(
+            plan=expand_plan(plan, index, valid, num_anchors),
+            cost=full_cost,
+            demand=jnp.ones(num_anchors, jnp.float32),
         )
-        # Decoded on the kept columns and one folded anchor, which holds exactly
-        # what the dense plan holds there; the folded anchors are background.
-        plan = per_anchor_plan(transport.plan, valid, num_anchors)
-        at = jnp.where(valid, index, num_anchors)
-        gt_index = jnp.full(num_anchors, -1).at[at].set(_decode(plan, gt_mask)[:-1], mode="drop")
-        if config.return_transport:  # dense, as the dense problem's
-            full_cost, _ = _dense_costs(problem, config)
-            transport = transport._replace(
-                plan=expand_plan(plan, index, valid, num_anchors),
-                cost=full_cost,
-                demand=jnp.ones(num_anchors, jnp.float32),
-            )
     return make_assignment(
-        gt_index,
-        problem.inputs,
+        scatter(-1, kept_gt),
+        inputs,
         k,
         transport if config.return_transport else None,
+        anchor_ious=scatter(0.0, kept_ious),
     )
-
-
-def _dense_costs(problem: _Problem, config: OTAConfig) -> tuple[Array, Array]:
-    """`_shift_rows` of the costs on every anchor: the dense problem's."""
-    num_anchors = problem.candidates.shape[1]
-    every = jnp.arange(num_anchors)
-    every_cost = _costs_at(problem, every, config)
-    return _shift_rows(every_cost, jnp.ones(num_anchors, bool), problem, config)
 
 
 def _decode(plan: Array, gt_mask: Array) -> Array:
@@ -316,34 +329,24 @@ def _decode(plan: Array, gt_mask: Array) -> Array:
     return jnp.where(is_gt, best, -1)
 
 
-def _assign_at_size(
-    args: tuple, config: OTAConfig, *, problem: _Problem, needed: Array, columns: int | None
+def _assign_real_gts(
+    args: tuple, config: OTAConfig, *, needed: Array | None, columns: int | None = None
 ) -> Assignment:
-    """The batch's ``problem`` with the transport on ``columns`` anchors, the
-    ``needed [B, A]`` ones (None: all of them). ``args`` are in the problem."""
-    del args
-    return jax.vmap(partial(_solve_and_decode, config=config, columns=columns))(problem, needed)
+    """The batch, its gts cut to a bucket, with the transport on ``columns`` kept
+    anchors of ``needed [B, A]`` (``columns=None``: on every anchor)."""
+    in_axes = (0, 0, None, None, 0, 0, 0, 0, 0)
+    assign = partial(_assign_image, config=config, columns=columns)
+    return jax.vmap(lambda *a: assign(*a[:-1], needed=a[-1]), in_axes=in_axes)(*args, needed)
 
 
 def _assign_batch(args: tuple, config: OTAConfig) -> Assignment:
-    return buckets.by_real_gts(args, partial(_assign_real_gts, config=config))
-
-
-def _assign_real_gts(args: tuple, config: OTAConfig) -> Assignment:
-    """Build the batch's problems once, then solve them at the column bucket that
-    holds the anchors every image's compacted problem keeps."""
-    _, _, points, strides, gt_boxes, _, gt_mask, _ = args
-    candidates = jax.vmap(partial(_candidates, config=config), in_axes=(None, None, 0, 0))(
-        points, strides, gt_boxes, gt_mask
-    )
-    problem = jax.vmap(
-        partial(_build_problem, config=config), in_axes=(0, 0, None, None, 0, 0, 0, 0, 0)
-    )(*args, candidates)
-    needed = candidates.any(axis=1)
-    if config.max_columns is not None:  # else always dense: nothing to keep
-        needed = _needed_columns(problem, config)
-    run = partial(_assign_at_size, config=config, problem=problem, needed=needed)
-    return buckets.by_columns(args, needed.sum(axis=1).max(), config.max_columns, run)
+    """The anchors each image keeps first (`_needed_anchors`), then the transport at
+    the gt and column buckets that hold the batch, chosen in one switch."""
+    if config.max_columns is None or args[6].shape[1] == 0:  # always dense: nothing to keep
+        return buckets.by_real_gts(args, partial(_assign_real_gts, config=config, needed=None))
+    needed = _needed_anchors(args, config)
+    run = partial(_assign_real_gts, config=config, needed=needed)
+    return buckets.by_real_gts(args, run, columns=(needed.sum(axis=1).max(), config.max_columns))
 
 
 ota_assign, ota_assign_batch = public_assigners(

@@ -170,3 +170,65 @@ def test_any_over_gts_is_the_or_over_every_gt(num_gt):
     if num_gt > buckets.CPU_GTS_AT_ONCE:  # the slices do run in a loop
         jaxpr = jax.make_jaxpr(lambda b, m: buckets.any_over_gts(inside, b, m))(boxes, mask)
         assert "scan" in str(jaxpr)
+
+
+def _sizes_run(args, columns=None):
+    """Reports the bucket it ran at: gt rows in num_fg, columns in ious (-1: all anchors)."""
+    num_images, rows = args[6].shape
+    size = -1.0 if columns is None else float(columns)
+    gt_index = jnp.full((num_images, 3), -1)
+    return Assignment(
+        gt_index=gt_index,
+        fg_mask=gt_index >= 0,
+        labels=gt_index,
+        box_targets=jnp.zeros((num_images, 3, 4)),
+        ious=jnp.full((num_images, 3), size),
+        num_fg=jnp.full(num_images, rows),
+        dynamic_k=jnp.zeros((num_images, rows), jnp.int32),
+    )
+
+
+@pytest.mark.parametrize(
+    ("real", "needed", "want_rows", "want_columns"),
+    [
+        (3, 300, 8, 512),
+        (9, 300, 16, 512),
+        (3, 5000, 8, -1),
+        (40, 1025, 64, 2048),
+        (100, 8400, 100, -1),
+    ],
+)
+def test_by_real_gts_with_columns_picks_both_buckets_in_one_switch(
+    real, needed, want_rows, want_columns
+):
+    gt_mask = np.zeros((2, 100), bool)
+    gt_mask[1, :real] = True
+    args = (
+        None,
+        None,
+        jnp.zeros((8400, 2)),
+        None,
+        np.zeros((2, 100, 4)),
+        np.zeros((2, 100), int),
+        gt_mask,
+        None,
+    )
+    run = lambda needed: buckets.by_real_gts(args, _sizes_run, columns=(needed, 4096))
+    result = run(jnp.int32(needed))
+    np.testing.assert_array_equal(result.num_fg, [want_rows] * 2)
+    np.testing.assert_array_equal(result.ious[:, 0], [want_columns] * 2)
+    # Both sizes in one lax.switch: a GPU waits for one branch index, not two.
+    conds = [e for e in jax.make_jaxpr(run)(jnp.int32(needed)).eqns if e.primitive.name == "cond"]
+    assert len(conds) == 1
+    assert len(conds[0].params["branches"]) == 5 * 5  # gt sizes x (column sizes + all)
+
+
+def test_on_real_gts_runs_on_the_real_gts_first_at_the_smallest_bucket():
+    gt_mask = np.zeros((2, 40), bool)
+    gt_mask[0, [5, 30]] = True
+    gt_mask[1, [2, 3, 4, *range(10, 20), 39]] = True  # 14 real gts: bucket 16
+    labels = np.arange(80).reshape(2, 40)
+    args = (None, None, None, None, np.zeros((2, 40, 4)), labels, gt_mask, None)
+    rows, first = buckets.on_real_gts(args, lambda a: (jnp.full(2, a[6].shape[1]), a[5][:, 0]))
+    np.testing.assert_array_equal(rows, [16, 16])
+    np.testing.assert_array_equal(first, [5, 42])

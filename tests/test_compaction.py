@@ -8,7 +8,7 @@ import pytest
 
 import ota_jax
 from ota_jax import compaction
-from ota_jax.ota import _build_problem, _candidates, _needed_columns
+from ota_jax.ota import _candidates, _needed_anchors
 from tests.scenes import make_scene, padded, run_reference
 
 IMAGE = (256, 256)  # 1344 anchor points on strides 8/16/32
@@ -57,27 +57,11 @@ def test_compacted_equals_dense(batch):
 
 def test_compaction_really_ran_and_dropped_most_columns(batch):
     """Every image's kept columns fit the bound, so the compacted branch ran above."""
-    config = ota_jax.OTAConfig()
-    points, strides = batch["points"], batch["strides"]
-    candidates = jax.vmap(partial(_candidates, points, strides, config=config))(
-        batch["gt_boxes"], batch["gt_mask"]
-    )
-    problems = jax.vmap(
-        partial(_build_problem, config=config), in_axes=(0, 0, None, None, 0, 0, 0, None, 0)
-    )(
-        batch["pred_boxes"],
-        batch["cls_logits"],
-        points,
-        strides,
-        batch["gt_boxes"],
-        batch["gt_labels"],
-        batch["gt_mask"],
-        None,
-        candidates,
-    )
-    kept = np.asarray(_needed_columns(problems, config).sum(axis=1))
+    names = ("pred_boxes", "cls_logits", "points", "strides", "gt_boxes", "gt_labels", "gt_mask")
+    args = (*(jax.numpy.asarray(batch[n]) for n in names), None)
+    kept = np.asarray(_needed_anchors(args, ota_jax.OTAConfig()).sum(axis=1))
     assert np.all(kept <= 700)
-    assert np.all(kept < len(points) / 2)
+    assert np.all(kept < len(batch["points"]) / 2)
 
 
 def test_dynamic_k_ignores_the_padding_of_the_kept_columns():
