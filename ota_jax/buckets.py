@@ -158,9 +158,9 @@ def by_real_gts(
         slots, real first. With ``columns``, ``run(args, columns=...)`` as for
         `by_columns`.
       columns: optional ``(needed, limit)`` as for `by_columns`, whose bucket is then
-        chosen in the same ``lax.switch`` as the gts'. On a GPU a switch whose
-        branches hold a loop (OTA's Sinkhorn) reads its branch on the host, which
-        leaves the device idle; one switch for both sizes waits once.
+        chosen in the same ``lax.switch`` as the gts' (on a GPU a switch whose
+        branches hold a loop, OTA's Sinkhorn, reads its branch index on the host:
+        one switch reads it once).
 
     Returns:
       ``run``'s batched `Assignment`, in the caller's gt numbering.

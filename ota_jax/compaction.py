@@ -14,13 +14,12 @@ plan mass beyond those is what the compacted problem drops (it is
 ``exp(-cost_gap / epsilon)`` small, far below what decides an assignment).
 
 The kept anchors are gathered into a static number of columns (`kept_columns`)
-and the caller builds the costs of those columns only: the class cost's
+and the caller builds its problem on those anchors only: the class cost's
 background term sums over every class, and on all anchors it was most of OTA's
 work. The solved plan stays compact too (`per_anchor_plan`: the kept columns
 and one folded anchor are all that decoding needs); `expand_plan` makes it
 dense for whoever wants to look at it. When an image needs more columns, the
-caller uses a larger size bucket or the dense problem
-(`ota_jax.buckets.by_columns`).
+caller uses a larger size bucket or the dense problem (`ota_jax.buckets`).
 """
 
 from __future__ import annotations
@@ -154,7 +153,7 @@ def kept_columns(needed: Array, max_columns: int) -> tuple[Array, Array]:
     """The ``needed [A]`` anchors as ``max_columns`` static columns: ``index [K]``
     (ascending, padded with anchor 0) and ``valid [K]`` (False: padding). At most
     ``max_columns`` may be needed: callers pick the size from the count (a
-    `ota_jax.buckets.by_columns` bucket)."""
+    column bucket of `ota_jax.buckets`)."""
     index = true_indices(needed, max_columns, 0)
     return index, jnp.arange(max_columns) < needed.sum()
 
