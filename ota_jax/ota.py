@@ -187,6 +187,7 @@ def _needed_anchors(args: tuple, config: OTAConfig) -> Array:
 
 
 def _needed_at_real_gts(args: tuple, config: OTAConfig) -> Array:
+    """`_needed_anchors` of the batch ``args``, its gts cut to a bucket."""
     pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits = args
     valid = valid_gts(gt_boxes, gt_labels, gt_mask, cls_logits.shape[-1])
     gt_boxes = jnp.where(valid[..., None], gt_boxes, 0.0)
@@ -338,9 +339,12 @@ def _assign_real_gts(
 ) -> Assignment:
     """The batch, its gts cut to a bucket, with the transport on ``columns`` kept
     anchors of ``needed [B, A]`` (``columns=None``: on every anchor)."""
+
+    def one_image(*image):  # an image's eight assigner arguments, then its needed [A]
+        return _assign_image(*image[:-1], needed=image[-1], config=config, columns=columns)
+
     in_axes = (0, 0, None, None, 0, 0, 0, 0, 0)
-    assign = partial(_assign_image, config=config, columns=columns)
-    return jax.vmap(lambda *a: assign(*a[:-1], needed=a[-1]), in_axes=in_axes)(*args, needed)
+    return jax.vmap(one_image, in_axes=in_axes)(*args, needed)
 
 
 def _assign_batch(args: tuple, config: OTAConfig) -> Assignment:
