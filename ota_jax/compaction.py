@@ -94,8 +94,9 @@ _TOP_K_CHUNK = 256
 
 
 def smallest_indices(values: Array, k: int) -> Array:
-    """``[..., k]`` int32: the positions of the ``k`` smallest of ``values [..., A]``,
-    ascending by value, ties to the lower position (as ``lax.top_k(-values, k)``).
+    """``[..., k]`` int32: the positions of the ``k`` smallest of ``values [..., A]``
+    (no NaN; ``k <= A``), ascending by value, ties to the lower position (as
+    ``lax.top_k(-values, k)``).
 
     On an accelerator in two exact stages (`smallest_in_chunks`). XLA's GPU top-k
     kernel gives each row to one thread block, so the few long rows of OTA's
