@@ -477,3 +477,29 @@ def test_git_commit_falls_back_to_the_environment(tmp_path, monkeypatch):
     assert run_info.git_commit() == "0123abc"
     monkeypatch.delenv("GIT_COMMIT")
     assert run_info.git_commit() is None
+
+
+def test_idle_gaps_sums_the_gaps_inside_calls_and_names_their_kernels():
+    import trace_assign
+
+    def kernel(name, start, duration):
+        return {"name": name, "ts": start, "dur": duration}
+
+    pause = trace_assign._PAUSE_S * 1e6  # microseconds between recorded calls
+    events = [
+        # Call 1: a 30 us gap after "b", kernels "c" and "d" overlapping on two streams.
+        kernel("a", 0, 10),
+        kernel("b", 10, 5),
+        kernel("c", 45, 20),
+        kernel("d", 50, 30),
+        kernel("e", 82, 1),
+        # Call 2, after the pause: a 10 us gap after "a".
+        kernel("a", pause, 10),
+        kernel("f", pause + 20, 5),
+    ]
+    gaps = trace_assign.idle_gaps(events[::-1], calls=2, top=2)  # any order
+    assert gaps["idle_us_per_call"] == pytest.approx((30 + 2 + 10) / 2)
+    assert [(g["us"], g["after"], g["before"]) for g in gaps["longest_gaps"]] == [
+        (30, "b", "c"),
+        (10, "a", "f"),
+    ]
