@@ -18,6 +18,14 @@ class Scene(NamedTuple):
     gt_boxes: np.ndarray  # [M, 4] real gts only
     gt_labels: np.ndarray  # [M]
 
+    @property
+    def args(self) -> tuple:
+        """The six leading positional arguments of every assigner and reference loop."""
+        return (
+            self.pred_boxes, self.cls_logits, self.points, self.strides,
+            self.gt_boxes, self.gt_labels,
+        )  # fmt: skip
+
 
 def random_gt_boxes(
     rng: np.random.Generator, num_gt: int, image_size: tuple[int, int], min_size: float = 4.0
@@ -118,12 +126,7 @@ def reference_kwargs(config) -> dict:
 def run_reference(reference_fn, scene: Scene, config, use_obj: bool = True) -> dict:
     """A ``tests.reference`` loop's result on one scene, with ``config``'s hyperparameters."""
     return reference_fn(
-        scene.pred_boxes,
-        scene.cls_logits,
-        scene.points,
-        scene.strides,
-        scene.gt_boxes,
-        scene.gt_labels,
+        *scene.args,
         obj_logits=scene.obj_logits if use_obj else None,
         **reference_kwargs(config),
     )

@@ -207,12 +207,7 @@ def test_tal_breaks_metric_ties_to_the_lower_anchor_and_needs_a_positive_metric(
 def test_dsl_without_valid_anchors_is_all_background():
     scene = _hand_made_scenes()[0]  # tiny boxes between anchor centres
     result = dsl_assign(
-        scene.pred_boxes,
-        scene.cls_logits,
-        scene.points,
-        scene.strides,
-        scene.gt_boxes,
-        scene.gt_labels,
+        *scene.args,
         np.ones(2, bool),
     )
     want = _reference("dsl", scene)

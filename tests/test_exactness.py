@@ -244,12 +244,7 @@ def test_simota_takes_a_large_image_in_gt_slices_as_the_reference(monkeypatch):
     assert ota_jax.buckets.gt_slices(32, 512) == 8
     config = ota_jax.SimOTAConfig()
     result = ota_jax.simota_assign(
-        scene.pred_boxes,
-        scene.cls_logits,
-        scene.points,
-        scene.strides,
-        scene.gt_boxes,
-        scene.gt_labels,
+        *scene.args,
         np.ones(30, bool),
         obj_logits=scene.obj_logits,
         config=config,
