@@ -526,7 +526,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--out",
         default=None,
-        help="JSON path (benchmarks/results/<device>.json; quick: <device>_quick.json)",
+        help="JSON path (benchmarks/results/<device>/assign.json; quick: assign_quick.json)",
     )
     parser.add_argument(
         "--markdown",
@@ -814,7 +814,7 @@ def main(argv=None) -> dict:
         print(json.dumps(result))
         return result
     report = run(args)
-    out = Path(args.out or run_info.default_out("", report["device_slug"], args.quick))
+    out = Path(args.out or run_info.default_out("assign", report["device_slug"], args.quick))
     markdown = Path(args.markdown) if args.markdown else out.with_suffix(".md")
     report = run_info.write_report(out, report, markdown_report(report), markdown)
     print(markdown_table(report["results"]))

@@ -182,7 +182,7 @@ def run(argv=None) -> dict:
         "rows": rows,
     }
     markdown = f"{run_info.markdown_header(report)}\n\n{markdown_table(rows)}\n"
-    out = args.out or run_info.RESULTS / slug / f"buckets{'_quick' if args.quick else ''}.json"
+    out = args.out or run_info.default_out("buckets", slug, args.quick)
     run_info.write_report(out, report, markdown)
     print(markdown)
     return report

@@ -112,10 +112,11 @@ def markdown_header(report: dict) -> str:
     return f"{report['device']}; {report['date']}; commit {commit}; `{report['command']}`"
 
 
-def default_out(prefix: str, slug: str, quick: bool) -> Path:
-    """``benchmarks/results/<prefix><slug>.json``; ``--quick`` runs get ``_quick`` appended,
-    so that a smoke run never overwrites a real result."""
-    return RESULTS / f"{prefix}{slug}{'_quick' if quick else ''}.json"
+def default_out(name: str, slug: str, quick: bool) -> Path:
+    """``benchmarks/results/<slug>/<name>.json``, where every report of one device lives;
+    ``--quick`` runs get ``_quick`` appended, so that a smoke run never overwrites a
+    real result."""
+    return RESULTS / slug / f"{name}{'_quick' if quick else ''}.json"
 
 
 def _strict(value):

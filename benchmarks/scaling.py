@@ -101,7 +101,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--out",
         default=None,
-        help="JSON path (benchmarks/results/scaling_<device>.json; quick: ..._quick.json)",
+        help="JSON path (benchmarks/results/<device>/scaling.json; quick: scaling_quick.json)",
     )
     parser.add_argument("--markdown", default=None, help="markdown path (the JSON path with .md)")
     args = parser.parse_args(argv)
@@ -309,7 +309,7 @@ def markdown_report(report: dict) -> str:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     report = run(args)
-    out = Path(args.out or run_info.default_out("scaling_", report["device_slug"], args.quick))
+    out = Path(args.out or run_info.default_out("scaling", report["device_slug"], args.quick))
     markdown = Path(args.markdown) if args.markdown else out.with_suffix(".md")
     # Strict JSON: a slope that cannot be fitted is written as null.
     clean = run_info.write_report(out, report, markdown_report(report), markdown)

@@ -321,8 +321,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--out",
         default=None,
-        help="JSON path (default: benchmarks/results/train_step_<device>.json; "
-        "quick: ..._quick.json)",
+        help="JSON path (default: benchmarks/results/<device>/train_step.json; "
+        "quick: train_step_quick.json)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="tiny model, 64x64, batch 2, 2 repeats (seconds)"
@@ -354,7 +354,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     report = run(args)
     print(markdown_report(report))
-    out = args.out or run_info.default_out("train_step_", report["device_slug"], args.quick)
+    out = args.out or run_info.default_out("train_step", report["device_slug"], args.quick)
     report = run_info.write_report(out, report, markdown_report(report))
     run_info.log(f"wrote {out}")
     return report

@@ -479,6 +479,22 @@ def test_git_commit_falls_back_to_the_environment(tmp_path, monkeypatch):
     assert run_info.git_commit() is None
 
 
+def test_reports_go_to_their_device_folder_and_quick_ones_stay_out_of_git():
+    import subprocess
+
+    import run_info
+
+    real = run_info.default_out("assign", "cpu-2core", quick=False)
+    quick = run_info.default_out("assign", "cpu-2core", quick=True)
+    assert real == run_info.RESULTS / "cpu-2core" / "assign.json"
+    assert quick == run_info.RESULTS / "cpu-2core" / "assign_quick.json"
+    ignored = lambda path: (
+        subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=run_info.RESULTS).returncode
+    )
+    assert ignored(quick) == 0 and ignored(quick.with_suffix(".md")) == 0
+    assert ignored(real) == 1
+
+
 def test_idle_gaps_sums_the_gaps_inside_calls_and_names_their_kernels():
     import trace_assign
 
