@@ -28,11 +28,13 @@ for _path in (str(_HERE), str(_HERE.parent)):
     sys.path.insert(0, _path)
 
 import run_info  # noqa: E402
+import workloads as wl  # noqa: E402
 
 DEFAULT_PANELS = (
     "NVIDIA H100=nvidia-h100-80gb-hbm3/suite.json",
-    "AMD EPYC, 2 cores=cpu-2core/assign.json,cpu-2core/assign_crowd_ota.json,"
-    "cpu-2core/assign_crowd_simota.json,cpu-2core/assign_simota.json,cpu-2core/assign_ota.json",
+    # Oldest first: the last report holding a row wins.
+    "AMD EPYC, 2 cores=cpu-2core/assign_simota.json,cpu-2core/assign_ota.json,"
+    "cpu-2core/assign_crowd_ota.json,cpu-2core/assign_crowd_simota.json,cpu-2core/assign.json",
 )
 TARGET = 10.0  # BENCHMARKS.md: at least 10x over each loop (the CPU target)
 _COLORS = {"ota": "#1f77b4", "simota": "#ff7f0e"}
@@ -49,17 +51,22 @@ class Runs(NamedTuple):
 
 def speedups(paths: list[Path]) -> Runs:
     """Every row with a PyTorch loop in the reports ``paths`` (``assign_bench.py``'s,
-    or a suite's ``assign`` step), the last one winning."""
-    rows, backend, commits = {}, None, []
-    for path in paths:
+    or a suite's ``assign`` step), the last one winning; workloads in the order of
+    ``workloads.WORKLOADS``, and the commits those rows were measured at, oldest
+    report first."""
+    rows, backend = {}, None
+    for index, path in enumerate(paths):
         report = json.loads(Path(path).read_text())
         report = report.get("assign", report)
         backend = report.get("jax_backend", backend)
-        commits.append((report.get("git_commit") or "unknown")[:7])
+        commit = (report.get("git_commit") or "unknown")[:7]
         for row in report["results"]:
             if row.get("speedup") is not None:
-                rows[row["workload"], row["assigner"]] = row
-    return Runs(rows, backend, tuple(dict.fromkeys(commits)))
+                rows[row["workload"], row["assigner"]] = {**row, "commit": (index, commit)}
+    order = {name: i for i, name in enumerate(wl.WORKLOADS)}
+    rows = dict(sorted(rows.items(), key=lambda item: order.get(item[0][0], len(order))))
+    commits = dict.fromkeys(commit for _, commit in sorted(r["commit"] for r in rows.values()))
+    return Runs(rows, backend, tuple(commits))
 
 
 def parse_panel(spec: str) -> tuple[str, list[Path]]:

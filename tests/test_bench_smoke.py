@@ -439,8 +439,9 @@ def test_bucket_ablation_runs_each_variant_in_its_own_process(tmp_path):
 def test_plot_speedups_takes_the_last_report_and_draws_a_png(tmp_path):
     import plot_speedups
 
-    def report(path, commit, rows, nest):
+    def report(name, commit, rows, nest=False):
         body = {"jax_backend": "cpu", "git_commit": commit, "results": rows}
+        path = tmp_path / name
         path.write_text(json.dumps({"assign": body} if nest else body))
         return path
 
@@ -448,18 +449,26 @@ def test_plot_speedups_takes_the_last_report_and_draws_a_png(tmp_path):
         workload=workload, assigner=assigner, speedup=speedup
     )
     first = report(
-        tmp_path / "a.json",
+        "a.json",
         "aaaaaaaaaa",
-        [row("w1", "ota", 20.0), row("w1", "simota", 3.0), row("w1", "fcos", None)],
-        nest=False,
+        [row("crowd100", "ota", 20.0), row("crowd100", "simota", 3.0), row("w1", "fcos", None)],
     )
-    second = report(tmp_path / "b.json", "bbbbbbbbbb", [row("w1", "simota", 12.0)], nest=True)
-    runs = plot_speedups.speedups([first, second])
+    second = report("b.json", "bbbbbbbbbb", [row("crowd100", "simota", 12.0)], nest=True)
+    third = report("c.json", "ccccccccc", [row("yolox640", "ota", 50.0)])
+    runs = plot_speedups.speedups([first, second, third])
+    # The last report wins; workloads come in the order of workloads.WORKLOADS.
     assert {k: r["speedup"] for k, r in runs.rows.items()} == {
-        ("w1", "ota"): 20.0,
-        ("w1", "simota"): 12.0,
+        ("yolox640", "ota"): 50.0,
+        ("crowd100", "ota"): 20.0,
+        ("crowd100", "simota"): 12.0,
     }
-    assert runs.backend == "cpu" and runs.commits == ("aaaaaaa", "bbbbbbb")
+    assert [w for w, _ in runs.rows] == ["yolox640", "crowd100", "crowd100"]
+    assert runs.backend == "cpu" and runs.commits == ("aaaaaaa", "bbbbbbb", "ccccccc")
+    # A report whose rows were all replaced is not named.
+    runs = plot_speedups.speedups(
+        [first, report("d.json", "ddddddddd", [row("crowd100", "ota", 9.0)]), second]
+    )
+    assert runs.commits == ("ddddddd", "bbbbbbb")
     out = plot_speedups.plot([("cpu", runs), ("again", runs)], tmp_path / "speedups.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="TITLE=FILE"):
