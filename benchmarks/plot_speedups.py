@@ -54,7 +54,7 @@ def speedups(paths: list[Path]) -> Runs:
     or a suite's ``assign`` step), the last one winning; workloads in the order of
     ``workloads.WORKLOADS``, and the commits those rows were measured at, oldest
     report first."""
-    rows, backend = {}, None
+    rows, measured_at, backend = {}, {}, None
     for index, path in enumerate(paths):
         report = json.loads(Path(path).read_text())
         report = report.get("assign", report)
@@ -62,10 +62,11 @@ def speedups(paths: list[Path]) -> Runs:
         commit = (report.get("git_commit") or "unknown")[:7]
         for row in report["results"]:
             if row.get("speedup") is not None:
-                rows[row["workload"], row["assigner"]] = {**row, "commit": (index, commit)}
+                key = row["workload"], row["assigner"]
+                rows[key], measured_at[key] = row, (index, commit)
     order = {name: i for i, name in enumerate(wl.WORKLOADS)}
     rows = dict(sorted(rows.items(), key=lambda item: order.get(item[0][0], len(order))))
-    commits = dict.fromkeys(commit for _, commit in sorted(r["commit"] for r in rows.values()))
+    commits = dict.fromkeys(commit for _, commit in sorted(measured_at.values()))
     return Runs(rows, backend, tuple(commits))
 
 
