@@ -169,7 +169,7 @@ def by_real_gts(
     if num_gt == 0:  # static: no gt slot at all
         empty = background_assignment(args[2].shape[0])
         return jax.tree.map(lambda x: jnp.broadcast_to(x, (num_images, *x.shape)), empty)
-    order = real_gts_first(args[6])
+    order, gt_sizes, gt_need = _gt_buckets(args)
 
     def restored(rows: int, **sizes):
         def branch(args: tuple) -> Assignment:
@@ -178,8 +178,6 @@ def by_real_gts(
 
         return branch
 
-    gt_sizes = _gt_ladder(num_gt)
-    gt_need = args[6].sum(axis=1).max()
     if columns is None:
         index = bucket_index([gt_need], [gt_sizes])
         return switch(index, [restored(rows) for rows in gt_sizes], args)
@@ -196,9 +194,8 @@ def on_real_gts(args: tuple, run: Callable[[tuple], Any]) -> Any:
     """``run(args)`` with the gts cut to the smallest bucket that holds every image's
     real gts (real first), for a result without a gt axis, returned as it is (so the
     same in every bucket). ``M`` must be positive."""
-    order = real_gts_first(args[6])
-    gt_sizes = _gt_ladder(args[6].shape[1])
-    index = bucket_index([args[6].sum(axis=1).max()], [gt_sizes])
+    order, gt_sizes, gt_need = _gt_buckets(args)
+    index = bucket_index([gt_need], [gt_sizes])
 
     def at(rows: int):
         return lambda args: run(_cut_gts(args, order, rows))
@@ -212,9 +209,13 @@ def _cut_gts(args: tuple, order: Array, rows: int) -> tuple:
     return (*args[:4], *cut, args[7])
 
 
-def _gt_ladder(num_gt: int) -> tuple[int, ...]:
+def _gt_buckets(args: tuple) -> tuple[Array, tuple[int, ...], Array]:
+    """The batch's gt order (`real_gts_first`), its gt bucket sizes, and the most real
+    gts an image has."""
+    gt_mask = args[6]
     steps = ladders()
-    return ladder(num_gt, start=steps.gt_start, factor=steps.factor)
+    sizes = ladder(gt_mask.shape[1], start=steps.gt_start, factor=steps.factor)
+    return real_gts_first(gt_mask), sizes, gt_mask.sum(axis=1).max()
 
 
 def _column_ladder(num_anchors: int, limit: int | None) -> tuple[int, ...]:
