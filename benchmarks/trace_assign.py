@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import collections
 import gzip
-import itertools
 import json
 import sys
 import time
@@ -58,12 +57,12 @@ def idle_gaps(timed: list[dict], calls: int, top: int) -> dict:
     one's start (calls are ``_PAUSE_S`` apart, so longer gaps are between them)."""
     timed = sorted(timed, key=lambda e: e["ts"])
     gaps = []
-    end = timed[0]["ts"] + timed[0]["dur"]  # the latest end so far (streams may overlap)
-    for before, event in itertools.pairwise(timed):
-        gap = event["ts"] - end
+    last = timed[0]  # the kernel that ends latest so far (streams may overlap)
+    for event in timed[1:]:
+        gap = event["ts"] - (last["ts"] + last["dur"])
         if 0 < gap < _PAUSE_S * 1e6 / 2:
-            gaps.append((gap, before["name"], event["name"]))
-        end = max(end, event["ts"] + event["dur"])
+            gaps.append((gap, last["name"], event["name"]))
+        last = max(last, event, key=lambda e: e["ts"] + e["dur"])
     gaps.sort(reverse=True)
     return {
         "idle_us_per_call": sum(g for g, _, _ in gaps) / calls,

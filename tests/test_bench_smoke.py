@@ -517,6 +517,7 @@ def test_idle_gaps_sums_the_gaps_inside_calls_and_names_their_kernels():
         kernel("b", 10, 5),
         kernel("c", 45, 20),
         kernel("d", 50, 30),
+        kernel("g", 55, 2),  # starts after "d", ends first: the gap before "e" is after "d"
         kernel("e", 82, 1),
         # Call 2, after the pause: a 10 us gap after "a".
         kernel("a", pause, 10),
@@ -528,3 +529,5 @@ def test_idle_gaps_sums_the_gaps_inside_calls_and_names_their_kernels():
         (30, "b", "c"),
         (10, "a", "f"),
     ]
+    third = trace_assign.idle_gaps(events, calls=2, top=3)["longest_gaps"][2]
+    assert (third["us"], third["after"], third["before"]) == (2, "d", "e")
