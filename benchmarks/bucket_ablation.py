@@ -168,22 +168,26 @@ def run(argv=None) -> dict:
     default = CPU_VARIANTS if device.platform == "cpu" else ACCELERATOR_VARIANTS
     variants = split_variants(args.variants) if args.variants else list(default)
     load_before = run_info.load_average()
+    name, slug = run_info.device_name_and_slug(device)
+    out = args.out or run_info.default_out("buckets", slug, args.quick)
     rows = []
     for i, variant in enumerate(variants):
         run_info.log(f"variant {i + 1}/{len(variants)}: {variant} ...")
         rows += run_variant(variant, args)
-    name, slug = run_info.device_name_and_slug(device)
-    report = {
-        **run_info.report_header(name, slug, device, load_before),
-        "batch": args.batch,
-        "warmup": args.warmup,
-        "repeats": args.repeats,
-        "quick": args.quick,
-        "rows": rows,
-    }
-    markdown = f"{run_info.markdown_header(report)}\n\n{markdown_table(rows)}\n"
-    out = args.out or run_info.default_out("buckets", slug, args.quick)
-    run_info.write_report(out, report, markdown)
+        report = {
+            **run_info.report_header(name, slug, device, load_before),
+            "batch": args.batch,
+            "warmup": args.warmup,
+            "repeats": args.repeats,
+            "quick": args.quick,
+            "variants": variants,
+            "complete": i == len(variants) - 1,
+            "rows": rows,
+        }
+        # After every variant: a run stopped later keeps the variants it finished.
+        so_far = "" if report["complete"] else " (incomplete: the variants run so far)"
+        markdown = f"{run_info.markdown_header(report)}{so_far}\n\n{markdown_table(rows)}\n"
+        run_info.write_report(out, report, markdown)
     print(markdown)
     return report
 

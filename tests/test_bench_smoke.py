@@ -436,6 +436,21 @@ def test_bucket_ablation_runs_each_variant_in_its_own_process(tmp_path):
     assert "| tiny320 | simota | off | — |" in out.with_suffix(".md").read_text()
 
 
+def test_bucket_ablation_keeps_the_variants_finished_before_one_fails(tmp_path):
+    import bucket_ablation
+
+    out = tmp_path / "buckets.json"
+    argv = "--workloads tiny320 --assigners simota --batch 2 --repeats 2 --quick"
+    # The second variant's child fails: its XLA flag does not exist.
+    variants = "off,off:--xla_no_such_flag=1"
+    with pytest.raises(RuntimeError, match="no_such_flag"):
+        bucket_ablation.run([*argv.split(), "--variants", variants, "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert report["complete"] is False
+    assert [r["variant"] for r in report["rows"]] == ["off"]
+    assert "(incomplete: the variants run so far)" in out.with_suffix(".md").read_text()
+
+
 def test_plot_speedups_takes_the_last_report_and_draws_a_png(tmp_path):
     import plot_speedups
 

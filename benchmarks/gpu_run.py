@@ -1,0 +1,166 @@
+"""Every GPU measurement the README quotes, in one command for a machine held for minutes.
+
+A GPU is often lent for a quarter of an hour, start and transfers included, so
+this runs the measurements in order of what they decide, each in its own
+process under its own time limit (a slow step cannot starve the next), and
+leaves what each step finished in ``--out-dir`` even when a later one fails:
+
+1. ``unroll``: OTA and SimOTA on yolox640 with and without XLA's full
+   while-loop unrolling (`bucket_ablation.py`), for the one open GPU target
+   (H100 OTA on yolox640 <= 1 ms; 1.11 ms at ``03288e8``). The device waits for
+   the host to read the branch index of the switch whose branches hold
+   Sinkhorn's loop (``docs/performance_history.md``); unrolled, that switch
+   may run as a CUDA graph conditional instead. If the flag wins, `ota_jax`
+   can pass it as its jit's ``compiler_options``.
+2. ``trace``: a profiler trace of OTA on yolox640 (`trace_assign.py`): its
+   kernels and the device's idle gaps inside a call.
+3. ``suite``: the assignment tables against the PyTorch loops and the
+   assignment's share of an FCOS-R50 train step (`suite.py`), the README's
+   "On a GPU" tables.
+
+Files in ``--out-dir``: ``buckets_unroll.{json,md}``, ``trace_ota.json``,
+``suite/suite.{json,md}`` and ``gpu_run.log`` (every step's output). ``--quick``
+runs the same steps at smoke-test sizes (on a CPU too; the times mean nothing).
+
+Example::
+
+    python benchmarks/gpu_run.py --out-dir /tmp/gpu_run
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+
+# XLA:GPU's flag that unrolls every while loop whose trip count it knows.
+UNROLL_FLAG = "--xla_gpu_enable_while_loop_unrolling=WHILE_LOOP_UNROLLING_FULL_UNROLL"
+UNROLL_VARIANTS = f"auto,auto:{UNROLL_FLAG}"  # `bucket_ablation.py --variants`
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One script run: ``name``, its time limit, the script (beside this one) and its
+    arguments, in which ``{out}`` is the output folder, ``{tmp}`` a scratch folder and
+    ``{device}`` the device; ``quick_args`` replace ``args`` under ``--quick``, and
+    ``outputs`` (where the script writes) follow either."""
+
+    name: str
+    seconds: int
+    script: str
+    args: tuple[str, ...]
+    quick_args: tuple[str, ...]
+    outputs: tuple[str, ...]
+    keep: tuple[tuple[str, str], ...] = ()  # (scratch file, output name) copied after the run
+
+
+STEPS: tuple[Step, ...] = (
+    Step(
+        "unroll",
+        150,
+        "bucket_ablation.py",
+        ("--workloads", "yolox640", "--variants", UNROLL_VARIANTS, "--repeats", "30"),
+        ("--quick", "--workloads", "tiny320", "--variants", UNROLL_VARIANTS, "--repeats", "2"),
+        ("--out", "{out}/buckets_unroll.json"),
+    ),
+    Step(
+        "trace",
+        60,
+        "trace_assign.py",
+        ("--assigner", "ota", "--workload", "yolox640", "--calls", "5"),
+        ("--assigner", "ota", "--workload", "tiny320", "--calls", "1", "--batch", "2"),
+        ("--out-dir", "{tmp}/trace"),
+        keep=(("trace/summary.json", "trace_ota.json"),),
+    ),
+    Step(
+        "suite",
+        330,
+        "suite.py",
+        (
+            "--device", "{device}", "--steps", "assign,train_step", "--torch-budget-s", "8",
+            "--assign-args", "--assigners ota,simota --memory inline",
+            "--train-step-args", "--dtype bfloat16 --repeats 3",
+        ),
+        ("--quick", "--device", "{device}", "--steps", "assign,train_step"),
+        ("--out-dir", "{out}/suite"),
+    ),
+)  # fmt: skip
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out-dir", required=True, help="where every step's files go")
+    parser.add_argument("--device", default="cuda", choices=("cuda", "gpu", "cpu", "auto"))
+    parser.add_argument(
+        "--steps",
+        default=",".join(s.name for s in STEPS),
+        help="comma list of " + ",".join(s.name for s in STEPS),
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke-test sizes, for a CPU too")
+    args = parser.parse_args(argv)
+    names = [s.strip() for s in args.steps.split(",") if s.strip()]
+    unknown = set(names) - {s.name for s in STEPS}
+    if not names or unknown:
+        parser.error(f"--steps must be among {[s.name for s in STEPS]}, got {args.steps!r}")
+    args.steps = [s for s in STEPS if s.name in names]
+    return args
+
+
+def command(step: Step, *, out: Path, tmp: Path, device: str, quick: bool) -> list[str]:
+    """The step's command line, placeholders filled in."""
+    fill = {"out": str(out), "tmp": str(tmp), "device": device}
+    args = (*(step.quick_args if quick else step.args), *step.outputs)
+    return [sys.executable, str(_HERE / step.script), *(a.format(**fill) for a in args)]
+
+
+def run(args: argparse.Namespace) -> dict[str, int]:
+    """Runs the chosen steps; returns each one's exit status (124: out of time)."""
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    status = {}
+    with tempfile.TemporaryDirectory() as scratch, open(out / "gpu_run.log", "a") as log:
+        tmp = Path(scratch)
+        for step in args.steps:
+            cmd = command(step, out=out, tmp=tmp, device=args.device, quick=args.quick)
+            print(f"[gpu_run] {step.name} (at most {step.seconds} s): {' '.join(cmd)}", flush=True)
+            log.write(f"\n$ {' '.join(cmd)}\n")
+            log.flush()
+            start = time.perf_counter()
+            status[step.name] = _run_limited(cmd, log, step.seconds)
+            for source, name in step.keep:
+                if (tmp / source).exists():
+                    shutil.copyfile(tmp / source, out / name)
+            seconds = time.perf_counter() - start
+            print(f"[gpu_run] {step.name}: exit {status[step.name]}, {seconds:.0f} s", flush=True)
+    return status
+
+
+def _run_limited(cmd: list[str], log, seconds: float) -> int:
+    """Runs ``cmd`` with its output to ``log``; past ``seconds`` its whole process group
+    is killed (`bucket_ablation.py` times each variant in a child process) and the
+    status is 124, as ``timeout``'s."""
+    proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+    try:
+        return proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return 124
+
+
+def main(argv=None) -> int:
+    status = run(parse_args(argv))
+    return 0 if all(code == 0 for code in status.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

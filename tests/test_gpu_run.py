@@ -1,0 +1,96 @@
+"""``benchmarks/gpu_run.py``: every step's command line is one its script accepts, and a
+step past its time limit is ended with its children, keeping what it wrote."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+if str(BENCH_DIR) not in sys.path:
+    sys.path.insert(0, str(BENCH_DIR))
+
+import gpu_run  # noqa: E402
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_every_step_runs_a_script_with_arguments_it_accepts(tmp_path, quick):
+    import bucket_ablation
+    import suite
+
+    from ota_jax import buckets
+
+    for step in gpu_run.STEPS:
+        cmd = gpu_run.command(step, out=tmp_path, tmp=tmp_path / "t", device="cuda", quick=quick)
+        assert cmd[0] == sys.executable and Path(cmd[1]).is_file()
+        script = importlib.import_module(Path(cmd[1]).stem)
+        parsed = script.parse_args(cmd[2:])  # exits on an unknown or malformed argument
+        assert not any("{" in arg for arg in cmd), cmd
+        if script is suite:
+            # The suite hands each of its steps more arguments; those must parse too.
+            scripts = {"assign": "assign_bench", "train_step": "train_step_bench"}
+            assert parsed.device == "cuda"
+            for name in parsed.steps:
+                nested = importlib.import_module(scripts[name])
+                nested.parse_args(suite.step_args(parsed, name, cpu=False))
+        if script is bucket_ablation:
+            variants = bucket_ablation.split_variants(parsed.variants)
+            assert variants == ["auto", f"auto:{gpu_run.UNROLL_FLAG}"]
+            assert {v.partition(":")[0] for v in variants} <= {"auto", *buckets.CHOICES}
+
+
+def test_a_step_past_its_limit_is_ended_with_its_children(tmp_path):
+    script = tmp_path / "slow.py"
+    grandchild_pid = tmp_path / "grandchild.pid"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import subprocess, sys, time
+            from pathlib import Path
+            tmp = Path(sys.argv[1])
+            (tmp / "partial.json").write_text("{{}}")
+            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+            Path({str(grandchild_pid)!r}).write_text(str(child.pid))
+            time.sleep(60)
+            """
+        )
+    )
+    step = gpu_run.Step(
+        "slow", 3, str(script), (), (), ("{tmp}",), keep=(("partial.json", "kept.json"),)
+    )
+    out = tmp_path / "out"
+    args = argparse.Namespace(out_dir=str(out), steps=[step], device="cpu", quick=False)
+    start = time.perf_counter()
+    assert gpu_run.run(args) == {"slow": 124}
+    assert time.perf_counter() - start < 30
+    assert (out / "kept.json").read_text() == "{}"
+    assert "slow.py" in (out / "gpu_run.log").read_text()
+    pid = int(grandchild_pid.read_text())
+    for _ in range(50):  # the kill is asynchronous
+        if not _running(pid):
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the step's child outlived the step")
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a killed process may stay a zombie until it is reaped)."""
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
+def test_steps_must_be_known():
+    assert [s.name for s in gpu_run.parse_args(["--out-dir", "x"]).steps] == [
+        s.name for s in gpu_run.STEPS
+    ]
+    with pytest.raises(SystemExit):
+        gpu_run.parse_args(["--out-dir", "x", "--steps", "unroll,nothing"])
