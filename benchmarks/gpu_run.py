@@ -5,13 +5,13 @@ this runs the measurements in order of what they decide, each in its own
 process under its own time limit (a slow step cannot starve the next), and
 leaves what each step finished in ``--out-dir`` even when a later one fails:
 
-1. ``unroll``: OTA and SimOTA on yolox640 with and without XLA's full
-   while-loop unrolling (`bucket_ablation.py`), for the one open GPU target
-   (H100 OTA on yolox640 <= 1 ms; 1.11 ms at ``03288e8``). The device waits for
-   the host to read the branch index of the switch whose branches hold
-   Sinkhorn's loop (``docs/performance_history.md``); unrolled, that switch
-   may run as a CUDA graph conditional instead. If the flag wins, `ota_jax`
-   can pass it as its jit's ``compiler_options``.
+1. ``unroll``: OTA on yolox640 with and without XLA's full while-loop
+   unrolling, and unrolled with conditionals in the CUDA graphs
+   (`bucket_ablation.py`), for the one open GPU target (H100 OTA on yolox640
+   <= 1 ms; 1.11 ms at ``03288e8``). The device waits for the host to read the
+   branch index of the switch whose branches hold Sinkhorn's loop
+   (``docs/performance_history.md``); with the loop unrolled, that switch may
+   run as a CUDA graph conditional instead.
 2. ``trace``: a profiler trace of OTA on yolox640 (`trace_assign.py`): its
    kernels and the device's idle gaps inside a call.
 3. ``suite``: the assignment tables against the PyTorch loops and the
@@ -42,9 +42,12 @@ from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
 
-# XLA:GPU's flag that unrolls every while loop whose trip count it knows.
+# XLA:GPU's flag that unrolls every while loop whose trip count it knows, alone and
+# with conditionals recorded into the command buffers (CUDA graphs), which a switch
+# whose branches hold no loop then allows.
 UNROLL_FLAG = "--xla_gpu_enable_while_loop_unrolling=WHILE_LOOP_UNROLLING_FULL_UNROLL"
-UNROLL_VARIANTS = f"auto,auto:{UNROLL_FLAG}"  # `bucket_ablation.py --variants`
+CONDITIONAL_FLAG = "--xla_gpu_enable_command_buffer=+CONDITIONAL"
+UNROLL_VARIANTS = f"auto,auto:{UNROLL_FLAG},auto:{UNROLL_FLAG} {CONDITIONAL_FLAG}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,15 +69,15 @@ class Step:
 STEPS: tuple[Step, ...] = (
     Step(
         "unroll",
-        150,
+        180,
         "bucket_ablation.py",
-        ("--workloads", "yolox640", "--variants", UNROLL_VARIANTS, "--repeats", "30"),
-        ("--quick", "--workloads", "tiny320", "--variants", UNROLL_VARIANTS, "--repeats", "2"),
+        ("--workloads", "yolox640", "--assigners", "ota", "--variants", UNROLL_VARIANTS),
+        ("--quick", "--workloads", "tiny320", "--assigners", "ota", "--variants", UNROLL_VARIANTS),
         ("--out", "{out}/buckets_unroll.json"),
     ),
     Step(
         "trace",
-        60,
+        50,
         "trace_assign.py",
         ("--assigner", "ota", "--workload", "yolox640", "--calls", "5"),
         ("--assigner", "ota", "--workload", "tiny320", "--calls", "1", "--batch", "2"),
@@ -83,7 +86,7 @@ STEPS: tuple[Step, ...] = (
     ),
     Step(
         "suite",
-        330,
+        300,
         "suite.py",
         (
             "--device", "{device}", "--steps", "assign,train_step", "--torch-budget-s", "8",

@@ -41,7 +41,8 @@ def test_every_step_runs_a_script_with_arguments_it_accepts(tmp_path, quick):
                 nested.parse_args(suite.step_args(parsed, name, cpu=False))
         if script is bucket_ablation:
             variants = bucket_ablation.split_variants(parsed.variants)
-            assert variants == ["auto", f"auto:{gpu_run.UNROLL_FLAG}"]
+            unrolled = f"auto:{gpu_run.UNROLL_FLAG}"
+            assert variants == ["auto", unrolled, f"{unrolled} {gpu_run.CONDITIONAL_FLAG}"]
             assert {v.partition(":")[0] for v in variants} <= {"auto", *buckets.CHOICES}
 
 
