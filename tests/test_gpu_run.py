@@ -63,7 +63,7 @@ def test_a_step_past_its_limit_is_ended_with_its_children(tmp_path):
         )
     )
     step = gpu_run.Step(
-        "slow", 3, str(script), (), (), ("{tmp}",), keep=(("partial.json", "kept.json"),)
+        "slow", 5, str(script), (), (), ("{tmp}",), keep=(("partial.json", "kept.json"),)
     )
     out = tmp_path / "out"
     args = argparse.Namespace(out_dir=str(out), steps=[step], device="cpu", quick=False)
