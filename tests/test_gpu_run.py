@@ -95,3 +95,8 @@ def test_steps_must_be_known():
     ]
     with pytest.raises(SystemExit):
         gpu_run.parse_args(["--out-dir", "x", "--steps", "unroll,nothing"])
+
+
+def test_the_steps_fit_the_nine_minutes_the_readme_names():
+    """A lent GPU may have 15 minutes for start, transfers and the run together."""
+    assert sum(step.seconds for step in gpu_run.STEPS) <= 9 * 60
