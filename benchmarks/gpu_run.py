@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -134,8 +135,10 @@ def run(args: argparse.Namespace) -> dict[str, int]:
         tmp = Path(scratch)
         for step in args.steps:
             cmd = command(step, out=out, tmp=tmp, device=args.device, quick=args.quick)
-            print(f"[gpu_run] {step.name} (at most {step.seconds} s): {' '.join(cmd)}", flush=True)
-            log.write(f"\n$ {' '.join(cmd)}\n")
+            # Quoted, so that a logged command can be pasted back into a shell.
+            line = shlex.join(cmd)
+            print(f"[gpu_run] {step.name} (at most {step.seconds} s): {line}", flush=True)
+            log.write(f"\n$ {line}\n")
             log.flush()
             start = time.perf_counter()
             status[step.name] = _run_limited(cmd, log, step.seconds)

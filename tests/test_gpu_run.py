@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 import textwrap
 import time
@@ -63,15 +64,19 @@ def test_a_step_past_its_limit_is_ended_with_its_children(tmp_path):
         )
     )
     step = gpu_run.Step(
-        "slow", 5, str(script), (), (), ("{tmp}",), keep=(("partial.json", "kept.json"),)
-    )
+        "slow", 5, str(script), (), (), ("{tmp}", "two words"),
+        keep=(("partial.json", "kept.json"),),
+    )  # fmt: skip
     out = tmp_path / "out"
     args = argparse.Namespace(out_dir=str(out), steps=[step], device="cpu", quick=False)
     start = time.perf_counter()
     assert gpu_run.run(args) == {"slow": 124}
     assert time.perf_counter() - start < 30
     assert (out / "kept.json").read_text() == "{}"
-    assert "slow.py" in (out / "gpu_run.log").read_text()
+    # The log quotes the command: pasted into a shell it is the same command.
+    logged = (out / "gpu_run.log").read_text().split("$ ", 1)[1].splitlines()[0]
+    words = shlex.split(logged)
+    assert (words[1], words[-1], len(words)) == (str(script), "two words", 4)
     pid = int(grandchild_pid.read_text())
     for _ in range(50):  # the kill is asynchronous
         if not _running(pid):
