@@ -5,22 +5,22 @@ this runs the measurements in order of what they decide, each in its own
 process under its own time limit (a slow step cannot starve the next), and
 leaves what each step finished in ``--out-dir`` even when a later one fails:
 
-1. ``unroll``: OTA on yolox640 with and without XLA's full while-loop
-   unrolling, and unrolled with conditionals in the CUDA graphs
-   (`bucket_ablation.py`), for the one open GPU target (H100 OTA on yolox640
-   <= 1 ms; 1.11 ms at ``03288e8``). The device waits for the host to read the
-   branch index of the switch whose branches hold Sinkhorn's loop
-   (``docs/performance_history.md``); with the loop unrolled, that switch may
-   run as a CUDA graph conditional instead.
-2. ``trace``: a profiler trace of OTA on yolox640 (`trace_assign.py`): its
-   kernels and the device's idle gaps inside a call.
-3. ``suite``: the assignment tables against the PyTorch loops and the
-   assignment's share of an FCOS-R50 train step (`suite.py`), the README's
-   "On a GPU" tables.
+1. ``alone``: OTA and SimOTA on yolox640 and fcos1024, each assigner in a
+   process without the loops (`bucket_ablation.py`), the README's GPU targets.
+2. ``assign``: the assignment tables against the PyTorch loops, crowded images
+   and memory included (`suite.py`), the README's "On a GPU" table.
+3. ``train_step``: the assignment's share of an FCOS-R50 bfloat16 train step
+   (`train_step_bench.py`); its compile with XLA's autotuning takes about three
+   minutes on an H200, so it has a step of its own.
 
-Files in ``--out-dir``: ``buckets_unroll.{json,md}``, ``trace_ota.json``,
-``suite/suite.{json,md}`` and ``gpu_run.log`` (every step's output). ``--quick``
-runs the same steps at smoke-test sizes (on a CPU too; the times mean nothing).
+``--steps trace`` (not run by default, to keep the whole under 9 minutes) adds a
+profiler trace of OTA on yolox640 (`trace_assign.py`): its kernels and the
+device's idle gaps inside a call.
+
+Files in ``--out-dir``: ``buckets.{json,md}``, ``suite/suite.{json,md}``,
+``train_step.{json,md}``, ``trace_ota.json`` and ``gpu_run.log`` (every step's
+output). ``--quick`` runs the same steps at smoke-test sizes (on a CPU too; the
+times mean nothing).
 
 Example::
 
@@ -43,13 +43,6 @@ from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
 
-# XLA:GPU's flag that unrolls every while loop whose trip count it knows, alone and
-# with conditionals recorded into the command buffers (CUDA graphs), which a switch
-# whose branches hold no loop then allows.
-UNROLL_FLAG = "--xla_gpu_enable_while_loop_unrolling=WHILE_LOOP_UNROLLING_FULL_UNROLL"
-CONDITIONAL_FLAG = "--xla_gpu_enable_command_buffer=+CONDITIONAL"
-UNROLL_VARIANTS = f"auto,auto:{UNROLL_FLAG},auto:{UNROLL_FLAG} {CONDITIONAL_FLAG}"
-
 
 @dataclasses.dataclass(frozen=True)
 class Step:
@@ -67,14 +60,36 @@ class Step:
     keep: tuple[tuple[str, str], ...] = ()  # (scratch file, output name) copied after the run
 
 
+# Limits from an H200 run at 14ede45 (gpu_run.log there): the suite's assignment
+# tables took 174 s, the train step 184 s in a process of its own, a bucket
+# variant of one workload and assigner about 25 s.
 STEPS: tuple[Step, ...] = (
     Step(
-        "unroll",
-        180,
+        "alone",
+        90,
         "bucket_ablation.py",
-        ("--workloads", "yolox640", "--assigners", "ota", "--variants", UNROLL_VARIANTS),
-        ("--quick", "--workloads", "tiny320", "--assigners", "ota", "--variants", UNROLL_VARIANTS),
-        ("--out", "{out}/buckets_unroll.json"),
+        ("--variants", "auto", "--repeats", "30"),
+        ("--quick", "--workloads", "tiny320", "--variants", "auto"),
+        ("--out", "{out}/buckets.json"),
+    ),
+    Step(
+        "assign",
+        210,
+        "suite.py",
+        (
+            "--device", "{device}", "--steps", "assign", "--torch-budget-s", "8",
+            "--assign-args", "--assigners ota,simota --memory inline",
+        ),
+        ("--quick", "--device", "{device}", "--steps", "assign"),
+        ("--out-dir", "{out}/suite"),
+    ),
+    Step(
+        "train_step",
+        240,
+        "train_step_bench.py",
+        ("--dtype", "bfloat16", "--repeats", "3"),
+        ("--quick",),
+        ("--out", "{out}/train_step.json"),
     ),
     Step(
         "trace",
@@ -85,19 +100,8 @@ STEPS: tuple[Step, ...] = (
         ("--out-dir", "{tmp}/trace"),
         keep=(("trace/summary.json", "trace_ota.json"),),
     ),
-    Step(
-        "suite",
-        300,
-        "suite.py",
-        (
-            "--device", "{device}", "--steps", "assign,train_step", "--torch-budget-s", "8",
-            "--assign-args", "--assigners ota,simota --memory inline",
-            "--train-step-args", "--dtype bfloat16 --repeats 3",
-        ),
-        ("--quick", "--device", "{device}", "--steps", "assign,train_step"),
-        ("--out-dir", "{out}/suite"),
-    ),
 )  # fmt: skip
+DEFAULT_STEPS = ("alone", "assign", "train_step")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -106,7 +110,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda", choices=("cuda", "gpu", "cpu", "auto"))
     parser.add_argument(
         "--steps",
-        default=",".join(s.name for s in STEPS),
+        default=",".join(DEFAULT_STEPS),
         help="comma list of " + ",".join(s.name for s in STEPS),
     )
     parser.add_argument("--quick", action="store_true", help="smoke-test sizes, for a CPU too")

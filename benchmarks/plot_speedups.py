@@ -32,6 +32,7 @@ import workloads as wl  # noqa: E402
 
 DEFAULT_PANELS = (
     "NVIDIA H100=nvidia-h100-80gb-hbm3/suite.json",
+    "NVIDIA H200=nvidia-h200/suite.json",
     # Oldest first: the last report holding a row wins.
     "AMD EPYC, 2 cores=cpu-2core/assign_simota.json,cpu-2core/assign_ota.json,"
     "cpu-2core/assign_crowd_ota.json,cpu-2core/assign_crowd_simota.json,cpu-2core/assign.json",
