@@ -60,9 +60,9 @@ class Step:
     keep: tuple[tuple[str, str], ...] = ()  # (scratch file, output name) copied after the run
 
 
-# Limits from an H200 run at 14ede45 (gpu_run.log there): the suite's assignment
-# tables took 174 s, the train step 184 s in a process of its own, a bucket
-# variant of one workload and assigner about 25 s.
+# Limits from runs on an H200 (benchmarks/results/nvidia-h200, 14ede45): `alone`
+# took 66 s, the suite's assignment tables 174 s, the train step 184 s in a process
+# of its own, the trace 20 s.
 STEPS: tuple[Step, ...] = (
     Step(
         "alone",
