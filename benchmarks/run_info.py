@@ -26,6 +26,7 @@ __all__ = [
     "default_out",
     "device_name_and_slug",
     "git_commit",
+    "git_dirty",
     "load_average",
     "log",
     "markdown_header",
@@ -78,6 +79,23 @@ def git_commit() -> str | None:
     return os.environ.get("GIT_COMMIT") or None
 
 
+def git_dirty() -> bool | None:
+    """Whether a tracked file differs from the commit `git_commit` names (None without
+    ``git``). Reports under ``benchmarks/results`` do not count: a run rewrites them.
+
+    A report's commit alone can name code that did not run: a copy of the tree sent
+    to a device machine once ran with ``.git`` at an older commit than its files."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        proc = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+             ":(exclude)benchmarks/results"],
+            cwd=_ROOT, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if proc.returncode == 0:
+            return bool(proc.stdout.strip())
+    return None
+
+
 def load_average() -> list[float] | None:
     with contextlib.suppress(OSError, AttributeError):
         return [round(x, 2) for x in os.getloadavg()]
@@ -98,6 +116,7 @@ def report_header(name: str, slug: str, device, load_before, *optional_versions:
         "cpu_count": os.cpu_count(),
         "versions": versions(*optional_versions),
         "git_commit": git_commit(),
+        "git_dirty": git_dirty(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "load_average_before": load_before,
         "load_average_after": load_average(),
@@ -109,6 +128,8 @@ def markdown_header(report: dict) -> str:
     """One line naming the device, date, commit and command of a report."""
     commit = report.get("git_commit")
     commit = commit[:12] if commit else "unknown"
+    if report.get("git_dirty"):
+        commit += " (files changed since)"
     return f"{report['device']}; {report['date']}; commit {commit}; `{report['command']}`"
 
 

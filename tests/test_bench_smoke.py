@@ -503,6 +503,34 @@ def test_git_commit_falls_back_to_the_environment(tmp_path, monkeypatch):
     assert run_info.git_commit() is None
 
 
+def test_a_report_says_when_its_files_differ_from_its_commit(tmp_path, monkeypatch):
+    import subprocess
+
+    import run_info
+
+    git = lambda *args: subprocess.run(["git", *args], cwd=tmp_path, check=True)
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "benchmarks" / "results" / "suite.json").write_text("{}")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one")
+    monkeypatch.setattr(run_info, "_ROOT", tmp_path)
+    assert run_info.git_dirty() is False
+    (tmp_path / "benchmarks" / "results" / "suite.json").write_text('{"new": 1}')
+    (tmp_path / "untracked.py").write_text("")
+    assert run_info.git_dirty() is False  # a run rewrites its reports
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert run_info.git_dirty() is True
+    report = {"device": "cpu", "date": "d", "command": "c", "git_commit": "a" * 40}
+    assert "(files changed since)" not in run_info.markdown_header(report)
+    assert "(files changed since)" in run_info.markdown_header({**report, "git_dirty": True})
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    monkeypatch.setattr(run_info, "_ROOT", tmp_path / "benchmarks")
+    (tmp_path / ".git").rename(tmp_path / "not_git")
+    assert run_info.git_dirty() is None
+
+
 def test_reports_go_to_their_device_folder_and_quick_ones_stay_out_of_git():
     import subprocess
 
