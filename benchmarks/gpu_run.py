@@ -107,7 +107,12 @@ DEFAULT_STEPS = ("alone", "assign", "train_step")
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out-dir", required=True, help="where every step's files go")
-    parser.add_argument("--device", default="cuda", choices=("cuda", "gpu", "cpu", "auto"))
+    parser.add_argument(
+        "--device",
+        default="cuda",
+        choices=("cuda", "gpu", "cpu", "auto"),
+        help="the suite's device; cpu also hides any GPU from every step (JAX_PLATFORMS=cpu)",
+    )
     parser.add_argument(
         "--steps",
         default=",".join(DEFAULT_STEPS),
@@ -135,6 +140,9 @@ def run(args: argparse.Namespace) -> dict[str, int]:
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     status = {}
+    # Only the suite takes a device argument; the other steps use JAX's default
+    # device, which is a GPU wherever there is one.
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"} if args.device == "cpu" else None
     with tempfile.TemporaryDirectory() as scratch, open(out / "gpu_run.log", "a") as log:
         tmp = Path(scratch)
         for step in args.steps:
@@ -145,7 +153,7 @@ def run(args: argparse.Namespace) -> dict[str, int]:
             log.write(f"\n$ {line}\n")
             log.flush()
             start = time.perf_counter()
-            status[step.name] = _run_limited(cmd, log, step.seconds)
+            status[step.name] = _run_limited(cmd, log, step.seconds, env)
             for source, name in step.keep:
                 if (tmp / source).exists():
                     shutil.copyfile(tmp / source, out / name)
@@ -154,11 +162,11 @@ def run(args: argparse.Namespace) -> dict[str, int]:
     return status
 
 
-def _run_limited(cmd: list[str], log, seconds: float) -> int:
-    """Runs ``cmd`` with its output to ``log``; past ``seconds`` its whole process group
-    is killed (`bucket_ablation.py` times each variant in a child process) and the
-    status is 124, as ``timeout``'s."""
-    proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+def _run_limited(cmd: list[str], log, seconds: float, env: dict | None = None) -> int:
+    """Runs ``cmd`` (in ``env``, default this process's) with its output to ``log``;
+    past ``seconds`` its whole process group is killed (`bucket_ablation.py` times
+    each variant in a child process) and the status is 124, as ``timeout``'s."""
+    proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, start_new_session=True)
     try:
         return proc.wait(timeout=seconds)
     except subprocess.TimeoutExpired:

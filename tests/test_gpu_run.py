@@ -85,6 +85,23 @@ def test_a_step_past_its_limit_is_ended_with_its_children(tmp_path):
         pytest.fail("the step's child outlived the step")
 
 
+def test_device_cpu_keeps_every_step_off_a_gpu(tmp_path, monkeypatch):
+    """Only the suite takes ``--device``; the other steps see JAX_PLATFORMS."""
+    script = tmp_path / "platforms.py"
+    script.write_text(
+        "import os, sys\nopen(sys.argv[1], 'w').write(os.environ.get('JAX_PLATFORMS', 'unset'))\n"
+    )
+    monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+    seen = {}
+    for device in ("cpu", "cuda"):
+        step = gpu_run.Step("platforms", 30, str(script), (), (), ("{out}/seen.txt",))
+        out = tmp_path / device
+        args = argparse.Namespace(out_dir=str(out), steps=[step], device=device, quick=False)
+        assert gpu_run.run(args) == {"platforms": 0}
+        seen[device] = (out / "seen.txt").read_text()
+    assert seen == {"cpu": "cpu", "cuda": "unset"}
+
+
 def _running(pid: int) -> bool:
     """Whether ``pid`` runs (a killed process may stay a zombie until it is reaped)."""
     try:
