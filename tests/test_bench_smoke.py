@@ -526,7 +526,6 @@ def test_a_report_says_when_its_files_differ_from_its_commit(tmp_path, monkeypat
     assert "(files changed since)" not in run_info.markdown_header(report)
     assert "(files changed since)" in run_info.markdown_header({**report, "git_dirty": True})
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
-    monkeypatch.setattr(run_info, "_ROOT", tmp_path / "benchmarks")
     (tmp_path / ".git").rename(tmp_path / "not_git")
     assert run_info.git_dirty() is None
 
