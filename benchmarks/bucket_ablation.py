@@ -116,7 +116,7 @@ def _child(args: argparse.Namespace) -> None:
 def split_variants(text: str) -> list[str]:
     """``--variants`` as a list: split at the commas that a bucket name follows, so
     that XLA flags may hold commas (``off:--xla_gpu_enable_command_buffer=FUSION,CUBLAS``)."""
-    from ota_jax import buckets
+    from ota_jax._src import buckets
 
     names = "|".join(("auto", *buckets.CHOICES))
     return re.split(rf",(?=(?:{names})(?::|,|$))", text)

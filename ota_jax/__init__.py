@@ -26,7 +26,7 @@ from ota_jax.baselines import (
     tal_assign,
     tal_assign_batch,
 )
-from ota_jax.dynamic_k import dynamic_k
+from ota_jax._src.matching import dynamic_k, dynamic_k_matching
 from ota_jax.ota import OTAConfig, ota_assign, ota_assign_batch
 from ota_jax.simota import SimOTAConfig, simota_assign, simota_assign_batch
 from ota_jax.transport import Transport, solve_transport
@@ -53,6 +53,7 @@ __all__ = [
     "dsl_assign",
     "dsl_assign_batch",
     "dynamic_k",
+    "dynamic_k_matching",
     "fcos_assign",
     "fcos_assign_batch",
     "max_iou_assign",

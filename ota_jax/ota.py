@@ -1,51 +1,67 @@
 """OTA: Optimal Transport Assignment (Ge et al., CVPR 2021), batched and jitted.
 
-Each real gt supplies ``k`` positive labels (dynamic k), a background supplier
-covers the remaining anchors, the cost is focal loss plus ``reg_weight *
--log IoU`` (with a large penalty outside each gt's candidate region), and
-entropic optimal transport decides who supplies whom. This module reproduces
-the official implementation's assignments (see ``ASSIGNERS.md``) without its
-per-image loop or its ``[M, A, C]`` cost tensor.
+Label assignment as optimal transport, in five steps per image:
+
+1. **Candidates** ``[M, A]``: anchors inside the gt box and its centre region.
+2. **Costs** ``[M+1, A]``: focal loss of the class logits plus ``reg_weight * -log
+   IoU`` for each gt (a large penalty off its candidates), focal loss against
+   all-zero targets for the background row.
+3. **Supplies** ``[M+1]``: each gt supplies its dynamic k labels, the background
+   the rest; every anchor demands one.
+4. **Transport**: entropic OT with ott-jax's Sinkhorn (`ota_jax.solve_transport`).
+5. **Decode**: each anchor takes the supplier that ships it the most, relative to
+   that supplier's largest shipment.
+
+This reproduces the official implementation's assignments (``ASSIGNERS.md``)
+without its per-image loop or its ``[M, A, C]`` cost tensor. A batch runs
+every image at once on the anchors that matter (`ota_jax._src.compaction`:
+exact) and at the smallest gt and column sizes that hold it
+(`ota_jax._src.buckets`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from functools import partial
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import Array
+from jax.typing import ArrayLike
 
-from ota_jax import buckets
-from ota_jax.assignment import (
-    AssignInputs,
-    Assignment,
-    finite_cost,
-    make_assignment,
-    prepare_inputs,
-    public_assigners,
-    valid_gts,
-)
-from ota_jax.compaction import (
+from ota_jax._src import buckets
+from ota_jax._src.compaction import (
     expand_plan,
     kept_columns,
     needed_columns,
     per_anchor_plan,
     solve_compacted,
 )
+from ota_jax._src.config import assigner_config
+from ota_jax._src.inputs import (
+    AssignArgs,
+    AssignInputs,
+    finite_cost,
+    make_assignment,
+    prepare_inputs,
+    valid_gts,
+)
+from ota_jax._src.matching import dynamic_k
+from ota_jax._src.public import assign_batch, assign_one_image
+from ota_jax.assignment import Assignment
 from ota_jax.costs import focal_loss_negative, focal_relative_cost, joint_logits
-from ota_jax.dynamic_k import dynamic_k
 from ota_jax.priors import inside_boxes, inside_centre_regions
 from ota_jax.transport import solve_transport
 
 __all__ = ["OTAConfig", "ota_assign", "ota_assign_batch"]
 
 
-@dataclasses.dataclass(frozen=True)
+@assigner_config
 class OTAConfig:
     """OTA hyperparameters; the defaults are the official code's.
+
+    A pytree: the float fields are traced (changing them compiles nothing new),
+    the others fix shapes or control flow.
 
     Attributes:
       center_radius: half-width of the centre region, in strides (clipped to the box).
@@ -53,15 +69,17 @@ class OTAConfig:
       reg_weight: weight of the ``-log IoU`` regression cost.
       epsilon: absolute entropic regularisation of Sinkhorn.
       num_iters: Sinkhorn iterations, all of them run (no early stop).
-      focal_alpha, focal_gamma: focal loss of the classification cost.
+      focal_alpha: focal loss weight of the classification cost.
+      focal_gamma: focal loss exponent (static: an integral one is computed by
+        multiplication, as the official code's ``pow``).
       penalty: cost added where the anchor is not a candidate of the gt.
       iou_eps: IoUs are clamped at this value below before the log.
       in_box_margin: an anchor is inside a gt box when all four distances exceed it.
       max_columns: solve the transport on at most this many anchors, the candidates
         of some gt plus ``extra_columns`` cheapest anchors of each gt without
         candidates, all other anchors folded into one background-only column (see
-        `ota_jax.compaction`; same assignments, much less work). When an image of
-        the batch needs more columns, the whole batch falls back to the dense
+        `ota_jax._src.compaction`; same assignments, much less work). When an image
+        of the batch needs more columns, the whole batch falls back to the dense
         problem. ``None``: always dense.
       extra_columns: anchors kept for each gt without any candidate.
       return_transport: also return the cost, plan and marginal errors.
@@ -73,7 +91,7 @@ class OTAConfig:
     epsilon: float = 0.1
     num_iters: int = 50
     focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
+    focal_gamma: float = dataclasses.field(default=2.0, metadata={"static": True})
     penalty: float = 1e6
     iou_eps: float = 1e-6
     in_box_margin: float = 0.01
@@ -90,17 +108,11 @@ class OTAConfig:
             raise ValueError("epsilon, center_radius and iou_eps must be positive")
 
 
-class _Problem(NamedTuple):
-    """One image's transport problem on K anchors (all of them, or the kept columns of
-    a compacted problem), before its supplies and costs (`_supplies`, `_costs`)."""
-
-    inputs: AssignInputs  # on the K anchors
-    candidates: Array  # [M, K] step 1, real gts only
-    has_candidate: Array  # [M] real gts with at least one candidate
+# ------------------------------------------------------------ the five steps
 
 
 def _candidates(points, strides, gt_boxes, gt_mask, config: OTAConfig) -> Array:
-    """Step 1, ``[M, A]`` OTA candidate pairs: inside the box and its clipped centre region."""
+    """Step 1, ``[M, A]`` candidate pairs: inside the box and its clipped centre region."""
     return (
         inside_boxes(points, gt_boxes, margin=config.in_box_margin)
         & inside_centre_regions(points, strides, gt_boxes, config.center_radius, clip_to_box=True)
@@ -108,36 +120,10 @@ def _candidates(points, strides, gt_boxes, gt_mask, config: OTAConfig) -> Array:
     )
 
 
-def _problem(*args, config: OTAConfig, valid: Array | None = None) -> _Problem:
-    """One image's problem from its assigner arguments (``pred_boxes``, ``cls_logits``,
-    ``points``, ``strides`` and ``obj_logits`` on K anchors). ``valid [K]``: False at
-    the padding of kept columns. On kept columns, which hold every candidate anchor,
-    ``has_candidate`` is the same as on all anchors."""
-    inputs = prepare_inputs(*args)
-    candidates = _candidates(inputs.points, inputs.strides, inputs.gt_boxes, inputs.gt_mask, config)
-    if valid is not None:
-        candidates = candidates & valid[None, :]
-    return _Problem(inputs=inputs, candidates=candidates, has_candidate=candidates.any(axis=1))
-
-
-def _supplies(
-    ious: Array, candidates: Array, gt_mask: Array, num_anchors: int, config: OTAConfig
-) -> tuple[Array, Array]:
-    """Step 4: ``[M]`` dynamic k of each gt and the ``[M+1]`` supplies (k per gt,
-    the rest of the ``num_anchors`` units to the background), from the ``ious [M, K]``
-    and ``candidates [M, K]`` of K columns that hold every candidate: the top-q IoUs
-    over the candidates are the same on them as on all anchors, and are sorted from
-    K columns instead of A (on a GPU, where q = 20 is past XLA's top-k kernel, that
-    was a radix sort of the whole ``[B, M, A]`` batch: OTA 1.15x to 1.27x faster)."""
-    k = dynamic_k(ious, candidates, gt_mask, topk=config.candidate_topk)
-    background = jnp.maximum(num_anchors - k.sum(), 0)
-    return k, jnp.concatenate([k, background[None]]).astype(jnp.float32)
-
-
 def _relative_costs(
     inputs: AssignInputs, candidates: Array, has_candidate: Array, config: OTAConfig
 ) -> Array:
-    """Steps 2 and 5, ``[M, K]``: the cost of each gt minus the background's on the
+    """Step 2 for the gt rows, ``[M, K]``: each gt's cost minus the background's on the
     K anchors of ``inputs``. Focal loss vs the one-hot label (`focal_relative_cost`) +
     reg_weight * -log IoU, plus the official ``penalty`` outside the ``candidates
     [M, K]``. A gt without any candidate (``has_candidate [M]``, over all anchors)
@@ -152,88 +138,27 @@ def _relative_costs(
     return relative + config.penalty * (~candidates & has_candidate[:, None])
 
 
-def _costs(problem: _Problem, config: OTAConfig) -> Array:
-    """Steps 2-3 and 5: ``[M+1, K]`` costs, background row (focal loss against
-    all-zero targets) last."""
-    inputs = problem.inputs
+def _costs(
+    inputs: AssignInputs, candidates: Array, valid: Array, config: OTAConfig
+) -> tuple[Array, Array]:
+    """Step 2, ``[M+1, K]`` costs on the ``valid [K]`` anchors of ``inputs``, background
+    row (focal loss against all-zero targets) last, each gt row shifted by its
+    minimum, and the ``[M+1]`` row offsets `solve_transport` needs (`_shift_rows`).
+    ``candidates [M, K]`` must hold every candidate of the image."""
+    has_candidate = candidates.any(axis=1)
     logits = joint_logits(inputs.cls_logits, inputs.obj_logits)
     background_cost = finite_cost(
         focal_loss_negative(logits, alpha=config.focal_alpha, gamma=config.focal_gamma).sum(-1)
     )
-    relative = _relative_costs(inputs, problem.candidates, problem.has_candidate, config)
+    relative = _relative_costs(inputs, candidates, has_candidate, config)
     gt_cost = finite_cost(relative + background_cost[None, :])
     gt_cost = jnp.where(inputs.gt_mask[:, None], gt_cost, 0.0)
-    return jnp.concatenate([gt_cost, background_cost[None]])
-
-
-# Gts without candidates whose cheapest anchors an image searches for on their own
-# rows; an image with more searches with every gt row.
-_CANDIDATE_LESS_ROWS = 4
-
-
-def _needed_anchors(args: tuple, config: OTAConfig) -> Array:
-    """``[B, A]`` the anchors each image's compacted problem keeps (`needed_columns`):
-    the candidates of every gt, and the ``extra_columns`` cheapest anchors of each gt
-    without candidates.
-
-    Found on the real gts' bucket before the transport's buckets are chosen, so that
-    the transport is built on the kept anchors only (its IoUs too: OTA 1.23x to 1.31x
-    faster on a 2-core CPU than when they were gathered from all anchors) and its gt
-    and column buckets are one switch (`ota_jax.buckets.by_real_gts`). On an H100
-    that one host read of a branch index instead of two gained little (1.01x
-    yolox640, 1.05x fcos1024): this switch, which holds no loop, runs as a CUDA
-    graph conditional, whose launch leaves the device idle about as long."""
-    return buckets.on_real_gts(args, partial(_needed_at_real_gts, config=config))
-
-
-def _needed_at_real_gts(args: tuple, config: OTAConfig) -> Array:
-    """`_needed_anchors` of the batch ``args``, its gts cut to a bucket."""
-    pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits = args
-    valid = valid_gts(gt_boxes, gt_labels, gt_mask, cls_logits.shape[-1])
-    gt_boxes = jnp.where(valid[..., None], gt_boxes, 0.0)
-    candidates = jax.vmap(partial(_candidates, config=config), in_axes=(None, None, 0, 0))(
-        points, strides, gt_boxes, valid
-    )
-    kept = candidates.any(axis=1)
-    if config.extra_columns == 0:
-        return kept
-    num_gt, num_anchors = candidates.shape[1:]
-    candidate_less = valid & ~candidates.any(axis=2)  # [B, M]
-
-    # The search for the cheapest anchors of gts without candidates is the only part
-    # of OTA that needs costs on every anchor. It runs only when the batch has such a
-    # gt, and only on those gts' rows (the first `_CANDIDATE_LESS_ROWS` of each image,
-    # or every gt row when an image has more).
-    order = buckets.real_gts_first(candidate_less)  # candidate-less gts first
-
-    def search(rows: int):
-        def cheapest(pred_boxes, cls_logits, obj_logits, gt_boxes, gt_labels, order, less):
-            take = lambda x: x[order[:rows]]
-            inputs = prepare_inputs(
-                pred_boxes,
-                cls_logits,
-                points,
-                strides,
-                take(gt_boxes),
-                take(gt_labels),
-                take(less),
-                obj_logits,
-            )
-            none = jnp.zeros((rows, num_anchors), bool)
-            relative = _relative_costs(inputs, none, none.any(axis=1), config)
-            return needed_columns(none, relative, inputs.gt_mask, extra=config.extra_columns)
-
-        images = (pred_boxes, cls_logits, obj_logits, gt_boxes, gt_labels, order, candidate_less)
-        return lambda: kept | jax.vmap(cheapest)(*images)
-
-    sizes = sorted({min(_CANDIDATE_LESS_ROWS, num_gt), num_gt})
-    most = candidate_less.sum(axis=1).max()
-    index = jnp.where(most == 0, 0, 1 + buckets.bucket_index([most], [sizes]))
-    return buckets.switch(index, [lambda: kept, *(search(rows) for rows in sizes)])
+    cost = jnp.concatenate([gt_cost, background_cost[None]])
+    return _shift_rows(cost, valid, inputs.gt_mask, has_candidate, config)
 
 
 def _shift_rows(
-    cost: Array, valid: Array, problem: _Problem, config: OTAConfig
+    cost: Array, valid: Array, gt_mask: Array, has_candidate: Array, config: OTAConfig
 ) -> tuple[Array, Array]:
     """Each gt row of ``cost [M+1, K]`` minus its minimum over the ``valid [K]``
     columns, and the ``row_offset [M+1]`` that tells `solve_transport` so.
@@ -243,53 +168,89 @@ def _shift_rows(
     penalty left out of candidate-less gts' rows. Numerically the rows stay
     well-scaled instead of holding values near 1e6.
     """
-    gt_mask = problem.inputs.gt_mask
     gt_cost = cost[:-1]
     row_min = gt_cost.min(axis=1, initial=jnp.inf, where=gt_mask[:, None] & valid[None, :])
     row_min = jnp.where(gt_mask & jnp.isfinite(row_min), row_min, 0.0)
     gt_cost = jnp.where(gt_mask[:, None], gt_cost - row_min[:, None], 0.0)
-    penalty_offset = config.penalty * (gt_mask & ~problem.has_candidate)  # left out of the row
+    penalty_offset = config.penalty * (gt_mask & ~has_candidate)  # left out of the row
     row_offset = jnp.concatenate([row_min + penalty_offset, jnp.zeros(1)])
     return jnp.concatenate([gt_cost, cost[-1:]]), row_offset
 
 
-def _dense_costs(problem: _Problem, config: OTAConfig) -> tuple[Array, Array]:
-    """`_shift_rows` of the costs on every anchor: the dense problem's."""
-    valid = jnp.ones(problem.candidates.shape[1], bool)
-    return _shift_rows(_costs(problem, config), valid, problem, config)
+def _supplies(
+    ious: Array, candidates: Array, gt_mask: Array, num_anchors: int, config: OTAConfig
+) -> tuple[Array, Array]:
+    """Step 3: ``[M]`` dynamic k of each gt and the ``[M+1]`` supplies (k per gt, the
+    rest of the ``num_anchors`` units to the background), from the ``ious [M, K]``
+    and ``candidates [M, K]`` of K columns that hold every candidate (the top-q IoUs
+    over the candidates are the same there as on all anchors, and cheaper to find)."""
+    k = dynamic_k(ious, candidates, gt_mask, topk=config.candidate_topk)
+    background = jnp.maximum(num_anchors - k.sum(), 0)
+    return k, jnp.concatenate([k, background[None]]).astype(jnp.float32)
 
 
-def _assign_image(
-    *args, needed: Array | None, config: OTAConfig, columns: int | None
+def _decode(plan: Array, gt_mask: Array) -> Array:
+    """Step 5: scale each row of ``plan [M+1, K]`` to a maximum of 1; each column takes
+    the best row: ``[K]`` gt index, -1 for background."""
+    row_max = plan.max(axis=1, keepdims=True)
+    usable = jnp.concatenate([gt_mask, jnp.ones(1, bool)])[:, None] & (row_max > 0)
+    scores = jnp.where(usable, plan / jnp.where(row_max > 0, row_max, 1.0), -1.0)
+    best = jnp.argmax(scores, axis=0)
+    is_gt = (best < gt_mask.shape[0]) & (scores.max(axis=0) > 0)
+    return jnp.where(is_gt, best, -1)
+
+
+# ------------------------------------------------------------ one image
+
+
+def _dense_problem(image: AssignArgs, config: OTAConfig):
+    """Steps 1-2 on every anchor: the cleaned inputs, candidates, costs, row offsets."""
+    inputs = prepare_inputs(*image)
+    candidates = _candidates(inputs.points, inputs.strides, inputs.gt_boxes, inputs.gt_mask, config)
+    every_anchor = jnp.ones(image.points.shape[0], bool)
+    return inputs, candidates, *_costs(inputs, candidates, every_anchor, config)
+
+
+def _assign_dense(image: AssignArgs, config: OTAConfig) -> Assignment:
+    """One image's assignment with the transport on every anchor."""
+    num_anchors = image.points.shape[0]
+    inputs, candidates, cost, row_offset = _dense_problem(image, config)
+    k, supply = _supplies(inputs.ious, candidates, inputs.gt_mask, num_anchors, config)
+    transport = solve_transport(
+        cost,
+        supply,
+        jnp.ones(num_anchors),
+        epsilon=config.epsilon,
+        num_iters=config.num_iters,
+        row_offset=row_offset,
+    )
+    gt_index = _decode(transport.plan, inputs.gt_mask)
+    return make_assignment(gt_index, inputs, k, transport if config.return_transport else None)
+
+
+def _assign_compacted(
+    image: AssignArgs, needed: Array, config: OTAConfig, columns: int
 ) -> Assignment:
-    """One image's assignment, with the transport on ``columns`` kept anchors (the
-    ``needed [A]`` ones) plus a folded column, or (``columns=None``) on every anchor."""
-    num_anchors = args[2].shape[0]
-    if columns is None:
-        problem = _problem(*args, config=config)
-        gt_mask = problem.inputs.gt_mask
-        k, supply = _supplies(problem.inputs.ious, problem.candidates, gt_mask, num_anchors, config)
-        cost, row_offset = _dense_costs(problem, config)
-        transport = solve_transport(
-            cost,
-            supply,
-            jnp.ones(num_anchors),
-            epsilon=config.epsilon,
-            num_iters=config.num_iters,
-            row_offset=row_offset,
-        )
-        gt_index = _decode(transport.plan, gt_mask)
-        return make_assignment(
-            gt_index, problem.inputs, k, transport if config.return_transport else None
-        )
-
-    # The compacted problem is the image's problem on the kept anchors.
+    """One image's assignment with the transport on ``columns`` kept anchors (its
+    ``needed [A]`` ones, padded) and one folded column for all the others."""
+    num_anchors = image.points.shape[0]
     index, valid = kept_columns(needed, columns)
-    kept_args = [x if x is None or i in (4, 5, 6) else x[index] for i, x in enumerate(args)]
-    problem = _problem(*kept_args, config=config, valid=valid)
-    inputs = problem.inputs
-    k, supply = _supplies(inputs.ious, problem.candidates, inputs.gt_mask, num_anchors, config)
-    cost, row_offset = _shift_rows(_costs(problem, config), valid, problem, config)
+    take = lambda x: None if x is None else x[index]
+    kept = image._replace(
+        pred_boxes=take(image.pred_boxes),
+        cls_logits=take(image.cls_logits),
+        points=take(image.points),
+        strides=take(image.strides),
+        obj_logits=take(image.obj_logits),
+    )
+    inputs = prepare_inputs(*kept)
+    # The kept columns hold every candidate anchor: has_candidate is as on all anchors.
+    candidates = (
+        _candidates(inputs.points, inputs.strides, inputs.gt_boxes, inputs.gt_mask, config)
+        & valid[None, :]
+    )
+    cost, row_offset = _costs(inputs, candidates, valid, config)
+    k, supply = _supplies(inputs.ious, candidates, inputs.gt_mask, num_anchors, config)
     transport = solve_compacted(
         cost,
         supply,
@@ -308,10 +269,9 @@ def _assign_image(
     at = jnp.where(valid, index, num_anchors)
     scatter = lambda fill, x: jnp.full(num_anchors, fill, x.dtype).at[at].set(x, mode="drop")
     if config.return_transport:  # dense, as the dense problem's
-        full_cost, _ = _dense_costs(_problem(*args, config=config), config)
         transport = transport._replace(
             plan=expand_plan(plan, index, valid, num_anchors),
-            cost=full_cost,
+            cost=_dense_problem(image, config)[2],
             demand=jnp.ones(num_anchors, jnp.float32),
         )
     return make_assignment(
@@ -323,54 +283,169 @@ def _assign_image(
     )
 
 
-def _decode(plan: Array, gt_mask: Array) -> Array:
-    """6. Scale each row of ``plan [M+1, K]`` to a maximum of 1; each column takes
-    the best row: ``[K]`` gt index, -1 for background."""
-    row_max = plan.max(axis=1, keepdims=True)
-    usable = jnp.concatenate([gt_mask, jnp.ones(1, bool)])[:, None] & (row_max > 0)
-    scores = jnp.where(usable, plan / jnp.where(row_max > 0, row_max, 1.0), -1.0)
-    best = jnp.argmax(scores, axis=0)
-    is_gt = (best < gt_mask.shape[0]) & (scores.max(axis=0) > 0)
-    return jnp.where(is_gt, best, -1)
+# ------------------------------------------------------------ the batch
+
+
+# Gts without candidates whose cheapest anchors an image searches for on their own
+# rows; an image with more searches with every gt row.
+_CANDIDATE_LESS_ROWS = 4
+
+
+def _needed_anchors(args: AssignArgs, config: OTAConfig) -> Array:
+    """``[B, A]`` the anchors each image's compacted problem keeps (`needed_columns`):
+    the candidates of every gt, and the ``extra_columns`` cheapest anchors of each gt
+    without candidates. Found before the transport's sizes are chosen, so that the
+    transport is built on the kept anchors only and its gt and column sizes are
+    chosen in one switch (`buckets.by_real_gts`)."""
+    return buckets.on_real_gts(args, partial(_needed_at_real_gts, config=config))
+
+
+def _needed_at_real_gts(args: AssignArgs, config: OTAConfig) -> Array:
+    """`_needed_anchors` of the batch ``args``, its gts cut to a bucket."""
+    num_classes = args.cls_logits.shape[-1]
+    valid = valid_gts(args.gt_boxes, args.gt_labels, args.gt_mask, num_classes)
+    gt_boxes = jnp.where(valid[..., None], args.gt_boxes, 0.0)
+    candidates = jax.vmap(partial(_candidates, config=config), in_axes=(None, None, 0, 0))(
+        args.points, args.strides, gt_boxes, valid
+    )
+    kept = candidates.any(axis=1)
+    if config.extra_columns == 0:
+        return kept
+    num_gt, num_anchors = candidates.shape[1:]
+    candidate_less = valid & ~candidates.any(axis=2)  # [B, M]
+
+    # The search for the cheapest anchors of gts without candidates is the only part
+    # of OTA that needs costs on every anchor. It runs only when the batch has such a
+    # gt, and only on those gts' rows (the first `_CANDIDATE_LESS_ROWS` of each image,
+    # or every gt row when an image has more).
+    order = buckets.real_gts_first(candidate_less)  # candidate-less gts first
+
+    def search(rows: int):
+        def cheapest(image: AssignArgs, order: Array, less: Array) -> Array:
+            take = lambda x: x[order[:rows]]
+            image = image.with_gts(take(image.gt_boxes), take(image.gt_labels), take(less))
+            inputs = prepare_inputs(*image)
+            none = jnp.zeros((rows, num_anchors), bool)
+            relative = _relative_costs(inputs, none, none.any(axis=1), config)
+            return needed_columns(none, relative, inputs.gt_mask, extra=config.extra_columns)
+
+        per_image = jax.vmap(cheapest, in_axes=(args.image_axes(), 0, 0))
+        return lambda: kept | per_image(args, order, candidate_less)
+
+    sizes = sorted({min(_CANDIDATE_LESS_ROWS, num_gt), num_gt})
+    most = candidate_less.sum(axis=1).max()
+    index = jnp.where(most == 0, 0, 1 + buckets.bucket_index([most], [sizes]))
+    return buckets.switch(index, [lambda: kept, *(search(rows) for rows in sizes)])
 
 
 def _assign_real_gts(
-    args: tuple, config: OTAConfig, *, needed: Array | None, columns: int | None = None
+    args: AssignArgs, config: OTAConfig, *, needed: Array | None, columns: int | None = None
 ) -> Assignment:
     """The batch, its gts cut to a bucket, with the transport on ``columns`` kept
     anchors of ``needed [B, A]`` (``columns=None``: on every anchor)."""
-
-    def one_image(*image):  # an image's eight assigner arguments, then its needed [A]
-        return _assign_image(*image[:-1], needed=image[-1], config=config, columns=columns)
-
-    in_axes = (0, 0, None, None, 0, 0, 0, 0, 0)
-    return jax.vmap(one_image, in_axes=in_axes)(*args, needed)
+    if columns is None:
+        return jax.vmap(partial(_assign_dense, config=config), in_axes=(args.image_axes(),))(args)
+    one_image = partial(_assign_compacted, config=config, columns=columns)
+    return jax.vmap(one_image, in_axes=(args.image_axes(), 0))(args, needed)
 
 
-def _assign_batch(args: tuple, config: OTAConfig) -> Assignment:
+@jax.jit
+def _assign_batch(args: AssignArgs, config: OTAConfig) -> Assignment:
     """The anchors each image keeps first (`_needed_anchors`), then the transport at
-    the gt and column buckets that hold the batch, chosen in one switch."""
-    if config.max_columns is None or args[6].shape[1] == 0:  # always dense: nothing to keep
+    the gt and column sizes that hold the batch, chosen in one switch."""
+    if config.max_columns is None or args.gt_mask.shape[1] == 0:  # always dense
         return buckets.by_real_gts(args, partial(_assign_real_gts, config=config, needed=None))
     needed = _needed_anchors(args, config)
     run = partial(_assign_real_gts, config=config, needed=needed)
     return buckets.by_real_gts(args, run, columns=(needed.sum(axis=1).max(), config.max_columns))
 
 
-ota_assign, ota_assign_batch = public_assigners(
-    _assign_batch,
-    OTAConfig,
-    name="ota",
-    summary="""OTA label assignment for one image.""",
-    obj_logits="""optional ``[A]`` objectness logits (YOLOX-style heads); the class
-        probability in the focal cost becomes ``sqrt(sigmoid(cls) * sigmoid(obj))``.""",
-    returns="""An `Assignment`. All arithmetic is float32 under ``stop_gradient``.
+# ------------------------------------------------------------ public
 
-    Gts that are padded, or whose box is empty, inverted or non-finite, or whose
-    label is out of range, are ignored. NaN/inf predictions never produce NaN:
-    such pairs get a very large cost and an IoU of 0. A gt with no candidate
-    anchor (a box smaller than the stride, between anchor centres) still ships
-    its ``k`` labels, to the anchors where its cost is lowest relative to the
-    background, as in the official code; here that part of the plan is computed
-    to float32 precision instead of being float32 rounding noise around 1e6.""",
-)
+
+def ota_assign(
+    pred_boxes: ArrayLike,
+    cls_logits: ArrayLike,
+    points: ArrayLike,
+    strides: ArrayLike,
+    gt_boxes: ArrayLike,
+    gt_labels: ArrayLike,
+    gt_mask: ArrayLike,
+    *,
+    obj_logits: ArrayLike | None = None,
+    config: OTAConfig = OTAConfig(),
+) -> Assignment:
+    """OTA label assignment for one image.
+
+    Args:
+      pred_boxes: ``[A, 4]`` predicted boxes, xyxy pixels.
+      cls_logits: ``[A, C]`` class logits.
+      points: ``[A, 2]`` anchor point centres ``(x, y)`` in pixels.
+      strides: ``[A]`` stride of each anchor's FPN level.
+      gt_boxes: ``[M, 4]`` gt boxes, xyxy pixels; M may be 0.
+      gt_labels: ``[M]`` int gt classes in ``[0, C)``.
+      gt_mask: ``[M]`` bool, True for real gts, False for padding.
+      obj_logits: optional ``[A]`` objectness logits (YOLOX-style heads); the class
+        probability in the focal cost becomes ``sqrt(sigmoid(cls) * sigmoid(obj))``.
+      config: an `OTAConfig`; its float fields are traced (a sweep compiles once).
+
+    Returns:
+      An `Assignment`. All arithmetic is float32 under ``stop_gradient``.
+
+      Gts that are padded, or whose box is empty, inverted or non-finite, or whose
+      label is out of range, are ignored; an image without gts or without anchors
+      is all background. NaN/inf predictions never produce NaN: such pairs get a
+      very large cost and an IoU of 0. A gt with no candidate anchor (a box smaller
+      than the stride, between anchor centres) still ships its ``k`` labels, to the
+      anchors where its cost is lowest relative to the background, as in the
+      official code; here that part of the plan is computed to float32 precision
+      instead of being float32 rounding noise around 1e6.
+
+    Raises:
+      ValueError, TypeError: arguments whose shapes or dtypes do not fit, or a
+        config of another class; the message names them.
+    """
+    args = AssignArgs(
+        pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
+    )
+    return assign_one_image(_assign_batch, args, config, OTAConfig, "ota_assign")
+
+
+def ota_assign_batch(
+    pred_boxes: ArrayLike,
+    cls_logits: ArrayLike,
+    points: ArrayLike,
+    strides: ArrayLike,
+    gt_boxes: ArrayLike,
+    gt_labels: ArrayLike,
+    gt_mask: ArrayLike,
+    *,
+    obj_logits: ArrayLike | None = None,
+    config: OTAConfig = OTAConfig(),
+) -> Assignment:
+    """OTA label assignment for a batch of images, all at once.
+
+    Args:
+      pred_boxes: ``[B, A, 4]`` predicted boxes, xyxy pixels.
+      cls_logits: ``[B, A, C]`` class logits.
+      points: ``[A, 2]`` anchor point centres ``(x, y)`` in pixels, shared by all images.
+      strides: ``[A]`` stride of each anchor's FPN level, shared by all images.
+      gt_boxes: ``[B, M, 4]`` gt boxes, xyxy pixels, padded to a common M (may be 0).
+      gt_labels: ``[B, M]`` int gt classes in ``[0, C)``.
+      gt_mask: ``[B, M]`` bool, True for real gts, False for padding; padding never
+        changes a result.
+      obj_logits: optional ``[B, A]`` objectness logits, as for `ota_assign`.
+      config: an `OTAConfig`; its float fields are traced (a sweep compiles once).
+
+    Returns:
+      An `Assignment` with a leading ``[B]`` on every field, each image's as
+      `ota_assign` gives it. A batch of no images (``B == 0``) gives every field
+      with 0 images.
+
+    Raises:
+      ValueError, TypeError: as `ota_assign`; a shape error lists every batched shape.
+    """
+    args = AssignArgs(
+        pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
+    )
+    return assign_batch(_assign_batch, args, config, OTAConfig, "ota_assign_batch")

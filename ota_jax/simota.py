@@ -5,27 +5,29 @@ reference becomes one ``lax.top_k`` with a static bound and a rank mask.
 
 from __future__ import annotations
 
-import dataclasses
 from functools import partial
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
 from jax import Array
+from jax.typing import ArrayLike
 
-from ota_jax import buckets
-from ota_jax.assignment import (
+from ota_jax._src import buckets
+from ota_jax._src.compaction import true_indices
+from ota_jax._src.config import assigner_config
+from ota_jax._src.inputs import (
+    AssignArgs,
     AssignInputs,
-    Assignment,
     finite_cost,
     make_assignment,
     prepare_inputs,
-    public_assigners,
 )
+from ota_jax._src.matching import Votes, dynamic_k, matching_votes, merge_votes, resolve_votes
+from ota_jax._src.public import assign_batch, assign_one_image
+from ota_jax.assignment import Assignment
 from ota_jax.boxes import elementwise_iou
-from ota_jax.compaction import true_indices
 from ota_jax.costs import bce_background_cost, bce_class_cost
-from ota_jax.dynamic_k import Votes, dynamic_k, matching_votes, merge_votes, resolve_votes
 from ota_jax.priors import inside_boxes, inside_centre_regions
 
 __all__ = ["SimOTAConfig", "simota_assign", "simota_assign_batch"]
@@ -33,9 +35,12 @@ __all__ = ["SimOTAConfig", "simota_assign", "simota_assign_batch"]
 Prior = Literal["center", "box_and_center"]
 
 
-@dataclasses.dataclass(frozen=True)
+@assigner_config
 class SimOTAConfig:
     """SimOTA hyperparameters; the defaults are YOLOX's since 2023.
+
+    A pytree: the float fields are traced (changing them compiles nothing new),
+    the others fix shapes or control flow.
 
     Attributes:
       center_radius: half-width of each gt's centre region, in strides (not clipped).
@@ -79,13 +84,19 @@ def _pair_geometry(points, strides, gt_boxes, gt_mask, config: SimOTAConfig):
 
 
 def _assign_at_size(
-    args: tuple, config: SimOTAConfig, *, prefilter: Array, columns: int | None
+    args: AssignArgs, config: SimOTAConfig, *, prefilter: Array, columns: int | None
 ) -> Assignment:
     """The batch on each image's ``columns`` prefiltered anchors (None: all anchors);
     ``prefilter [B, A]`` marks them."""
-    pred_boxes, cls_logits, points, strides = args[:4]
+    pred_boxes, cls_logits, points, strides = (
+        args.pred_boxes,
+        args.cls_logits,
+        args.points,
+        args.strides,
+    )
+    per_image_args = (args.gt_boxes, args.gt_labels, args.gt_mask, args.obj_logits)
     num_anchors = points.shape[0]
-    num_images, num_gt = args[6].shape
+    num_images, num_gt = args.gt_mask.shape
     chunk = buckets.images_at_once(num_images, num_gt * (columns or num_anchors))
     per_image = partial(_simota_one_image, config=config)
     if columns is None:
@@ -93,7 +104,7 @@ def _assign_at_size(
         dense = lambda boxes, logits, gts, labels, mask, obj: per_image(
             boxes, logits, points, strides, gts, labels, mask, obj, every_anchor
         )
-        return buckets.vmap_in_chunks(dense, chunk, pred_boxes, cls_logits, *args[4:])
+        return buckets.vmap_in_chunks(dense, chunk, pred_boxes, cls_logits, *per_image_args)
 
     def compacted(boxes, logits, gts, labels, mask, obj, anchors):
         # Gather the image's prefiltered anchors; SimOTA never looks at the others.
@@ -112,7 +123,9 @@ def _assign_at_size(
         )
         return _scatter_anchors(compact, index, gts, labels, num_anchors)
 
-    return buckets.vmap_in_chunks(compacted, chunk, pred_boxes, cls_logits, *args[4:], prefilter)
+    return buckets.vmap_in_chunks(
+        compacted, chunk, pred_boxes, cls_logits, *per_image_args, prefilter
+    )
 
 
 def _prefilter_batch(points, strides, gt_boxes, gt_mask, config: SimOTAConfig) -> Array:
@@ -121,15 +134,17 @@ def _prefilter_batch(points, strides, gt_boxes, gt_mask, config: SimOTAConfig) -
     return buckets.any_over_gts(jax.vmap(pairs), gt_boxes, gt_mask)
 
 
-def _assign_batch(args: tuple, config: SimOTAConfig) -> Assignment:
+@jax.jit
+def _assign_batch(args: AssignArgs, config: SimOTAConfig) -> Assignment:
+    """The batch at the smallest gt size that holds its real gts, then at the smallest
+    column size that holds every image's prefiltered anchors."""
     return buckets.by_real_gts(args, partial(_assign_real_gts, config=config))
 
 
-def _assign_real_gts(args: tuple, config: SimOTAConfig) -> Assignment:
-    _, _, points, strides, gt_boxes, _, gt_mask, _ = args
-    prefilter = _prefilter_batch(points, strides, gt_boxes, gt_mask, config)
+def _assign_real_gts(args: AssignArgs, config: SimOTAConfig) -> Assignment:
+    prefilter = _prefilter_batch(args.points, args.strides, args.gt_boxes, args.gt_mask, config)
     run = partial(_assign_at_size, config=config, prefilter=prefilter)
-    return buckets.by_columns(args, prefilter.sum(axis=1).max(), points.shape[0], run)
+    return buckets.by_columns(args, prefilter.sum(axis=1).max(), args.points.shape[0], run)
 
 
 def _scatter_anchors(
@@ -233,14 +248,84 @@ def _simota_one_image(
     return make_assignment(gt_index, inputs, ks.reshape(-1)[:num_gt], anchor_ious=ious)
 
 
-simota_assign, simota_assign_batch = public_assigners(
-    _assign_batch,
-    SimOTAConfig,
-    name="simota",
-    summary="""SimOTA label assignment for one image, as YOLOX's ``get_assignments``.""",
-    obj_logits="""optional ``[A]`` objectness logits; the class score becomes
-        ``sqrt(sigmoid(cls) * sigmoid(obj))`` as in YOLOX.""",
-    returns="""An `Assignment` (``transport`` is None). Invalid gts are ignored and
-      non-finite predictions never produce NaN, as for `ota_assign`. An image whose
-      gts have no anchor in their regions is all background (the reference crashes).""",
-)
+def simota_assign(
+    pred_boxes: ArrayLike,
+    cls_logits: ArrayLike,
+    points: ArrayLike,
+    strides: ArrayLike,
+    gt_boxes: ArrayLike,
+    gt_labels: ArrayLike,
+    gt_mask: ArrayLike,
+    *,
+    obj_logits: ArrayLike | None = None,
+    config: SimOTAConfig = SimOTAConfig(),
+) -> Assignment:
+    """SimOTA label assignment for one image, as YOLOX's ``get_assignments``.
+
+    Args:
+      pred_boxes: ``[A, 4]`` predicted boxes, xyxy pixels.
+      cls_logits: ``[A, C]`` class logits.
+      points: ``[A, 2]`` anchor point centres ``(x, y)`` in pixels.
+      strides: ``[A]`` stride of each anchor's FPN level.
+      gt_boxes: ``[M, 4]`` gt boxes, xyxy pixels; M may be 0.
+      gt_labels: ``[M]`` int gt classes in ``[0, C)``.
+      gt_mask: ``[M]`` bool, True for real gts, False for padding.
+      obj_logits: optional ``[A]`` objectness logits; the class score becomes
+        ``sqrt(sigmoid(cls) * sigmoid(obj))`` as in YOLOX.
+      config: a `SimOTAConfig`; its float fields are traced (a sweep compiles once).
+
+    Returns:
+      An `Assignment` (``transport`` is None). All arithmetic is float32 under
+      ``stop_gradient``. Invalid gts (padded; empty, inverted or non-finite box;
+      label out of range) are ignored, and non-finite predictions never produce
+      NaN. An image without gts or anchors, or whose gts have no anchor in their
+      regions, is all background (the reference crashes on the latter).
+
+    Raises:
+      ValueError, TypeError: arguments whose shapes or dtypes do not fit, or a
+        config of another class; the message names them.
+    """
+    args = AssignArgs(
+        pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
+    )
+    return assign_one_image(_assign_batch, args, config, SimOTAConfig, "simota_assign")
+
+
+def simota_assign_batch(
+    pred_boxes: ArrayLike,
+    cls_logits: ArrayLike,
+    points: ArrayLike,
+    strides: ArrayLike,
+    gt_boxes: ArrayLike,
+    gt_labels: ArrayLike,
+    gt_mask: ArrayLike,
+    *,
+    obj_logits: ArrayLike | None = None,
+    config: SimOTAConfig = SimOTAConfig(),
+) -> Assignment:
+    """SimOTA label assignment for a batch of images, all at once.
+
+    Args:
+      pred_boxes: ``[B, A, 4]`` predicted boxes, xyxy pixels.
+      cls_logits: ``[B, A, C]`` class logits.
+      points: ``[A, 2]`` anchor point centres ``(x, y)`` in pixels, shared by all images.
+      strides: ``[A]`` stride of each anchor's FPN level, shared by all images.
+      gt_boxes: ``[B, M, 4]`` gt boxes, xyxy pixels, padded to a common M (may be 0).
+      gt_labels: ``[B, M]`` int gt classes in ``[0, C)``.
+      gt_mask: ``[B, M]`` bool, True for real gts, False for padding; padding never
+        changes a result.
+      obj_logits: optional ``[B, A]`` objectness logits, as for `simota_assign`.
+      config: a `SimOTAConfig`; its float fields are traced (a sweep compiles once).
+
+    Returns:
+      An `Assignment` with a leading ``[B]`` on every field, each image's as
+      `simota_assign` gives it. A batch of no images (``B == 0``) gives every field
+      with 0 images.
+
+    Raises:
+      ValueError, TypeError: as `simota_assign`; a shape error lists every batched shape.
+    """
+    args = AssignArgs(
+        pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
+    )
+    return assign_batch(_assign_batch, args, config, SimOTAConfig, "simota_assign_batch")

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ota_jax import Assignment, buckets
+from ota_jax import Assignment
+from ota_jax._src import buckets
 
 
 def test_ladder_ends_at_the_limit():

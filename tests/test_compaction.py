@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import ota_jax
-from ota_jax import compaction
+from ota_jax._src import compaction
 from ota_jax.ota import _candidates, _needed_anchors
 from tests.scenes import make_scene, padded, run_reference
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import ota_jax
-from ota_jax.dynamic_k import dynamic_k_matching, matching_votes, merge_votes, resolve_votes
+from ota_jax._src import buckets
+from ota_jax._src.matching import dynamic_k_matching, matching_votes, merge_votes, resolve_votes
 from ota_jax.simota import _prefilter_batch
 from tests import reference
 from tests.scenes import make_scene, padded, run_reference
@@ -208,9 +209,9 @@ def test_simota_assigns_a_crowded_batch_a_few_images_at_a_time_as_the_reference(
     prefilter = _prefilter_batch(
         scenes[0].points, scenes[0].strides, stack("gt_boxes"), np.ones((4, 100), bool), config
     )
-    assert int(prefilter.sum(axis=1).min()) > ota_jax.buckets.CPU_LADDERS.column_start
+    assert int(prefilter.sum(axis=1).min()) > buckets.CPU_LADDERS.column_start
     if jax.default_backend() == "cpu":
-        assert ota_jax.buckets.images_at_once(4, 100 * num_anchors) == 2
+        assert buckets.images_at_once(4, 100 * num_anchors) == 2
     result = ota_jax.simota_assign_batch(
         stack("pred_boxes"),
         stack("cls_logits"),
@@ -237,11 +238,11 @@ def test_simota_takes_a_large_image_in_gt_slices_as_the_reference(monkeypatch):
     30-gt image takes 8 of them, and still matches the reference loop."""
     if jax.default_backend() != "cpu":
         pytest.skip("gts are sliced on a CPU only")
-    monkeypatch.setattr(ota_jax.buckets, "CPU_PAIRS_AT_ONCE", 2048)
+    monkeypatch.setattr(buckets, "CPU_PAIRS_AT_ONCE", 2048)
     jax.clear_caches()  # nothing compiled with the usual limit may be reused
     rng = np.random.default_rng(7)
     scene = make_scene(rng, num_gt=30, image_size=(160, 160))
-    assert ota_jax.buckets.gt_slices(32, 512) == 8
+    assert buckets.gt_slices(32, 512) == 8
     config = ota_jax.SimOTAConfig()
     result = ota_jax.simota_assign(
         *scene.args,

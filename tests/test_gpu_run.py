@@ -25,7 +25,7 @@ def test_every_step_runs_a_script_with_arguments_it_accepts(tmp_path, quick):
     import bucket_ablation
     import suite
 
-    from ota_jax import buckets
+    from ota_jax._src import buckets
 
     for step in gpu_run.STEPS:
         cmd = gpu_run.command(step, out=tmp_path, tmp=tmp_path / "t", device="cuda", quick=quick)

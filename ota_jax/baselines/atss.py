@@ -19,20 +19,23 @@ gt won; ``ignore_mask`` is all False.
 
 from __future__ import annotations
 
-import dataclasses
 from functools import partial
 
+import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
-from ota_jax import buckets
-from ota_jax.anchors import anchor_boxes
-from ota_jax.assignment import (
-    Assignment,
+from ota_jax._src import buckets
+from ota_jax._src.config import assigner_config
+from ota_jax._src.inputs import (
+    AssignArgs,
     make_assignment,
     prepare_inputs,
-    public_assigners,
     vmap_images,
 )
+from ota_jax._src.public import assign_batch, assign_one_image
+from ota_jax.anchors import anchor_boxes
+from ota_jax.assignment import Assignment
 from ota_jax.baselines.levels import smallest_per_level
 from ota_jax.boxes import pairwise_iou
 from ota_jax.priors import inside_boxes
@@ -43,7 +46,7 @@ __all__ = ["ATSSConfig", "atss_assign", "atss_assign_batch"]
 INSIDE_MARGIN = 0.01
 
 
-@dataclasses.dataclass(frozen=True)
+@assigner_config
 class ATSSConfig:
     """ATSS hyperparameters; the defaults are mmdetection's.
 
@@ -107,17 +110,86 @@ def _atss_one_image(
     return make_assignment(gt_index, inputs, num_won)
 
 
-def _assign_batch(args: tuple, config: ATSSConfig) -> Assignment:
+@jax.jit
+def _assign_batch(args: AssignArgs, config: ATSSConfig) -> Assignment:
     return buckets.by_real_gts(args, partial(vmap_images, _atss_one_image, config=config))
 
 
-atss_assign, atss_assign_batch = public_assigners(
-    _assign_batch,
-    ATSSConfig,
-    name="atss",
-    summary="""ATSS label assignment for one image (see the module docstring). Predictions
-    play no part; ``pred_boxes`` only feed ``Assignment.ious``.""",
-    obj_logits="""optional ``[A]``; unused, accepted for a common signature.""",
-    returns="""An `Assignment`; ``dynamic_k [M]`` counts the anchors each gt won. Invalid gts
-      are ignored like padding.""",
-)
+def atss_assign(
+    pred_boxes: ArrayLike,
+    cls_logits: ArrayLike,
+    points: ArrayLike,
+    strides: ArrayLike,
+    gt_boxes: ArrayLike,
+    gt_labels: ArrayLike,
+    gt_mask: ArrayLike,
+    *,
+    obj_logits: ArrayLike | None = None,
+    config: ATSSConfig = ATSSConfig(),
+) -> Assignment:
+    """ATSS label assignment for one image (see the module docstring). Predictions
+    play no part; ``pred_boxes`` only feed ``Assignment.ious``.
+
+    Args:
+      pred_boxes: ``[A, 4]`` predicted boxes, xyxy pixels.
+      cls_logits: ``[A, C]`` class logits.
+      points: ``[A, 2]`` anchor point centres ``(x, y)`` in pixels.
+      strides: ``[A]`` stride of each anchor's FPN level.
+      gt_boxes: ``[M, 4]`` gt boxes, xyxy pixels; M may be 0.
+      gt_labels: ``[M]`` int gt classes in ``[0, C)``.
+      gt_mask: ``[M]`` bool, True for real gts, False for padding.
+      obj_logits: optional ``[A]``; unused, accepted for a common signature.
+      config: an `ATSSConfig`; its float fields are traced (a sweep compiles once).
+
+    Returns:
+      An `Assignment`; ``dynamic_k [M]`` counts the anchors each gt won. Invalid gts are
+      ignored like padding. An image without gts or without anchors is all background.
+
+    Raises:
+      ValueError, TypeError: arguments whose shapes or dtypes do not fit, or a
+        config of another class; the message names them.
+    """
+    args = AssignArgs(
+        pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
+    )
+    return assign_one_image(_assign_batch, args, config, ATSSConfig, "atss_assign")
+
+
+def atss_assign_batch(
+    pred_boxes: ArrayLike,
+    cls_logits: ArrayLike,
+    points: ArrayLike,
+    strides: ArrayLike,
+    gt_boxes: ArrayLike,
+    gt_labels: ArrayLike,
+    gt_mask: ArrayLike,
+    *,
+    obj_logits: ArrayLike | None = None,
+    config: ATSSConfig = ATSSConfig(),
+) -> Assignment:
+    """ATSS label assignment for a batch of images, all at once.
+
+    Args:
+      pred_boxes: ``[B, A, 4]`` predicted boxes, xyxy pixels.
+      cls_logits: ``[B, A, C]`` class logits.
+      points: ``[A, 2]`` anchor point centres ``(x, y)`` in pixels, shared by all images.
+      strides: ``[A]`` stride of each anchor's FPN level, shared by all images.
+      gt_boxes: ``[B, M, 4]`` gt boxes, xyxy pixels, padded to a common M (may be 0).
+      gt_labels: ``[B, M]`` int gt classes in ``[0, C)``.
+      gt_mask: ``[B, M]`` bool, True for real gts, False for padding; padding never
+        changes a result.
+      obj_logits: optional ``[B, A]``, as for `atss_assign`.
+      config: an `ATSSConfig`; its float fields are traced (a sweep compiles once).
+
+    Returns:
+      An `Assignment` with a leading ``[B]`` on every field, each image's as
+      `atss_assign` gives it. A batch of no images (``B == 0``) gives every field
+      with 0 images.
+
+    Raises:
+      ValueError, TypeError: as `atss_assign`; a shape error lists every batched shape.
+    """
+    args = AssignArgs(
+        pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
+    )
+    return assign_batch(_assign_batch, args, config, ATSSConfig, "atss_assign_batch")

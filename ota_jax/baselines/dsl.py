@@ -34,23 +34,26 @@ below the prior of anchors farther than 11 strides).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from functools import partial
 
+import jax
 import jax.numpy as jnp
 from jax import Array
+from jax.typing import ArrayLike
 
-from ota_jax import buckets
-from ota_jax.assignment import (
-    Assignment,
+from ota_jax._src import buckets
+from ota_jax._src.config import assigner_config
+from ota_jax._src.inputs import (
+    AssignArgs,
     make_assignment,
     prepare_inputs,
-    public_assigners,
     vmap_images,
 )
+from ota_jax._src.matching import dynamic_k, dynamic_k_matching
+from ota_jax._src.public import assign_batch, assign_one_image
+from ota_jax.assignment import Assignment
 from ota_jax.costs import joint_logits
-from ota_jax.dynamic_k import dynamic_k, dynamic_k_matching
 from ota_jax.priors import inside_boxes
 
 __all__ = ["DSLConfig", "dsl_assign", "dsl_assign_batch", "soft_label_class_cost"]
@@ -61,7 +64,7 @@ _MAX_PRIOR_EXPONENT = 30.0
 _NONFINITE_COST = 1e35
 
 
-@dataclasses.dataclass(frozen=True)
+@assigner_config
 class DSLConfig:
     """Dynamic soft label assigner hyperparameters; the defaults are RTMDet's (mmdet).
 
@@ -152,17 +155,86 @@ def _dsl_one_image(
     return make_assignment(gt_index, inputs, k)
 
 
-def _assign_batch(args: tuple, config: DSLConfig) -> Assignment:
+@jax.jit
+def _assign_batch(args: AssignArgs, config: DSLConfig) -> Assignment:
     return buckets.by_real_gts(args, partial(vmap_images, _dsl_one_image, config=config))
 
 
-dsl_assign, dsl_assign_batch = public_assigners(
-    _assign_batch,
-    DSLConfig,
-    name="dsl",
-    summary="""Dynamic soft label assignment for one image (see the module docstring).""",
-    obj_logits="""optional ``[A]`` objectness logits; the class cost then uses the
-        logits of ``sqrt(sigmoid(cls) * sigmoid(obj))``.""",
-    returns="""An `Assignment`; ``dynamic_k`` is each gt's k. Invalid gts are ignored,
-      non-finite predictions never give NaN.""",
-)
+def dsl_assign(
+    pred_boxes: ArrayLike,
+    cls_logits: ArrayLike,
+    points: ArrayLike,
+    strides: ArrayLike,
+    gt_boxes: ArrayLike,
+    gt_labels: ArrayLike,
+    gt_mask: ArrayLike,
+    *,
+    obj_logits: ArrayLike | None = None,
+    config: DSLConfig = DSLConfig(),
+) -> Assignment:
+    """Dynamic soft label assignment for one image (see the module docstring).
+
+    Args:
+      pred_boxes: ``[A, 4]`` predicted boxes, xyxy pixels.
+      cls_logits: ``[A, C]`` class logits.
+      points: ``[A, 2]`` anchor point centres ``(x, y)`` in pixels.
+      strides: ``[A]`` stride of each anchor's FPN level.
+      gt_boxes: ``[M, 4]`` gt boxes, xyxy pixels; M may be 0.
+      gt_labels: ``[M]`` int gt classes in ``[0, C)``.
+      gt_mask: ``[M]`` bool, True for real gts, False for padding.
+      obj_logits: optional ``[A]`` objectness logits; the class cost then uses the
+        logits of ``sqrt(sigmoid(cls) * sigmoid(obj))``.
+      config: a `DSLConfig`; its float fields are traced (a sweep compiles once).
+
+    Returns:
+      An `Assignment`; ``dynamic_k`` is each gt's k. Invalid gts are ignored, non-finite
+      predictions never give NaN. An image without gts or without anchors is all background.
+
+    Raises:
+      ValueError, TypeError: arguments whose shapes or dtypes do not fit, or a
+        config of another class; the message names them.
+    """
+    args = AssignArgs(
+        pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
+    )
+    return assign_one_image(_assign_batch, args, config, DSLConfig, "dsl_assign")
+
+
+def dsl_assign_batch(
+    pred_boxes: ArrayLike,
+    cls_logits: ArrayLike,
+    points: ArrayLike,
+    strides: ArrayLike,
+    gt_boxes: ArrayLike,
+    gt_labels: ArrayLike,
+    gt_mask: ArrayLike,
+    *,
+    obj_logits: ArrayLike | None = None,
+    config: DSLConfig = DSLConfig(),
+) -> Assignment:
+    """Dynamic soft label assignment for a batch of images, all at once.
+
+    Args:
+      pred_boxes: ``[B, A, 4]`` predicted boxes, xyxy pixels.
+      cls_logits: ``[B, A, C]`` class logits.
+      points: ``[A, 2]`` anchor point centres ``(x, y)`` in pixels, shared by all images.
+      strides: ``[A]`` stride of each anchor's FPN level, shared by all images.
+      gt_boxes: ``[B, M, 4]`` gt boxes, xyxy pixels, padded to a common M (may be 0).
+      gt_labels: ``[B, M]`` int gt classes in ``[0, C)``.
+      gt_mask: ``[B, M]`` bool, True for real gts, False for padding; padding never
+        changes a result.
+      obj_logits: optional ``[B, A]``, as for `dsl_assign`.
+      config: a `DSLConfig`; its float fields are traced (a sweep compiles once).
+
+    Returns:
+      An `Assignment` with a leading ``[B]`` on every field, each image's as
+      `dsl_assign` gives it. A batch of no images (``B == 0``) gives every field
+      with 0 images.
+
+    Raises:
+      ValueError, TypeError: as `dsl_assign`; a shape error lists every batched shape.
+    """
+    args = AssignArgs(
+        pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
+    )
+    return assign_batch(_assign_batch, args, config, DSLConfig, "dsl_assign_batch")

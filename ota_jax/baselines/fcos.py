@@ -16,22 +16,25 @@ the number of points each gt won; ``ignore_mask`` is all False.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from functools import partial
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
+from jax.typing import ArrayLike
 
-from ota_jax import buckets
-from ota_jax.assignment import (
-    Assignment,
+from ota_jax._src import buckets
+from ota_jax._src.config import assigner_config
+from ota_jax._src.inputs import (
+    AssignArgs,
     make_assignment,
     prepare_inputs,
-    public_assigners,
     vmap_images,
 )
+from ota_jax._src.public import assign_batch, assign_one_image
+from ota_jax.assignment import Assignment
 from ota_jax.baselines.levels import level_index
 from ota_jax.boxes import box_area
 from ota_jax.priors import inside_boxes, inside_centre_regions
@@ -39,7 +42,7 @@ from ota_jax.priors import inside_boxes, inside_centre_regions
 __all__ = ["FCOSAssignConfig", "fcos_assign", "fcos_assign_batch"]
 
 
-@dataclasses.dataclass(frozen=True)
+@assigner_config
 class FCOSAssignConfig:
     """FCOS assignment hyperparameters; the defaults are mmdetection's FCOS head.
 
@@ -125,17 +128,86 @@ def _fcos_one_image(
     return make_assignment(gt_index, inputs, num_won)
 
 
-def _assign_batch(args: tuple, config: FCOSAssignConfig) -> Assignment:
+@jax.jit
+def _assign_batch(args: AssignArgs, config: FCOSAssignConfig) -> Assignment:
     return buckets.by_real_gts(args, partial(vmap_images, _fcos_one_image, config=config))
 
 
-fcos_assign, fcos_assign_batch = public_assigners(
-    _assign_batch,
-    FCOSAssignConfig,
-    name="fcos",
-    summary="""FCOS label assignment for one image (see the module docstring). Predictions
-    play no part; ``pred_boxes`` only feed ``Assignment.ious``.""",
-    obj_logits="""optional ``[A]``; unused, accepted for a common signature.""",
-    returns="""An `Assignment`; ``dynamic_k [M]`` counts the points each gt won. Invalid gts
-      are ignored like padding.""",
-)
+def fcos_assign(
+    pred_boxes: ArrayLike,
+    cls_logits: ArrayLike,
+    points: ArrayLike,
+    strides: ArrayLike,
+    gt_boxes: ArrayLike,
+    gt_labels: ArrayLike,
+    gt_mask: ArrayLike,
+    *,
+    obj_logits: ArrayLike | None = None,
+    config: FCOSAssignConfig = FCOSAssignConfig(),
+) -> Assignment:
+    """FCOS label assignment for one image (see the module docstring). Predictions
+    play no part; ``pred_boxes`` only feed ``Assignment.ious``.
+
+    Args:
+      pred_boxes: ``[A, 4]`` predicted boxes, xyxy pixels.
+      cls_logits: ``[A, C]`` class logits.
+      points: ``[A, 2]`` anchor point centres ``(x, y)`` in pixels.
+      strides: ``[A]`` stride of each anchor's FPN level.
+      gt_boxes: ``[M, 4]`` gt boxes, xyxy pixels; M may be 0.
+      gt_labels: ``[M]`` int gt classes in ``[0, C)``.
+      gt_mask: ``[M]`` bool, True for real gts, False for padding.
+      obj_logits: optional ``[A]``; unused, accepted for a common signature.
+      config: a `FCOSAssignConfig`; its float fields are traced (a sweep compiles once).
+
+    Returns:
+      An `Assignment`; ``dynamic_k [M]`` counts the points each gt won. Invalid gts are
+      ignored like padding. An image without gts or without anchors is all background.
+
+    Raises:
+      ValueError, TypeError: arguments whose shapes or dtypes do not fit, or a
+        config of another class; the message names them.
+    """
+    args = AssignArgs(
+        pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
+    )
+    return assign_one_image(_assign_batch, args, config, FCOSAssignConfig, "fcos_assign")
+
+
+def fcos_assign_batch(
+    pred_boxes: ArrayLike,
+    cls_logits: ArrayLike,
+    points: ArrayLike,
+    strides: ArrayLike,
+    gt_boxes: ArrayLike,
+    gt_labels: ArrayLike,
+    gt_mask: ArrayLike,
+    *,
+    obj_logits: ArrayLike | None = None,
+    config: FCOSAssignConfig = FCOSAssignConfig(),
+) -> Assignment:
+    """FCOS label assignment for a batch of images, all at once.
+
+    Args:
+      pred_boxes: ``[B, A, 4]`` predicted boxes, xyxy pixels.
+      cls_logits: ``[B, A, C]`` class logits.
+      points: ``[A, 2]`` anchor point centres ``(x, y)`` in pixels, shared by all images.
+      strides: ``[A]`` stride of each anchor's FPN level, shared by all images.
+      gt_boxes: ``[B, M, 4]`` gt boxes, xyxy pixels, padded to a common M (may be 0).
+      gt_labels: ``[B, M]`` int gt classes in ``[0, C)``.
+      gt_mask: ``[B, M]`` bool, True for real gts, False for padding; padding never
+        changes a result.
+      obj_logits: optional ``[B, A]``, as for `fcos_assign`.
+      config: a `FCOSAssignConfig`; its float fields are traced (a sweep compiles once).
+
+    Returns:
+      An `Assignment` with a leading ``[B]`` on every field, each image's as
+      `fcos_assign` gives it. A batch of no images (``B == 0``) gives every field
+      with 0 images.
+
+    Raises:
+      ValueError, TypeError: as `fcos_assign`; a shape error lists every batched shape.
+    """
+    args = AssignArgs(
+        pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
+    )
+    return assign_batch(_assign_batch, args, config, FCOSAssignConfig, "fcos_assign_batch")

@@ -25,29 +25,31 @@ as score 0 (never positive).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 from jax import Array
+from jax.typing import ArrayLike
 
-from ota_jax import buckets
-from ota_jax.assignment import (
+from ota_jax._src import buckets
+from ota_jax._src.config import assigner_config
+from ota_jax._src.inputs import (
+    AssignArgs,
     AssignInputs,
-    Assignment,
     make_assignment,
     prepare_inputs,
-    public_assigners,
     vmap_images,
 )
+from ota_jax._src.public import assign_batch, assign_one_image
+from ota_jax.assignment import Assignment
 from ota_jax.priors import inside_boxes
 
 __all__ = ["TALConfig", "tal_assign", "tal_assign_batch"]
 
 
-@dataclasses.dataclass(frozen=True)
+@assigner_config
 class TALConfig:
     """Task-aligned assigner hyperparameters; the defaults are TOOD's (mmdet).
 
@@ -79,7 +81,7 @@ class TALConfig:
 
 def _scaled_log(log_x: Array, exponent: float) -> Array:
     """``exponent * log_x``, with ``x^0 = 1`` also for ``x = 0`` (``0 * -inf`` is NaN)."""
-    return jnp.zeros_like(log_x) if exponent == 0 else exponent * log_x
+    return jnp.where(exponent == 0, 0.0, exponent * log_x)  # exponent may be traced
 
 
 def _log_metric(inputs: AssignInputs, config: TALConfig) -> Array:
@@ -126,17 +128,87 @@ def _tal_one_image(
     return make_assignment(gt_index, inputs, taken.sum(axis=1, dtype=jnp.int32))
 
 
-def _assign_batch(args: tuple, config: TALConfig) -> Assignment:
+@jax.jit
+def _assign_batch(args: AssignArgs, config: TALConfig) -> Assignment:
     return buckets.by_real_gts(args, partial(vmap_images, _tal_one_image, config=config))
 
 
-tal_assign, tal_assign_batch = public_assigners(
-    _assign_batch,
-    TALConfig,
-    name="tal",
-    summary="""Task-aligned label assignment for one image (see the module docstring).""",
-    obj_logits="""optional ``[A]`` objectness logits; the score becomes
-        ``sqrt(sigmoid(cls) * sigmoid(obj))``.""",
-    returns="""An `Assignment`; ``dynamic_k`` counts the anchors each gt took before
-      conflicts. Invalid gts are ignored, non-finite predictions never give NaN.""",
-)
+def tal_assign(
+    pred_boxes: ArrayLike,
+    cls_logits: ArrayLike,
+    points: ArrayLike,
+    strides: ArrayLike,
+    gt_boxes: ArrayLike,
+    gt_labels: ArrayLike,
+    gt_mask: ArrayLike,
+    *,
+    obj_logits: ArrayLike | None = None,
+    config: TALConfig = TALConfig(),
+) -> Assignment:
+    """Task-aligned label assignment for one image (see the module docstring).
+
+    Args:
+      pred_boxes: ``[A, 4]`` predicted boxes, xyxy pixels.
+      cls_logits: ``[A, C]`` class logits.
+      points: ``[A, 2]`` anchor point centres ``(x, y)`` in pixels.
+      strides: ``[A]`` stride of each anchor's FPN level.
+      gt_boxes: ``[M, 4]`` gt boxes, xyxy pixels; M may be 0.
+      gt_labels: ``[M]`` int gt classes in ``[0, C)``.
+      gt_mask: ``[M]`` bool, True for real gts, False for padding.
+      obj_logits: optional ``[A]`` objectness logits; the score becomes
+        ``sqrt(sigmoid(cls) * sigmoid(obj))``.
+      config: a `TALConfig`; its float fields are traced (a sweep compiles once).
+
+    Returns:
+      An `Assignment`; ``dynamic_k`` counts the anchors each gt took before conflicts.
+      Invalid gts are ignored, non-finite predictions never give NaN. An image without gts
+      or without anchors is all background.
+
+    Raises:
+      ValueError, TypeError: arguments whose shapes or dtypes do not fit, or a
+        config of another class; the message names them.
+    """
+    args = AssignArgs(
+        pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
+    )
+    return assign_one_image(_assign_batch, args, config, TALConfig, "tal_assign")
+
+
+def tal_assign_batch(
+    pred_boxes: ArrayLike,
+    cls_logits: ArrayLike,
+    points: ArrayLike,
+    strides: ArrayLike,
+    gt_boxes: ArrayLike,
+    gt_labels: ArrayLike,
+    gt_mask: ArrayLike,
+    *,
+    obj_logits: ArrayLike | None = None,
+    config: TALConfig = TALConfig(),
+) -> Assignment:
+    """Task-aligned label assignment for a batch of images, all at once.
+
+    Args:
+      pred_boxes: ``[B, A, 4]`` predicted boxes, xyxy pixels.
+      cls_logits: ``[B, A, C]`` class logits.
+      points: ``[A, 2]`` anchor point centres ``(x, y)`` in pixels, shared by all images.
+      strides: ``[A]`` stride of each anchor's FPN level, shared by all images.
+      gt_boxes: ``[B, M, 4]`` gt boxes, xyxy pixels, padded to a common M (may be 0).
+      gt_labels: ``[B, M]`` int gt classes in ``[0, C)``.
+      gt_mask: ``[B, M]`` bool, True for real gts, False for padding; padding never
+        changes a result.
+      obj_logits: optional ``[B, A]``, as for `tal_assign`.
+      config: a `TALConfig`; its float fields are traced (a sweep compiles once).
+
+    Returns:
+      An `Assignment` with a leading ``[B]`` on every field, each image's as
+      `tal_assign` gives it. A batch of no images (``B == 0``) gives every field
+      with 0 images.
+
+    Raises:
+      ValueError, TypeError: as `tal_assign`; a shape error lists every batched shape.
+    """
+    args = AssignArgs(
+        pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits
+    )
+    return assign_batch(_assign_batch, args, config, TALConfig, "tal_assign_batch")

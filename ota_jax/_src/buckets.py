@@ -34,7 +34,8 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from ota_jax.assignment import Assignment, background_assignment
+from ota_jax._src.inputs import background_assignment
+from ota_jax.assignment import Assignment
 
 __all__ = [
     "ACCELERATOR_LADDERS",
@@ -205,8 +206,8 @@ def on_real_gts(args: tuple, run: Callable[[tuple], Any]) -> Any:
 
 def _cut_gts(args: tuple, order: Array, rows: int) -> tuple:
     """``args`` with gt_boxes, gt_labels and gt_mask at the first ``rows`` slots of ``order``."""
-    cut = [take_gt_rows(x, order, rows) for x in args[4:7]]
-    return (*args[:4], *cut, args[7])
+    cut = [take_gt_rows(x, order, rows) for x in (args.gt_boxes, args.gt_labels, args.gt_mask)]
+    return args.with_gts(*cut)
 
 
 def _gt_buckets(args: tuple) -> tuple[Array, tuple[int, ...], Array]:
