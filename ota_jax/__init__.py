@@ -7,6 +7,7 @@ baselines ``fcos_assign``, ``atss_assign``, ``max_iou_assign``, ``tal_assign``,
 """
 
 from ota_jax import anchors, assigners, boxes, costs, priors, transport
+from ota_jax._src.matching import dynamic_k, dynamic_k_matching
 from ota_jax.anchors import anchor_points
 from ota_jax.assignment import Assignment
 from ota_jax.baselines import (
@@ -26,7 +27,6 @@ from ota_jax.baselines import (
     tal_assign,
     tal_assign_batch,
 )
-from ota_jax._src.matching import dynamic_k, dynamic_k_matching
 from ota_jax.ota import OTAConfig, ota_assign, ota_assign_batch
 from ota_jax.simota import SimOTAConfig, simota_assign, simota_assign_batch
 from ota_jax.transport import Transport, solve_transport

@@ -35,10 +35,12 @@ from ota_jax._src.compaction import (
     kept_columns,
     needed_columns,
     per_anchor_plan,
+    smallest_indices,
     solve_compacted,
 )
 from ota_jax._src.config import assigner_config
 from ota_jax._src.inputs import (
+    NONFINITE_COST,
     AssignArgs,
     AssignInputs,
     finite_cost,
@@ -120,6 +122,24 @@ def _candidates(points, strides, gt_boxes, gt_mask, config: OTAConfig) -> Array:
     )
 
 
+def _eligible(candidates: Array, relative: Array, valid: Array, config: OTAConfig) -> Array:
+    """Step 1 completed, ``[M, K]``: the anchors each gt may win. Its candidates; for a
+    gt without any (a box between anchor centres), its ``extra_columns`` anchors of
+    lowest cost relative to the background (`_relative_costs`; ties to the lower
+    anchor), the ones the compacted problem keeps for it, and only where that cost is
+    finite: with NaN predictions its row of the plan is flat, and it would take
+    every anchor it reaches.
+    """
+    num_gt, num_anchors = candidates.shape
+    count = min(config.extra_columns, num_anchors)
+    if count == 0:
+        return candidates
+    cheapest = smallest_indices(jnp.where(valid[None, :], relative, jnp.inf), count)
+    near = jnp.zeros_like(candidates).at[jnp.arange(num_gt)[:, None], cheapest].set(True)
+    near = near & valid[None, :] & (relative < NONFINITE_COST)
+    return jnp.where(candidates.any(axis=1)[:, None], candidates, near)
+
+
 def _relative_costs(
     inputs: AssignInputs, candidates: Array, has_candidate: Array, config: OTAConfig
 ) -> Array:
@@ -140,11 +160,12 @@ def _relative_costs(
 
 def _costs(
     inputs: AssignInputs, candidates: Array, valid: Array, config: OTAConfig
-) -> tuple[Array, Array]:
+) -> tuple[Array, Array, Array]:
     """Step 2, ``[M+1, K]`` costs on the ``valid [K]`` anchors of ``inputs``, background
     row (focal loss against all-zero targets) last, each gt row shifted by its
-    minimum, and the ``[M+1]`` row offsets `solve_transport` needs (`_shift_rows`).
-    ``candidates [M, K]`` must hold every candidate of the image."""
+    minimum; the ``[M+1]`` row offsets `solve_transport` needs (`_shift_rows`); and
+    the ``[M, K]`` relative costs (`_relative_costs`). ``candidates [M, K]`` must hold
+    every candidate of the image."""
     has_candidate = candidates.any(axis=1)
     logits = joint_logits(inputs.cls_logits, inputs.obj_logits)
     background_cost = finite_cost(
@@ -154,7 +175,7 @@ def _costs(
     gt_cost = finite_cost(relative + background_cost[None, :])
     gt_cost = jnp.where(inputs.gt_mask[:, None], gt_cost, 0.0)
     cost = jnp.concatenate([gt_cost, background_cost[None]])
-    return _shift_rows(cost, valid, inputs.gt_mask, has_candidate, config)
+    return *_shift_rows(cost, valid, inputs.gt_mask, has_candidate, config), relative
 
 
 def _shift_rows(
@@ -189,11 +210,13 @@ def _supplies(
     return k, jnp.concatenate([k, background[None]]).astype(jnp.float32)
 
 
-def _decode(plan: Array, gt_mask: Array) -> Array:
+def _decode(plan: Array, gt_mask: Array, eligible: Array) -> Array:
     """Step 5: scale each row of ``plan [M+1, K]`` to a maximum of 1; each column takes
-    the best row: ``[K]`` gt index, -1 for background."""
+    the best row among the background and the gts it is ``eligible [M, K]`` for:
+    ``[K]`` gt index, -1 for background."""
     row_max = plan.max(axis=1, keepdims=True)
-    usable = jnp.concatenate([gt_mask, jnp.ones(1, bool)])[:, None] & (row_max > 0)
+    allowed = jnp.concatenate([eligible & gt_mask[:, None], jnp.ones_like(eligible[:1])])
+    usable = allowed & (row_max > 0)
     scores = jnp.where(usable, plan / jnp.where(row_max > 0, row_max, 1.0), -1.0)
     best = jnp.argmax(scores, axis=0)
     is_gt = (best < gt_mask.shape[0]) & (scores.max(axis=0) > 0)
@@ -204,17 +227,20 @@ def _decode(plan: Array, gt_mask: Array) -> Array:
 
 
 def _dense_problem(image: AssignArgs, config: OTAConfig):
-    """Steps 1-2 on every anchor: the cleaned inputs, candidates, costs, row offsets."""
+    """Steps 1-2 on every anchor: the cleaned inputs, candidates, eligible pairs,
+    costs and row offsets."""
     inputs = prepare_inputs(*image)
     candidates = _candidates(inputs.points, inputs.strides, inputs.gt_boxes, inputs.gt_mask, config)
     every_anchor = jnp.ones(image.points.shape[0], bool)
-    return inputs, candidates, *_costs(inputs, candidates, every_anchor, config)
+    cost, row_offset, relative = _costs(inputs, candidates, every_anchor, config)
+    eligible = _eligible(candidates, relative, every_anchor, config)
+    return inputs, candidates, eligible, cost, row_offset
 
 
 def _assign_dense(image: AssignArgs, config: OTAConfig) -> Assignment:
     """One image's assignment with the transport on every anchor."""
     num_anchors = image.points.shape[0]
-    inputs, candidates, cost, row_offset = _dense_problem(image, config)
+    inputs, candidates, eligible, cost, row_offset = _dense_problem(image, config)
     k, supply = _supplies(inputs.ious, candidates, inputs.gt_mask, num_anchors, config)
     transport = solve_transport(
         cost,
@@ -224,7 +250,7 @@ def _assign_dense(image: AssignArgs, config: OTAConfig) -> Assignment:
         num_iters=config.num_iters,
         row_offset=row_offset,
     )
-    gt_index = _decode(transport.plan, inputs.gt_mask)
+    gt_index = _decode(transport.plan, inputs.gt_mask, eligible)
     return make_assignment(gt_index, inputs, k, transport if config.return_transport else None)
 
 
@@ -249,7 +275,8 @@ def _assign_compacted(
         _candidates(inputs.points, inputs.strides, inputs.gt_boxes, inputs.gt_mask, config)
         & valid[None, :]
     )
-    cost, row_offset = _costs(inputs, candidates, valid, config)
+    cost, row_offset, relative = _costs(inputs, candidates, valid, config)
+    eligible = _eligible(candidates, relative, valid, config)
     k, supply = _supplies(inputs.ious, candidates, inputs.gt_mask, num_anchors, config)
     transport = solve_compacted(
         cost,
@@ -264,14 +291,16 @@ def _assign_compacted(
     # Decoded on the kept columns and one folded anchor, which holds exactly what
     # the dense plan holds there; the folded anchors are background.
     plan = per_anchor_plan(transport.plan, valid, num_anchors)
-    kept_gt = _decode(plan, inputs.gt_mask)[:-1]
+    # The folded anchor is no gt's candidate, nor among any gt's cheapest anchors.
+    eligible = jnp.concatenate([eligible, jnp.zeros_like(eligible[:, :1])], axis=1)
+    kept_gt = _decode(plan, inputs.gt_mask, eligible)[:-1]
     kept_ious = jnp.take_along_axis(inputs.ious, jnp.maximum(kept_gt, 0)[None], axis=0)[0]
     at = jnp.where(valid, index, num_anchors)
     scatter = lambda fill, x: jnp.full(num_anchors, fill, x.dtype).at[at].set(x, mode="drop")
     if config.return_transport:  # dense, as the dense problem's
         transport = transport._replace(
             plan=expand_plan(plan, index, valid, num_anchors),
-            cost=_dense_problem(image, config)[2],
+            cost=_dense_problem(image, config)[3],
             demand=jnp.ones(num_anchors, jnp.float32),
         )
     return make_assignment(

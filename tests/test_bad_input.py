@@ -141,3 +141,111 @@ def test_a_batch_of_no_images_gets_an_empty_assignment(name, scene):
     assert result.gt_index.shape == (0, num_anchors)
     assert result.box_targets.shape == (0, num_anchors, 4)
     assert result.num_fg.shape == (0,)
+
+
+@pytest.mark.parametrize("name", ASSIGNERS)
+def test_no_anchors_with_gts_present_is_all_background(name, scene):
+    _, config = ASSIGNERS[name]
+    spec = ota_jax.assigners.ASSIGNERS[name]
+    num_classes = scene.cls_logits.shape[1]
+    no_anchors = dict(
+        pred_boxes=np.zeros((0, 4), np.float32),
+        cls_logits=np.zeros((0, num_classes), np.float32),
+        points=np.zeros((0, 2), np.float32),
+        strides=np.zeros((0,), np.float32),
+    )
+    one = ASSIGNERS[name][0](
+        *no_anchors.values(), scene.gt_boxes, scene.gt_labels, np.ones(5, bool), config=config
+    )
+    assert one.gt_index.shape == (0,) and one.dynamic_k.shape == (5,)
+    assert int(one.num_fg) == 0 and not np.asarray(one.dynamic_k).any()
+    batch = spec.assign_batch(
+        no_anchors["pred_boxes"][None].repeat(2, 0),
+        no_anchors["cls_logits"][None].repeat(2, 0),
+        no_anchors["points"],
+        no_anchors["strides"],
+        scene.gt_boxes[None].repeat(2, 0),
+        scene.gt_labels[None].repeat(2, 0),
+        np.ones((2, 5), bool),
+        config=config,
+    )
+    assert batch.gt_index.shape == (2, 0) and batch.dynamic_k.shape == (2, 5)
+    assert batch.box_targets.shape == (2, 0, 4) and not np.asarray(batch.num_fg).any()
+
+
+@pytest.mark.parametrize("name", ASSIGNERS)
+def test_int64_labels_past_int32_are_invalid_not_wrapped(name, scene):
+    """Without x64 an int64 label of 2**32 + 1 would wrap to class 1."""
+    labels = scene.gt_labels.astype(np.int64)
+    labels[2] = 2**32 + 1
+    wrapped = _call(name, scene, labels=labels)
+    masked = _call(name, scene, mask=np.arange(5) != 2)
+    np.testing.assert_array_equal(wrapped.gt_index, masked.gt_index)
+    assert int(np.asarray(wrapped.dynamic_k)[2]) == 0
+
+
+@pytest.mark.parametrize("name", ASSIGNERS)
+def test_complex_inputs_raise(name, scene):
+    for field in ("pred_boxes", "cls_logits", "obj_logits"):
+        value = getattr(scene, field).astype(np.complex64)
+        with pytest.raises(TypeError, match=f"{field} must be real numbers"):
+            _call(name, scene, **{field: value})
+    with pytest.raises(TypeError, match="gt_boxes must be real numbers"):
+        _call(name, scene, boxes=scene.gt_boxes.astype(np.complex64))
+
+
+@pytest.mark.parametrize("name", ASSIGNERS)
+def test_a_gt_too_large_for_float32_areas_keeps_its_anchors(name, scene):
+    """FCOS compared areas: a gt of sides 1e20 has an area of inf in float32, which
+    tied with the inf of pairs not allowed, and gave its points to gt 0 (invalid)."""
+    boxes = np.float32([[0, 0, 50, 50], [-1e20, -1e20, 1e20, 1e20]])
+    result = _call(name, scene, boxes, np.int32([0, 1]), mask=np.array([False, True]))
+    _assert_well_formed(result, 2)
+    assert not (np.asarray(result.gt_index) == 0).any()
+    if name == "fcos":  # the coarsest level regresses any size: its points are gt 1's
+        assert (np.asarray(result.gt_index) == 1).any()
+
+
+@pytest.mark.parametrize("name", ASSIGNERS)
+@pytest.mark.parametrize("nan_field", ["cls_logits", "obj_logits"])
+def test_nan_logits_give_no_anchor_to_a_gt_without_candidates(name, scene, nan_field):
+    """A gt outside the image has no candidate; with NaN logits OTA's plan row of such
+    a gt was flat, and it took 81 of 84 anchors (its dynamic k is 1)."""
+    boxes = np.concatenate([scene.gt_boxes[:2], np.float32([[300, 300, 340, 330]])])
+    nan = np.full_like(getattr(scene, nan_field), np.nan)
+    result = _call(name, scene, boxes, scene.gt_labels[:3], **{nan_field: nan})
+    _assert_well_formed(result, 3)
+    assert not (np.asarray(result.gt_index) == 2).any()
+
+
+@pytest.mark.parametrize("name", ASSIGNERS)
+def test_batch_shape_errors_name_the_batch_shapes(name, scene):
+    spec = ota_jax.assigners.ASSIGNERS[name]
+    batch = lambda x: np.asarray(x)[None].repeat(2, 0)
+    with pytest.raises(ValueError, match=r"pred_boxes: expected \[B, A, 4\].*pred_boxes \(2, "):
+        spec.assign_batch(
+            batch(scene.pred_boxes[:, :3]),
+            batch(scene.cls_logits),
+            scene.points,
+            scene.strides,
+            batch(scene.gt_boxes),
+            batch(scene.gt_labels),
+            np.ones((2, 5), bool),
+        )
+
+
+@pytest.mark.parametrize("name", ASSIGNERS)
+def test_a_config_of_another_class_names_the_expected_one(name, scene):
+    assign, config = ASSIGNERS[name]
+    other = ota_jax.TALConfig() if name != "tal" else ota_jax.OTAConfig()
+    with pytest.raises(TypeError, match=f"{name}_assign takes config={type(config).__name__}"):
+        assign(
+            scene.pred_boxes,
+            scene.cls_logits,
+            scene.points,
+            scene.strides,
+            scene.gt_boxes,
+            scene.gt_labels,
+            np.ones(5, bool),
+            config=other,
+        )

@@ -122,7 +122,10 @@ def _fcos_one_image(
     allowed = inside & (farthest >= lo) & (farthest <= hi) & inputs.gt_mask[:, None]
 
     # The smallest allowed gt wins; argmin takes the first of equal areas.
-    area = jnp.where(allowed, box_area(boxes)[:, None], jnp.inf)
+    # An area past float32's range (sides of 1e20) is clamped: it must not tie with
+    # the inf that marks pairs not allowed.
+    area = jnp.minimum(box_area(boxes), jnp.finfo(jnp.float32).max)
+    area = jnp.where(allowed, area[:, None], jnp.inf)
     gt_index = jnp.where(allowed.any(axis=0), jnp.argmin(area, axis=0), -1)
     num_won = jnp.bincount(gt_index + 1, length=boxes.shape[0] + 1)[1:].astype(jnp.int32)
     return make_assignment(gt_index, inputs, num_won)
