@@ -188,7 +188,9 @@ def _soft_targets(gt_index: Array, log_metric: Array, ious: Array, config: TALCo
     holds = gt_index[None, :] == jnp.arange(num_gt)[:, None]  # [M, A] after conflicts
     # log(max t + eps) per gt; a gt holding nothing gets -inf and is never read.
     log_max = jnp.max(jnp.where(holds, log_metric, -jnp.inf), axis=1)
-    log_denominator = jnp.logaddexp(log_max, jnp.log(jnp.float32(config.soft_target_eps)))
+    log_denominator = jnp.logaddexp(
+        log_max, jnp.log(jnp.asarray(config.soft_target_eps, jnp.float32))
+    )
     max_iou = jnp.max(jnp.where(holds, ious, 0.0), axis=1)
     safe_index = jnp.maximum(gt_index, 0)
     own_log_metric = jnp.take_along_axis(log_metric, safe_index[None, :], axis=0)[0]
