@@ -31,6 +31,11 @@ class Assignment(NamedTuple):
         band between its two thresholds); losses leave them out. All False elsewhere.
       transport: OTA only, when asked for (``OTAConfig(return_transport=True)``) and M > 0:
         the solved problem, cost and plan ``[M+1, A]`` with the background row last.
+      soft_targets: TAL only (None for every other assigner): ``[A]`` float32, the
+        normalised alignment metric of each positive, 0 for background: the soft
+        classification target at the gt's class in TOOD (mmdet's
+        ``norm_alignment_metrics``) and YOLOv8 (ultralytics' ``norm_align_metric``);
+        see `ota_jax.baselines.tal`.
     """
 
     gt_index: Array
@@ -42,3 +47,4 @@ class Assignment(NamedTuple):
     dynamic_k: Array
     ignore_mask: Array | None = None
     transport: Transport | None = None
+    soft_targets: Array | None = None

@@ -4,10 +4,11 @@ Written from ``/work/shared/ASSIGNERS.md`` ("Baselines") and the semantics in th
 module docstrings of ``ota_jax.baselines.tal`` / ``.dsl``, as transliterations of
 the public PyTorch loops:
 
-* Task-aligned: ``TaskAlignedAssigner`` of mmdetection (TOOD) / ultralytics
-  (YOLOv8): the metric ``score^alpha * IoU^beta`` computed directly (not in log
-  space), a per-gt loop over its inside anchors, conflicts to the taker of
-  highest IoU.
+* Task-aligned: ``TaskAlignedAssigner`` of mmdetection (TOOD: top-k over all
+  anchors, then the inside test) / ultralytics (YOLOv8: top-k among the anchors
+  inside): the metric ``score^alpha * IoU^beta`` computed directly (not in log
+  space), a per-gt loop, conflicts to the taker of highest IoU, and the
+  normalised metric (the soft classification target) per gt.
 * Dynamic soft label: mmdetection's ``DynamicSoftLabelAssigner`` (RTMDet):
   boolean-indexed valid anchors, the ``[P, M, C]`` soft-label BCE tensor built
   explicitly, the per-gt ``dynamic_k_matching`` loop.
@@ -57,6 +58,13 @@ def _outputs(gt_index, gt_labels, ious, dynamic_k, **extras) -> dict:
 # --------------------------------------------------------------------------
 # Task-aligned (TOOD / YOLOv8)
 # --------------------------------------------------------------------------
+def second_smallest_stride(strides):
+    """The second-smallest distinct stride (the smallest with one level): ultralytics
+    8.4's ``stride[1]``, to which ``select_candidates_in_gts`` grows short gt sides."""
+    levels = sorted(set(np.asarray(strides).tolist()))
+    return levels[1] if len(levels) > 1 else levels[0]
+
+
 def tal_reference(
     pred_boxes,
     cls_logits,
@@ -69,12 +77,25 @@ def tal_reference(
     alpha=1.0,
     beta=6.0,
     topk=13,
-    inside_eps=1e-9,
+    candidates="topk_then_inside",
+    inside_eps=0.01,
+    grow_small_gts=False,
+    soft_target_eps=1e-7,
 ) -> dict:
     """Task-aligned assignment for one image (float64).
 
-    Extras: ``metric`` ``[M, A]`` the alignment metric (0 outside the gt box),
-    ``selected`` ``[M, A]`` each gt's picks before conflicts.
+    ``candidates="topk_then_inside"`` is mmdet's ``TaskAlignedAssigner.assign``: the
+    metric over all anchors, each gt's ``topk`` largest, then those with metric > 0
+    whose point is inside the gt. ``"inside_then_topk"`` is ultralytics': each gt's
+    ``topk`` largest among the anchors inside it, those with metric > 0. With
+    ``grow_small_gts``, the inside test uses the gt with each side shorter than
+    `second_smallest_stride` set to it about the centre (ultralytics 8.4).
+
+    Extras: ``metric`` ``[M, A]`` the alignment metric (all anchors),
+    ``selected`` ``[M, A]`` each gt's picks before conflicts, ``soft_targets`` ``[A]``
+    each positive's metric over (its gt's largest metric among the gt's positives
+    + ``soft_target_eps``), times that gt's largest IoU among them (mmdet TOOD's
+    ``norm_alignment_metrics``, ultralytics' ``norm_align_metric``), 0 for background.
     """
     (pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, obj_logits) = _prepare_inputs(
         pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, obj_logits
@@ -90,13 +111,25 @@ def tal_reference(
     metric = scores**alpha * ious**beta
 
     selected = np.zeros((num_gt, num_anchors), dtype=bool)
-    inside_metric = np.zeros((num_gt, num_anchors), dtype=np.float64)
     for i in range(num_gt):
-        inside = min_distance_to_box(points, *gt_boxes[i]) > inside_eps
-        candidates = np.nonzero(inside)[0]
-        inside_metric[i, candidates] = metric[i, candidates]
-        ranked = candidates[np.argsort(-metric[i, candidates], kind="stable")]
-        for a in ranked[:topk]:
+        x1, y1, x2, y2 = gt_boxes[i]
+        if grow_small_gts:
+            side = second_smallest_stride(strides)
+            cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+            if x2 - x1 < side:
+                x1, x2 = cx - side / 2, cx + side / 2
+            if y2 - y1 < side:
+                y1, y2 = cy - side / 2, cy + side / 2
+        inside = min_distance_to_box(points, x1, y1, x2, y2) > inside_eps
+        if candidates == "topk_then_inside":
+            ranked = np.argsort(-metric[i], kind="stable")[:topk]
+            picks = [a for a in ranked if inside[a]]
+        elif candidates == "inside_then_topk":
+            inside_ids = np.nonzero(inside)[0]
+            picks = inside_ids[np.argsort(-metric[i, inside_ids], kind="stable")][:topk]
+        else:
+            raise ValueError(candidates)
+        for a in picks:
             if metric[i, a] > 0:
                 selected[i, a] = True
 
@@ -106,13 +139,24 @@ def tal_reference(
         if takers.size:
             gt_index[a] = takers[int(np.argmax(ious[takers, a]))]
 
+    soft_targets = np.zeros(num_anchors)
+    for g in range(num_gt):
+        positives = np.nonzero(gt_index == g)[0]
+        if positives.size == 0:
+            continue
+        largest_metric = metric[g, positives].max()
+        largest_iou = ious[g, positives].max()
+        for a in positives:
+            soft_targets[a] = metric[g, a] / (largest_metric + soft_target_eps) * largest_iou
+
     return _outputs(
         gt_index,
         gt_labels,
         ious,
         selected.sum(axis=1),
-        metric=inside_metric,
+        metric=metric,
         selected=selected,
+        soft_targets=soft_targets,
     )
 
 

@@ -70,11 +70,13 @@ def _anchor_boxes(points, strides, scale):
 
 
 def fcos_regress_ranges(strides):
-    """mmdet's ``((-1, 64), (64, 128), ..., (512, inf))`` rule for the distinct strides."""
+    """Contiguous ranges ``(8 * previous stride, 8 * stride)`` for the distinct strides,
+    -1 below the finest and inf above the coarsest: mmdet's ``((-1, 64), (64, 128),
+    (128, 256), (256, 512), (512, inf))`` for strides 8 to 128."""
     levels = sorted(set(strides.tolist()))
     ranges = []
     for i, s in enumerate(levels):
-        lo = -1.0 if i == 0 else 4.0 * s
+        lo = -1.0 if i == 0 else 8.0 * levels[i - 1]
         hi = math.inf if i == len(levels) - 1 else 8.0 * s
         ranges.append((lo, hi))
     return ranges

@@ -30,7 +30,23 @@ CASES = {
         tal_assign,
         tal_assign_batch,
         reference_aligned.tal_reference,
-        TALConfig(alpha=0.5, topk=10),
+        TALConfig.yolov8(),
+        True,
+    ),
+    # Ultralytics 8.4: short gt sides grown to the second stride for the inside test.
+    "tal_yolov8_grown": (
+        tal_assign,
+        tal_assign_batch,
+        reference_aligned.tal_reference,
+        TALConfig.yolov8(grow_small_gts=True),
+        False,
+    ),
+    # Mmdet's order with the YOLOv8 metric, an objectness logit and a zero eps.
+    "tal_topk_then_inside_obj": (
+        tal_assign,
+        tal_assign_batch,
+        reference_aligned.tal_reference,
+        TALConfig(alpha=0.5, topk=10, inside_eps=1e-9, soft_target_eps=0.0),
         True,
     ),
     "dsl": (dsl_assign, dsl_assign_batch, reference_aligned.dsl_reference, DSLConfig(), False),
@@ -41,9 +57,7 @@ ASSIGNERS = {"tal": CASES["tal"], "dsl": CASES["dsl"]}
 
 def _reference_kwargs(config):
     if isinstance(config, TALConfig):
-        return dict(
-            alpha=config.alpha, beta=config.beta, topk=config.topk, inside_eps=config.inside_eps
-        )
+        return {field: getattr(config, field) for field in TALConfig.__dataclass_fields__}
     return dict(
         topk=config.topk,
         iou_weight=config.iou_weight,
@@ -149,11 +163,94 @@ def test_matches_reference_loop_exactly(name):
             np.asarray(result.box_targets[i])[fg], scene.gt_boxes[want["gt_index"][fg]]
         )
         assert int(result.num_fg[i]) == fg.sum()
+        if name.startswith("tal"):
+            np.testing.assert_allclose(
+                np.asarray(result.soft_targets[i]), want["soft_targets"], rtol=2e-5, atol=1e-9
+            )
+        else:
+            assert result.soft_targets is None
         positives += fg.sum()
         conflicts += (want["selected"].sum(axis=0) > 1).sum()
     # The comparison must exercise many positives and the conflict rule.
     assert positives > 200
     assert conflicts > 5
+
+
+def test_tal_candidate_rules_differ_as_mmdet_and_ultralytics_do():
+    """Mmdet's top-k over all anchors loses the top-k anchors outside the gt: fewer
+    positives than ranking inside the gt first, on the same predictions. Growing short
+    gt sides (ultralytics 8.4) gives small gts more candidates."""
+    scenes = _scenes()
+    boxes, labels, masks, _ = zip(*(padded(s, MAX_GT) for s in scenes), strict=True)
+    stack = lambda key: np.stack([getattr(s, key) for s in scenes])
+    head = (stack("pred_boxes"), stack("cls_logits"), scenes[0].points, scenes[0].strides)
+    counts = {}
+    for name, config in {
+        "topk_then_inside": TALConfig.yolov8(candidates="topk_then_inside"),
+        "inside_then_topk": TALConfig.yolov8(),
+        "grown": TALConfig.yolov8(grow_small_gts=True),
+    }.items():
+        result = tal_assign_batch(
+            *head, np.stack(boxes), np.stack(labels), np.stack(masks), config=config
+        )
+        counts[name] = int(result.num_fg.sum())
+    # These scenes raise the gt's class only inside the gt, so the gap is smaller
+    # than on a real detector's predictions.
+    assert counts["topk_then_inside"] < counts["inside_then_topk"], counts
+    assert counts["grown"] > counts["inside_then_topk"], counts
+    # The default is mmdet's (TOOD), YOLOv8's preset ultralytics'.
+    assert TALConfig().candidates == "topk_then_inside" and TALConfig().inside_eps == 0.01
+    yolov8 = TALConfig.yolov8()
+    assert (yolov8.alpha, yolov8.beta, yolov8.topk) == (0.5, 6.0, 10)
+    assert yolov8.candidates == "inside_then_topk"
+
+
+def test_tal_topk_over_all_anchors_can_leave_a_gt_without_positives():
+    """A gt whose best-aligned anchors all sit outside it: mmdet's rule gives it none of
+    them, ultralytics' takes the best anchors inside it."""
+    scene = make_scene(np.random.default_rng(1), num_gt=1, image_size=(64, 64), strides=(8,))
+    gt = np.float32([[20.0, 20.0, 36.0, 36.0]])  # holds the points (28, 28) and around
+    points = scene.points
+    inside = (points[:, 0] > 20) & (points[:, 0] < 36) & (points[:, 1] > 20) & (points[:, 1] < 36)
+    pred, cls = scene.pred_boxes.copy(), scene.cls_logits.copy()
+    pred[:] = [21.0, 21.0, 35.0, 35.0]  # every anchor predicts the gt well
+    cls[:, scene.gt_labels[0]] = -2.0
+    cls[~inside, scene.gt_labels[0]] = 3.0  # but the outside anchors score higher
+    args = dict(pred_boxes=pred, cls_logits=cls, points=points, strides=scene.strides)
+    gts = dict(gt_boxes=gt, gt_labels=scene.gt_labels[:1])
+    for config, want_fg in (
+        (TALConfig(topk=4), 0),
+        (TALConfig(topk=4, candidates="inside_then_topk"), min(4, inside.sum())),
+    ):
+        result = tal_assign(**args, **gts, gt_mask=np.ones(1, bool), config=config)
+        want = reference_aligned.tal_reference(
+            **args, **gts, **{f: getattr(config, f) for f in TALConfig.__dataclass_fields__}
+        )
+        assert int(result.num_fg) == want["fg_mask"].sum() == want_fg
+        np.testing.assert_array_equal(result.gt_index, want["gt_index"])
+        np.testing.assert_allclose(result.soft_targets, want["soft_targets"], rtol=2e-5)
+
+
+def test_tal_grows_gt_sides_below_the_second_stride():
+    """Ultralytics 8.4: a 4 x 30 px gt between anchor columns has no point inside, but
+    grown to 16 x 30 about its centre it holds the nearest column."""
+    scene = make_scene(np.random.default_rng(2), num_gt=1, image_size=(64, 64))
+    gt = np.float32([[29.0, 16.0, 33.0, 46.0]])  # x centre 31: columns at 28 and 36
+    grown_inside = (
+        (scene.points[:, 0] > 23) & (scene.points[:, 0] < 39)
+        & (scene.points[:, 1] > 16) & (scene.points[:, 1] < 46)
+    )  # fmt: skip
+    pred = np.tile(np.float32([29.5, 16.5, 32.5, 45.0]), (len(scene.points), 1))
+    for grow, want_fg in ((False, 0), (True, min(10, grown_inside.sum()))):
+        config = TALConfig.yolov8(grow_small_gts=grow)
+        result = tal_assign(
+            pred, scene.cls_logits, scene.points, scene.strides, gt, scene.gt_labels[:1],
+            np.ones(1, bool), config=config,
+        )  # fmt: skip
+        assert int(result.num_fg) == want_fg
+        assert np.all(grown_inside[np.asarray(result.fg_mask)])
+    # One level: the smallest stride is the side.
+    np.testing.assert_array_equal(reference_aligned.second_smallest_stride([16.0, 16.0]), 16.0)
 
 
 @pytest.mark.parametrize("name", ["tal_yolov8_obj", "dsl"])
@@ -379,6 +476,8 @@ def test_wrong_shapes_and_dtypes_raise_clear_errors(name, small_scene):
         (TALConfig, dict(beta=float("nan"))),
         (TALConfig, dict(topk=0)),
         (TALConfig, dict(inside_eps=-0.1)),
+        (TALConfig, dict(candidates="inside")),
+        (TALConfig, dict(soft_target_eps=-1e-9)),
         (DSLConfig, dict(topk=0)),
         (DSLConfig, dict(iou_weight=-3.0)),
         (DSLConfig, dict(soft_center_radius=float("inf"))),

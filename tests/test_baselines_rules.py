@@ -305,6 +305,28 @@ def test_bad_configs_raise(make, match):
         make()
 
 
+def test_fcos_derived_ranges_are_mmdets_and_contiguous_for_other_strides():
+    """Strides 8 to 128 give mmdet's ``regress_ranges``; strides that skip a level (8, 32)
+    leave no gap: the coarse level starts where the fine one ends (64, not 4 * 32)."""
+    strides = np.float64([8, 16, 32, 64, 128])
+    assert reference_rules.fcos_regress_ranges(strides) == [
+        (-1, 64), (64, 128), (128, 256), (256, 512), (512, float("inf"))
+    ]  # fmt: skip
+    scene = make_scene(
+        np.random.default_rng(6), num_gt=0, image_size=(256, 256), strides=(8, 32),
+        gt_boxes=np.float32([[10, 10, 200, 190], [100, 40, 180, 130], [5, 150, 40, 250]]),
+    )  # fmt: skip
+    want = reference_rules.fcos_reference(
+        scene.pred_boxes, scene.points, scene.strides, scene.gt_boxes, scene.gt_labels
+    )
+    got = fcos_assign(*scene.args, np.ones(3, bool))
+    np.testing.assert_array_equal(got.gt_index, want["gt_index"])
+    np.testing.assert_array_equal(got.dynamic_k, want["dynamic_k"])
+    # The large gt's points on stride 32 regress 64 to 128 px: positive only without a gap.
+    coarse = scene.strides == 32
+    assert np.any(want["gt_index"][coarse] == 0)
+
+
 def test_regress_ranges_are_stored_hashable():
     config = FCOSAssignConfig(regress_ranges=[[-1, 64], [64, float("inf")]])
     assert config.regress_ranges == ((-1.0, 64.0), (64.0, float("inf")))

@@ -96,7 +96,9 @@ def test_changing_a_float_field_compiles_nothing_new(name, batch):
 def test_the_traced_values_are_used_and_static_fields_recompile(batch):
     loose = ota_jax.OTAConfig(center_radius=2.5)
     tight = ota_jax.OTAConfig(center_radius=0.3)  # traced: fewer candidates, fewer positives
-    fg = lambda config: int(np.asarray(ota_jax.ota_assign_batch(*batch, config=config).num_fg).sum())
+    fg = lambda config: int(
+        np.asarray(ota_jax.ota_assign_batch(*batch, config=config).num_fg).sum()
+    )
     assert fg(tight) < fg(loose)
     with COUNTER:
         fg(dataclasses.replace(loose, num_iters=7))

@@ -2,12 +2,14 @@
 
 A (gt, anchor point) pair is allowed when
 
-1. the point lies inside the gt: with centre sampling (the default) inside the
+1. the point lies inside the gt: with centre sampling (the default, as mmdet's FCOS
+   configs with centre sampling; ``FCOSHead``'s own default is without) inside the
    square of half-width ``center_radius * stride`` around the gt centre, clipped to
    the gt box, all four distances > 0; without, inside the gt box itself, all four
    distances > 0. With centre sampling only the square counts, as in mmdet.
 2. the largest of the four regression distances ``l, t, r, b`` from the point to the
-   gt box sides lies in the point's level range: ``lo <= max(l, t, r, b) <= hi``.
+   gt box sides lies in the point's level range: ``lo <= max(l, t, r, b) <= hi``
+   (``FCOSAssignConfig.regress_ranges``; by default mmdet's for strides 8 to 128).
 
 Each point takes the allowed gt of smallest area (the first gt on equal areas); a
 point allowed for no gt is background. Predictions play no part. ``dynamic_k`` is
@@ -44,18 +46,26 @@ __all__ = ["FCOSAssignConfig", "fcos_assign", "fcos_assign_batch"]
 
 @assigner_config
 class FCOSAssignConfig:
-    """FCOS assignment hyperparameters; the defaults are mmdetection's FCOS head.
+    """FCOS assignment hyperparameters; the defaults are those of mmdetection's FCOS
+    configs with centre sampling (``configs/fcos/fcos_r50-caffe_fpn_gn-head-center*``:
+    ``center_sampling=True, center_sample_radius=1.5``). ``FCOSHead``'s own default,
+    the original paper's rule, is ``center_sampling=False``.
 
     Attributes:
       center_sampling: allow only points in the gt's centre square (clipped to the box)
         instead of every point inside the box.
       center_radius: half-width of the centre square, in strides of the point's level.
       regress_ranges: one ``(lo, hi)`` per level (distinct stride, finest first): a
-        point may regress a gt when ``lo <= max(l, t, r, b) <= hi``. None derives
-        mmdet's ``((-1, 64), (64, 128), (128, 256), (256, 512), (512, inf))`` rule from
-        the strides: ``(4 * stride, 8 * stride)``, except ``lo = -1`` on the finest
-        level and ``hi = inf`` on the coarsest. Points on levels beyond the ranges
-        given are never positive (the number of levels is only known when tracing).
+        point may regress a gt when ``lo <= max(l, t, r, b) <= hi``. Points on levels
+        beyond the ranges given are never positive (the number of levels is only known
+        when tracing). None derives contiguous ranges from the strides ``s_0 < s_1 <
+        ...``: level ``i`` gets ``(8 * s_{i-1}, 8 * s_i)``, with ``lo = -1`` on the
+        finest level and ``hi = inf`` on the coarsest. For strides 8, 16, 32, 64, 128
+        that is exactly ``FCOSHead``'s default ``((-1, 64), (64, 128), (128, 256),
+        (256, 512), (512, INF))`` (the paper's ``m_i``), and for 8, 16, 32 its first
+        two ranges and ``(128, inf)``. Mmdet has no rule for other strides: it
+        asserts one explicit range per level (``FCOSHead.get_targets``), so pass
+        ``regress_ranges`` to match a mmdet config whose levels are not those.
     """
 
     center_sampling: bool = True
@@ -82,7 +92,12 @@ class FCOSAssignConfig:
 def _scale_ranges(strides: Array, config: FCOSAssignConfig) -> tuple[Array, Array]:
     """``lo [A]`` and ``hi [A]``: the regression range of each point's level."""
     if config.regress_ranges is None:
-        lo = jnp.where(strides == strides.min(), -1.0, 4 * strides)
+        # The next finer stride of each point's level: the largest stride below its own
+        # (the entry just before its first place in sorted order; unused on the finest).
+        ordered = jnp.sort(strides)
+        first = jnp.searchsorted(ordered, strides, side="left")
+        finer = ordered[jnp.maximum(first - 1, 0)]
+        lo = jnp.where(strides == strides.min(), -1.0, 8 * finer)
         hi = jnp.where(strides == strides.max(), jnp.inf, 8 * strides)
         return lo, hi
     # An extra empty range (lo > hi) for levels the config does not cover.
