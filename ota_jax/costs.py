@@ -31,10 +31,8 @@ __all__ = [
 def _gather_classes(per_class: Array, labels: Array) -> Array:
     """``per_class [A, C]`` at each gt's class: ``[M, A]``."""
     # Rows of the transpose, not columns transposed: XLA:CPU then computes the cost
-    # on [M, A] with anchors innermost. The other way its fused kernel ran on a
-    # [M, 1, A, 1] gather with a trailing axis of one, element by element: SimOTA
-    # took 1.1x as long (2-core CPU, interleaved in one process); OTA's time did not
-    # change.
+    # on [M, A] with anchors innermost instead of element by element on a trailing
+    # axis of one (measured in docs/performance_history.md).
     return jnp.take(per_class.T, labels, axis=0, mode="clip")
 
 

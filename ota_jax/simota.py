@@ -184,9 +184,9 @@ def _simota_one_image(
 
     The gts are taken in slices when the image is too large for one step on a CPU
     (`buckets.gt_slices`): each gt's cost, dynamic k and choices depend on its own
-    row only, and the conflicts' votes merge exactly (`merge_votes`). A whole
-    fcos1024 image at 100 gts held four ``[100, 21824]`` arrays at once, and the
-    call's temporaries outgrew glibc's mmap threshold (see `buckets.images_at_once`).
+    row only, and the conflicts' votes merge exactly (`merge_votes`). Whole, a large
+    image's ``[M, A]`` arrays outgrow glibc's mmap threshold (see
+    `buckets.images_at_once`; numbers in ``docs/performance_history.md``).
     """
     # Every gt, cleaned. Its [M, A] IoUs are used only when the gts are not sliced
     # (else they are dead code, and each slice computes its own).
