@@ -34,6 +34,7 @@ from ota_jax.compaction import (
     needed_columns,
     per_anchor_plan,
     solve_compacted,
+    take_rows,
 )
 from ota_jax.costs import focal_loss_negative, focal_relative_cost, joint_logits
 from ota_jax.dynamic_k import dynamic_k
@@ -285,7 +286,9 @@ def _assign_image(
 
     # The compacted problem is the image's problem on the kept anchors.
     index, valid = kept_columns(needed, columns)
-    kept_args = [x if x is None or i in (4, 5, 6) else x[index] for i, x in enumerate(args)]
+    kept_args = [
+        x if x is None or i in (4, 5, 6) else take_rows(x, index) for i, x in enumerate(args)
+    ]
     problem = _problem(*kept_args, config=config, valid=valid)
     inputs = problem.inputs
     k, supply = _supplies(inputs.ious, problem.candidates, inputs.gt_mask, num_anchors, config)

@@ -23,7 +23,7 @@ from ota_jax.assignment import (
     public_assigners,
 )
 from ota_jax.boxes import elementwise_iou
-from ota_jax.compaction import true_indices
+from ota_jax.compaction import take_rows, true_indices
 from ota_jax.costs import bce_background_cost, bce_class_cost
 from ota_jax.dynamic_k import Votes, dynamic_k, matching_votes, merge_votes, resolve_votes
 from ota_jax.priors import inside_boxes, inside_centre_regions
@@ -98,7 +98,7 @@ def _assign_at_size(
     def compacted(boxes, logits, gts, labels, mask, obj, anchors):
         # Gather the image's prefiltered anchors; SimOTA never looks at the others.
         index = true_indices(anchors, columns, num_anchors)
-        take = lambda x: None if x is None else jnp.take(x, index, axis=0, mode="clip")
+        take = lambda x: None if x is None else take_rows(x, index, mode="clip")
         compact = per_image(
             take(boxes),
             take(logits),
