@@ -37,6 +37,7 @@ from ota_jax._src.compaction import (
     per_anchor_plan,
     smallest_indices,
     solve_compacted,
+    take_rows,
 )
 from ota_jax._src.config import assigner_config
 from ota_jax._src.inputs import (
@@ -261,7 +262,7 @@ def _assign_compacted(
     ``needed [A]`` ones, padded) and one folded column for all the others."""
     num_anchors = image.points.shape[0]
     index, valid = kept_columns(needed, columns)
-    take = lambda x: None if x is None else x[index]
+    take = lambda x: None if x is None else take_rows(x, index)
     kept = image._replace(
         pred_boxes=take(image.pred_boxes),
         cls_logits=take(image.cls_logits),

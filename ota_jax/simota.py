@@ -14,7 +14,7 @@ from jax import Array
 from jax.typing import ArrayLike
 
 from ota_jax._src import buckets
-from ota_jax._src.compaction import true_indices
+from ota_jax._src.compaction import take_rows, true_indices
 from ota_jax._src.config import assigner_config
 from ota_jax._src.inputs import (
     AssignArgs,
@@ -109,7 +109,7 @@ def _assign_at_size(
     def compacted(boxes, logits, gts, labels, mask, obj, anchors):
         # Gather the image's prefiltered anchors; SimOTA never looks at the others.
         index = true_indices(anchors, columns, num_anchors)
-        take = lambda x: None if x is None else jnp.take(x, index, axis=0, mode="clip")
+        take = lambda x: None if x is None else take_rows(x, index, mode="clip")
         compact = per_image(
             take(boxes),
             take(logits),

@@ -284,9 +284,10 @@ def gt_slices(num_gt: int, num_anchors: int) -> int:
 
 def vmap_in_chunks(fn: Callable, chunk: int, *batched):
     """``jax.vmap(fn)(*batched)``, ``chunk`` images (a divisor of the batch) at a time
-    in a loop. ``None`` arguments pass through as ``None``."""
+    in a loop, unless the batch is split over devices (all at once: each device's are its
+    own). ``None`` arguments pass through as ``None``."""
     num_images = batched[0].shape[0]
-    if chunk >= num_images:
+    if chunk >= num_images or _on_devices(batched[0]):
         return jax.vmap(fn)(*batched)
 
     def step(i):
@@ -299,6 +300,15 @@ def vmap_in_chunks(fn: Callable, chunk: int, *batched):
 
     out = jax.lax.map(step, jnp.arange(num_images // chunk))
     return jax.tree.map(lambda y: y.reshape(num_images, *y.shape[2:]), out)
+
+
+def _on_devices(x: Array) -> bool:
+    """Whether ``x``'s leading (image) axis may be split over devices: sharded over an
+    Explicit mesh axis, or traced under a mesh of several devices (Auto axes don't show in
+    types). A chunk of the global batch is then no device's own images: an Explicit axis
+    refuses to slice it, an Auto one gathers every image onto every device."""
+    spec = jax.typeof(x).sharding.spec
+    return (len(spec) > 0 and spec[0] is not None) or jax.sharding.get_abstract_mesh().size > 1
 
 
 # On a CPU, the most gts `any_over_gts` tests at once.

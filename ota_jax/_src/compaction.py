@@ -27,6 +27,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from jax import Array
+from jax.sharding import PartitionSpec as P
 
 from ota_jax.transport import Transport, solve_transport
 
@@ -38,6 +39,7 @@ __all__ = [
     "smallest_in_chunks",
     "smallest_indices",
     "solve_compacted",
+    "take_rows",
     "true_indices",
 ]
 
@@ -76,7 +78,7 @@ def true_indices(mask: Array, size: int, fill_value: int) -> Array:
     counts = jax.lax.population_count(words).astype(jnp.int32)
     through = jnp.cumsum(counts)  # True entries up to and including each word
     rank = jnp.arange(size, dtype=jnp.int32)  # output k is the True entry of rank k
-    word_index = jnp.searchsorted(through, rank + 1, method="scan_unrolled").astype(jnp.int32)
+    word_index = _count_below(through, rank + 1)
     found = word_index < num_words
     word_index = jnp.minimum(word_index, num_words - 1)
     rank_in_word = rank - (through[word_index] - counts[word_index])
@@ -87,6 +89,33 @@ def true_indices(mask: Array, size: int, fill_value: int) -> Array:
         below = jax.lax.population_count(word & (jnp.left_shift(one, bit + step) - one))
         bit = jnp.where(below.astype(jnp.int32) <= rank_in_word, bit + step, bit)
     return jnp.where(found, word_index * _WORD + bit.astype(jnp.int32), fill_value)
+
+
+def _count_below(ascending: Array, query: Array) -> Array:
+    """``[Q]`` int32: how many entries of ``ascending [N]`` (int32) are below each
+    ``query [Q]`` (below int32's max): ``jnp.searchsorted(ascending, query)``."""
+    # Not searchsorted: JAX 0.10 can't vmap its scan over an Explicit-sharded batch axis.
+    size = (1 << ascending.shape[0].bit_length()) - 1  # 2^k - 1: every probe in range
+    top = jnp.iinfo(jnp.int32).max
+    ascending = jnp.pad(ascending, (0, size - ascending.shape[0]), constant_values=top)
+    count = jnp.zeros(query.shape, jnp.int32)
+    step = (size + 1) // 2
+    while step:  # binary search: add each power of two that keeps the count below
+        probe = count + step
+        count = jnp.where(ascending[probe - 1] < query, probe, count)
+        step //= 2
+    return count
+
+
+def take_rows(x: Array, index: Array, mode: str | None = None) -> Array:
+    """``x[index]`` (``mode`` as for ``jnp.take``): the rows ``index [K]`` of ``x [A, ...]``,
+    also where ``x`` is shared by every image of a vmap (the anchor points and strides) and
+    ``index`` is per image."""
+    sharding = jax.typeof(index).sharding
+    # On an Explicit mesh JAX won't infer a gather's sharding from a replicated x and
+    # batch-sharded indices (vmap adds the batch axis to this per-image P()): we say it.
+    out_sharding = sharding.update(spec=P()) if sharding.mesh.explicit_axes else None
+    return x.at[index].get(mode=mode, out_sharding=out_sharding)
 
 
 # Anchors per chunk of `smallest_indices`' first stage on an accelerator.
