@@ -22,7 +22,7 @@ jax.config.update("jax_disable_most_optimizations", True)
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 import ota_jax
 from ota_jax.assigners import ASSIGNERS
-from ota_jax.compaction import take_rows, true_indices
+from ota_jax._src.compaction import take_rows, true_indices
 from tests.scenes import make_scene, padded
 
 assert jax.device_count() == 8, jax.devices()
