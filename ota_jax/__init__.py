@@ -26,6 +26,7 @@ from ota_jax.baselines import (
     tal_assign,
     tal_assign_batch,
 )
+from ota_jax.buckets import Sizes, resolve_sizes
 from ota_jax.dynamic_k import dynamic_k
 from ota_jax.ota import OTAConfig, ota_assign, ota_assign_batch
 from ota_jax.simota import SimOTAConfig, simota_assign, simota_assign_batch
@@ -41,6 +42,7 @@ __all__ = [
     "MaxIoUConfig",
     "OTAConfig",
     "SimOTAConfig",
+    "Sizes",
     "TALConfig",
     "Transport",
     "anchor_points",
@@ -60,6 +62,7 @@ __all__ = [
     "ota_assign",
     "ota_assign_batch",
     "priors",
+    "resolve_sizes",
     "simota_assign",
     "simota_assign_batch",
     "solve_transport",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
@@ -213,6 +214,7 @@ def public_assigners(
         obj_logits: ArrayLike | None = None,
         config: Any = default,
     ) -> Assignment:
+        config = resolved_sizes(config)
         args = (pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits)
         return assign_one_image(assign_batch, args, config)
 
@@ -228,6 +230,7 @@ def public_assigners(
         obj_logits: ArrayLike | None = None,
         config: Any = default,
     ) -> Assignment:
+        config = resolved_sizes(config)
         args = (pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits)
         args = check_inputs(args, batched=True)
         if args[6].shape[0] == 0:  # static: no image at all
@@ -251,6 +254,14 @@ def public_assigners(
         function.__annotations__["config"] = config_class.__name__
         functions.append(jax.jit(function, static_argnames=("config",)))
     return functions[0], functions[1]
+
+
+def resolved_sizes(config: Any) -> Any:
+    """``config`` with its ``sizes`` field resolved (`ota_jax.buckets.resolve_sizes`)."""
+    from ota_jax.buckets import resolve_sizes  # buckets imports this module
+
+    sizes = resolve_sizes(config.sizes)
+    return config if sizes is config.sizes else dataclasses.replace(config, sizes=sizes)
 
 
 def _no_images(assign_batch, args: tuple, config) -> Assignment:

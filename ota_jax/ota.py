@@ -65,6 +65,9 @@ class OTAConfig:
         problem. ``None``: always dense.
       extra_columns: anchors kept for each gt without any candidate.
       return_transport: also return the cost, plan and marginal errors.
+      sizes: the static sizes it runs at: ``"auto"``, ``"cpu"``, ``"accelerator"``,
+        ``"off"`` (one program at the padded size) or a `ota_jax.Sizes` (see
+        `ota_jax.resolve_sizes`).
     """
 
     center_radius: float = 2.5
@@ -80,6 +83,7 @@ class OTAConfig:
     max_columns: int | None = 4096
     extra_columns: int = 16
     return_transport: bool = False
+    sizes: str | buckets.Sizes = "auto"
 
     def __post_init__(self):
         if self.candidate_topk < 1 or self.num_iters < 1:
@@ -183,7 +187,9 @@ def _needed_anchors(args: tuple, config: OTAConfig) -> Array:
     that one host read of a branch index instead of two gained little (1.01x
     yolox640, 1.05x fcos1024): this switch, which holds no loop, runs as a CUDA
     graph conditional, whose launch leaves the device idle about as long."""
-    return buckets.on_real_gts(args, partial(_needed_at_real_gts, config=config))
+    return buckets.on_real_gts(
+        args, partial(_needed_at_real_gts, config=config), sizes=config.sizes
+    )
 
 
 def _needed_at_real_gts(args: tuple, config: OTAConfig) -> Array:
@@ -351,10 +357,12 @@ def _assign_batch(args: tuple, config: OTAConfig) -> Assignment:
     """The anchors each image keeps first (`_needed_anchors`), then the transport at
     the gt and column buckets that hold the batch, chosen in one switch."""
     if config.max_columns is None or args[6].shape[1] == 0:  # always dense: nothing to keep
-        return buckets.by_real_gts(args, partial(_assign_real_gts, config=config, needed=None))
+        run = partial(_assign_real_gts, config=config, needed=None)
+        return buckets.by_real_gts(args, run, sizes=config.sizes)
     needed = _needed_anchors(args, config)
     run = partial(_assign_real_gts, config=config, needed=needed)
-    return buckets.by_real_gts(args, run, columns=(needed.sum(axis=1).max(), config.max_columns))
+    columns = (needed.sum(axis=1).max(), config.max_columns)
+    return buckets.by_real_gts(args, run, sizes=config.sizes, columns=columns)
 
 
 ota_assign, ota_assign_batch = public_assigners(

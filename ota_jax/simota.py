@@ -48,6 +48,9 @@ class SimOTAConfig:
         static bound on the labels one gt can take.
       iou_weight: weight of the ``-log(IoU + 1e-8)`` cost.
       penalty: cost added to pairs the prior does not allow.
+      sizes: the static sizes it runs at: ``"auto"``, ``"cpu"``, ``"accelerator"``,
+        ``"off"`` (one program at the padded size) or a `ota_jax.Sizes` (see
+        `ota_jax.resolve_sizes`).
     """
 
     center_radius: float = 1.5
@@ -55,6 +58,7 @@ class SimOTAConfig:
     candidate_topk: int = 10
     iou_weight: float = 3.0
     penalty: float = 1e6
+    sizes: str | buckets.Sizes = "auto"
 
     def __post_init__(self):
         if self.prior not in ("center", "box_and_center"):
@@ -86,7 +90,7 @@ def _assign_at_size(
     pred_boxes, cls_logits, points, strides = args[:4]
     num_anchors = points.shape[0]
     num_images, num_gt = args[6].shape
-    chunk = buckets.images_at_once(num_images, num_gt * (columns or num_anchors))
+    chunk = buckets.images_at_once(num_images, num_gt * (columns or num_anchors), config.sizes)
     per_image = partial(_simota_one_image, config=config)
     if columns is None:
         every_anchor = jnp.ones(num_anchors, bool)
@@ -118,18 +122,28 @@ def _assign_at_size(
 def _prefilter_batch(points, strides, gt_boxes, gt_mask, config: SimOTAConfig) -> Array:
     """``[B, A]`` prefiltered anchors of every image."""
     pairs = lambda boxes, mask: _pair_geometry(points, strides, boxes, mask, config)[0]
-    return buckets.any_over_gts(jax.vmap(pairs), gt_boxes, gt_mask)
+    return buckets.any_over_gts(jax.vmap(pairs), gt_boxes, gt_mask, config.sizes)
 
 
 def _assign_batch(args: tuple, config: SimOTAConfig) -> Assignment:
-    return buckets.by_real_gts(args, partial(_assign_real_gts, config=config))
-
-
-def _assign_real_gts(args: tuple, config: SimOTAConfig) -> Assignment:
-    _, _, points, strides, gt_boxes, _, gt_mask, _ = args
-    prefilter = _prefilter_batch(points, strides, gt_boxes, gt_mask, config)
+    """The prefilter on the real gts' bucket first, then the assignment at the gt and
+    column buckets that hold the batch, chosen in one switch: each bucket compiles
+    the prefilter once, not once per column bucket (see docs/performance_history.md)."""
+    num_anchors = args[2].shape[0]
+    if args[6].shape[1] == 0:  # no gt slot: background, nothing to prefilter
+        run = partial(_assign_at_size, config=config, prefilter=None, columns=None)
+        return buckets.by_real_gts(args, run, sizes=config.sizes)
+    find = partial(_prefilter_args, config=config)
+    prefilter = buckets.on_real_gts(args, find, sizes=config.sizes)
     run = partial(_assign_at_size, config=config, prefilter=prefilter)
-    return buckets.by_columns(args, prefilter.sum(axis=1).max(), points.shape[0], run)
+    columns = (prefilter.sum(axis=1).max(), num_anchors)
+    return buckets.by_real_gts(args, run, sizes=config.sizes, columns=columns)
+
+
+def _prefilter_args(args: tuple, config: SimOTAConfig) -> Array:
+    """`_prefilter_batch` of the batched assigner arguments."""
+    _, _, points, strides, gt_boxes, _, gt_mask, _ = args
+    return _prefilter_batch(points, strides, gt_boxes, gt_mask, config)
 
 
 def _scatter_anchors(
@@ -201,7 +215,7 @@ def _simota_one_image(
         k = dynamic_k(part.ious, prefilter, part.gt_mask, topk=topk)
         return k, matching_votes(cost, k, prefilter, part.gt_mask, topk=topk, first_gt=first_gt)
 
-    steps = buckets.gt_slices(num_gt, num_anchors)
+    steps = buckets.gt_slices(num_gt, num_anchors, config.sizes)
     if steps == 1:
         k, votes = votes_of(inputs, 0)
         return make_assignment(resolve_votes(votes), inputs, k)

@@ -53,11 +53,15 @@ class FCOSAssignConfig:
         the strides: ``(4 * stride, 8 * stride)``, except ``lo = -1`` on the finest
         level and ``hi = inf`` on the coarsest. Points on levels beyond the ranges
         given are never positive (the number of levels is only known when tracing).
+      sizes: the static sizes it runs at: ``"auto"``, ``"cpu"``, ``"accelerator"``,
+        ``"off"`` (one program at the padded size) or a `ota_jax.Sizes` (see
+        `ota_jax.resolve_sizes`).
     """
 
     center_sampling: bool = True
     center_radius: float = 1.5
     regress_ranges: tuple[tuple[float, float], ...] | None = None
+    sizes: str | buckets.Sizes = "auto"
 
     def __post_init__(self):
         if not self.center_radius > 0:
@@ -126,7 +130,8 @@ def _fcos_one_image(
 
 
 def _assign_batch(args: tuple, config: FCOSAssignConfig) -> Assignment:
-    return buckets.by_real_gts(args, partial(vmap_images, _fcos_one_image, config=config))
+    run = partial(vmap_images, _fcos_one_image, config=config)
+    return buckets.by_real_gts(args, run, sizes=config.sizes)
 
 
 fcos_assign, fcos_assign_batch = public_assigners(

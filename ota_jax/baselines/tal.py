@@ -59,12 +59,16 @@ class TALConfig:
       topk: anchors each gt takes at most (the top of its metric).
       inside_eps: an anchor point is inside a gt box when every side is farther
         than this (ultralytics 1e-9, mmdet 0.01).
+      sizes: the static sizes it runs at: ``"auto"``, ``"cpu"``, ``"accelerator"``,
+        ``"off"`` (one program at the padded size) or a `ota_jax.Sizes` (see
+        `ota_jax.resolve_sizes`).
     """
 
     alpha: float = 1.0
     beta: float = 6.0
     topk: int = 13
     inside_eps: float = 1e-9
+    sizes: str | buckets.Sizes = "auto"
 
     def __post_init__(self):
         if not (math.isfinite(self.alpha) and self.alpha >= 0):
@@ -127,7 +131,8 @@ def _tal_one_image(
 
 
 def _assign_batch(args: tuple, config: TALConfig) -> Assignment:
-    return buckets.by_real_gts(args, partial(vmap_images, _tal_one_image, config=config))
+    run = partial(vmap_images, _tal_one_image, config=config)
+    return buckets.by_real_gts(args, run, sizes=config.sizes)
 
 
 tal_assign, tal_assign_batch = public_assigners(
