@@ -40,6 +40,7 @@ __all__ = [
     "ACCELERATOR_SIZES",
     "CHOICES",
     "CPU_SIZES",
+    "SMALL_PAIRS",
     "Sizes",
     "any_over_gts",
     "bucket_index",
@@ -106,8 +107,13 @@ class Sizes:
 # (`images_at_once`), and the most gts `any_over_gts` tests at once.
 _CPU_CHUNKS = {"pairs_at_once": 1 << 18, "gts_at_once": 32}
 
-CPU_SIZES = Sizes(gt_start=8, column_start=512, factor=2, **_CPU_CHUNKS)
-ACCELERATOR_SIZES = Sizes(gt_start=8, column_start=1024, factor=4)
+# Problems of at most this many gt-anchor pairs run unbucketed (a tiny detector's
+# 16 gts x 1364 anchors: one program compiles several times faster than the buckets
+# and runs in well under a millisecond more; see docs/performance_history.md).
+SMALL_PAIRS = 1 << 15
+
+CPU_SIZES = Sizes(gt_start=8, column_start=512, factor=2, max_pairs=SMALL_PAIRS, **_CPU_CHUNKS)
+ACCELERATOR_SIZES = Sizes(gt_start=8, column_start=1024, factor=4, max_pairs=SMALL_PAIRS)
 
 # The names `resolve_sizes` takes besides "auto" (also the values of OTA_JAX_BUCKETS).
 CHOICES = ("cpu", "accelerator", "off")
@@ -250,6 +256,9 @@ def _pairs(gt_sizes: Sequence[int], column_sizes: Sequence[int], sizes: Sizes):
     (``sizes.paired``), else every gt size with every column size, gt-major (the
     first that fits has the smallest gt and column sizes that do)."""
     if sizes.paired:
+        # A column size within a factor of all anchors buys little: the pair after it.
+        *smaller, every = column_sizes
+        column_sizes = (*(c for c in smaller if c * sizes.factor <= every), every)
         steps = max(len(gt_sizes), len(column_sizes))
         at = lambda ladder, i: ladder[min(i, len(ladder) - 1)]
         return [(at(gt_sizes, i), at(column_sizes, i)) for i in range(steps)]

@@ -203,7 +203,7 @@ def test_simota_assigns_a_crowded_batch_a_few_images_at_a_time_as_the_reference(
     scenes = [make_scene(rng, num_gt=100, image_size=(192, 192)) for _ in range(4)]
     num_anchors = scenes[0].points.shape[0]
     stack = lambda name: np.stack([getattr(s, name) for s in scenes])
-    config = ota_jax.SimOTAConfig(sizes="cpu")
+    config = ota_jax.SimOTAConfig(sizes=ota_jax.buckets.CPU_SIZES)
     # Every image has more prefiltered anchors than the smallest column bucket
     # holds, so the dense bucket (all 756 anchors) runs, two images a step.
     prefilter = _prefilter_batch(
