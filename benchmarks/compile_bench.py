@@ -19,7 +19,8 @@ Targets:
   compiled into it), the baseline.
 
 A policy is a name (``auto``, ``cpu``, ``accelerator``, ``off``) or ``Sizes``
-fields, ``key=value`` joined by ``+`` (``gt_start=16+column_start=512+paired=1``).
+fields, ``key=value`` joined by ``+`` (``gt_start=16+column_start=512+max_pairs=0``;
+``pairs=16x512/32x2048/allx2048``: ``(gts, columns)`` pairs, ``all`` for every gt slot).
 
 Examples::
 
@@ -77,18 +78,22 @@ def parse_policy(text: str):
     fields = {}
     for item in text.split("+"):
         key, _, value = item.partition("=")
-        fields[key] = None if value == "none" else int(value)
-    if "paired" in fields:
-        fields["paired"] = bool(fields["paired"])
+        if key == "pairs":  # gtsxcolumns joined by "/", "all" gts for every slot
+            pairs = [pair.split("x") for pair in value.split("/")]
+            fields[key] = tuple((None if g == "all" else int(g), int(c)) for g, c in pairs)
+        else:
+            fields[key] = None if value == "none" else int(value)
     return Sizes(**fields)
 
 
 def _timed(call, warmup: int, repeats: int) -> dict:
     import jax
 
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     jax.block_until_ready(call())
     first_s = time.perf_counter() - start
+    # CPU seconds of all threads: less moved than wall time by other processes' load.
+    first_cpu_s = time.process_time() - start_cpu
     for _ in range(warmup):
         jax.block_until_ready(call())
     times = []
@@ -96,7 +101,12 @@ def _timed(call, warmup: int, repeats: int) -> dict:
         start = time.perf_counter()
         jax.block_until_ready(call())
         times.append((time.perf_counter() - start) * 1e3)
-    return {"first_call_s": first_s, "ms": statistics.median(times), "ms_min": min(times)}
+    return {
+        "first_call_s": first_s,
+        "first_call_cpu_s": first_cpu_s,
+        "ms": statistics.median(times),
+        "ms_min": min(times),
+    }
 
 
 def _assigner_call(args: argparse.Namespace, assigner: str, policy: str):
@@ -196,8 +206,10 @@ def summarize(runs: list[dict]) -> list[dict]:
                 "policy": policy,
                 "rounds": len(mine),
                 "first_call_s": statistics.median(r["first_call_s"] for r in mine),
+                "first_call_cpu_s": statistics.median(r["first_call_cpu_s"] for r in mine),
                 "ms": statistics.median(r["ms"] for r in mine),
                 "first_call_s_all": [r["first_call_s"] for r in mine],
+                "first_call_cpu_s_all": [r["first_call_cpu_s"] for r in mine],
                 "ms_all": [r["ms"] for r in mine],
             }
         )
@@ -205,12 +217,16 @@ def summarize(runs: list[dict]) -> list[dict]:
         base_policy = "fixed" if row["target"] == "step" else "off"
         base = [r for r in rows if (r["target"], r["policy"]) == (row["target"], base_policy)]
         # Ratios within a round, then their median: a load change moves both alike.
-        firsts, speedups = [], []
+        firsts, firsts_cpu, speedups = [], [], []
         for i in range(row["rounds"]):
             if base and i < base[0]["rounds"]:
                 firsts.append(row["first_call_s_all"][i] / base[0]["first_call_s_all"][i])
+                firsts_cpu.append(
+                    row["first_call_cpu_s_all"][i] / base[0]["first_call_cpu_s_all"][i]
+                )
                 speedups.append(base[0]["ms_all"][i] / row["ms_all"][i])
         row["first_call_vs_base"] = statistics.median(firsts) if firsts else None
+        row["first_call_cpu_vs_base"] = statistics.median(firsts_cpu) if firsts_cpu else None
         row["later_speedup_vs_base"] = statistics.median(speedups) if speedups else None
         row["base_policy"] = base_policy if base else None
     return rows
@@ -218,16 +234,17 @@ def summarize(runs: list[dict]) -> list[dict]:
 
 def markdown_table(rows: list[dict]) -> str:
     lines = [
-        "| target | sizes | first call s | ms per later call | first call / baseline's "
-        "| later-call speed-up over baseline |",
-        "|---|---|---|---|---|---|",
+        "| target | sizes | first call s | first call CPU s | ms per later call "
+        "| first call / baseline's (wall, CPU) | later-call speed-up over baseline |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        first = r["first_call_vs_base"]
+        first, first_cpu = r["first_call_vs_base"], r["first_call_cpu_vs_base"]
         speed = r["later_speedup_vs_base"]
         lines.append(
-            f"| {r['target']} | `{r['policy']}` | {r['first_call_s']:.2f} | {r['ms']:.3g} "
-            f"| {'—' if first is None else f'{first:.2f}x'} "
+            f"| {r['target']} | `{r['policy']}` | {r['first_call_s']:.2f} "
+            f"| {r['first_call_cpu_s']:.2f} | {r['ms']:.3g} "
+            f"| {'—' if first is None else f'{first:.2f}x, {first_cpu:.2f}x'} "
             f"| {'—' if speed is None else f'{speed:.1f}x'} |"
         )
     return "\n".join(lines)
@@ -270,7 +287,8 @@ def run(argv=None) -> dict:
         "rounds": args.rounds,
         "quick": args.quick,
         "timing": "each target and policy in a fresh process, no persistent compilation "
-        "cache; first call = trace + compile + one run; later = median of repeats after "
+        "cache; first call = trace + compile + one run (wall, and CPU seconds of all "
+        "threads); later = median of repeats after "
         "warmup; medians over interleaved rounds; ratios taken within a round",
         "rows": rows,
         "runs": runs,

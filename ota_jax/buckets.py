@@ -72,8 +72,11 @@ class Sizes:
       column_start: the smallest anchor-column bucket; None: no column buckets (OTA
         still compacts to its ``max_columns``).
       factor: the growth from one bucket to the next.
-      paired: gt and column sizes grow together, one ladder of ``(gts, columns)``
-        pairs, instead of every gt size with every column size.
+      pairs: the ``(gts, columns)`` buckets themselves, in the order they are tried
+        (cheapest first), instead of every gt size with every column size; a size is
+        rounded up to the buckets the other pairs make, None gts means every gt slot.
+        ``(all gts, the largest gathered size)`` and ``(all gts, all anchors)`` end it.
+        Gt-only switches use its gt sizes. Empty: the ladders above.
       max_pairs: problems of at most this many gt-anchor pairs (padded ``M * A``) run
         at their padded size, unbucketed. 0: always bucket.
       pairs_at_once: the gt-anchor pairs one step of `vmap_in_chunks` may hold
@@ -84,7 +87,7 @@ class Sizes:
     gt_start: int | None = 8
     column_start: int | None = 512
     factor: int = 2
-    paired: bool = False
+    pairs: tuple[tuple[int | None, int], ...] = ()
     max_pairs: int = 0
     pairs_at_once: int | None = None
     gts_at_once: int | None = None
@@ -157,9 +160,7 @@ def resolve_sizes(sizes: str | Sizes = "auto", backend: str | None = None) -> Si
 
 def _checked(sizes: Sizes) -> Sizes:
     if not isinstance(sizes, Sizes):
-        raise TypeError(
-            f"expected resolved Sizes, got {sizes!r}: call resolve_sizes outside jit"
-        )
+        raise TypeError(f"expected resolved Sizes, got {sizes!r}: call resolve_sizes outside jit")
     return sizes
 
 
@@ -252,17 +253,21 @@ def by_real_gts(
 
 
 def _pairs(gt_sizes: Sequence[int], column_sizes: Sequence[int], sizes: Sizes):
-    """The ``(gts, columns)`` buckets: one ladder where both grow together
-    (``sizes.paired``), else every gt size with every column size, gt-major (the
-    first that fits has the smallest gt and column sizes that do)."""
-    if sizes.paired:
-        # A column size within a factor of all anchors buys little: the pair after it.
-        *smaller, every = column_sizes
-        column_sizes = (*(c for c in smaller if c * sizes.factor <= every), every)
-        steps = max(len(gt_sizes), len(column_sizes))
-        at = lambda ladder, i: ladder[min(i, len(ladder) - 1)]
-        return [(at(gt_sizes, i), at(column_sizes, i)) for i in range(steps)]
-    return [(rows, c) for rows in gt_sizes for c in column_sizes]
+    """The ``(gts, columns)`` buckets in the order they are tried: ``sizes.pairs``
+    rounded up to the gt and column sizes, then every gt slot with the two largest
+    column sizes, leaving out a pair that an earlier one holds; without
+    ``sizes.pairs``, every gt size with every column size, gt-major (the first that
+    fits has the smallest gt and column sizes that do)."""
+    if not sizes.pairs or len(gt_sizes) * len(column_sizes) == 1:
+        return [(rows, c) for rows in gt_sizes for c in column_sizes]
+    up = lambda ladder, size: next(s for s in ladder if s >= size)
+    wanted = [(up(gt_sizes, g or gt_sizes[-1]), up(column_sizes, c)) for g, c in sizes.pairs]
+    wanted += [(gt_sizes[-1], c) for c in column_sizes[-2:]]
+    pairs = []
+    for rows, c in wanted:
+        if not any(r >= rows and k >= c for r, k in pairs):
+            pairs.append((rows, c))
+    return pairs
 
 
 def on_real_gts(args: tuple, run: Callable[[tuple], Any], *, sizes: Sizes) -> Any:
@@ -295,7 +300,11 @@ def _gt_buckets(args: tuple, sizes: Sizes) -> tuple[Array, tuple[int, ...], Arra
     gt_mask = args[6]
     num_gt = gt_mask.shape[1]
     start = _checked(sizes).gt_start
-    if start is None or _unbucketed(sizes, num_gt, args[2].shape[0]):
+    if _unbucketed(sizes, num_gt, args[2].shape[0]):
+        gt_sizes = (num_gt,)
+    elif sizes.pairs:
+        gt_sizes = tuple(sorted({min(g or num_gt, num_gt) for g, _ in sizes.pairs} | {num_gt}))
+    elif start is None:
         gt_sizes = (num_gt,)
     else:
         gt_sizes = ladder(num_gt, start=start, factor=sizes.factor)
@@ -311,7 +320,11 @@ def _column_ladder(
     if limit is not None:
         top = min(limit, num_anchors)
         start = _checked(sizes).column_start
-        if start is None or _unbucketed(sizes, num_gt, num_anchors):
+        if _unbucketed(sizes, num_gt, num_anchors):
+            found = (top,)
+        elif sizes.pairs:
+            found = tuple(sorted({min(c, top) for _, c in sizes.pairs} | {top}))
+        elif start is None:
             found = (top,)
         else:
             found = ladder(top, start=start, factor=sizes.factor)

@@ -171,8 +171,9 @@ def _costs(problem: _Problem, config: OTAConfig) -> Array:
 
 
 # Gts without candidates whose cheapest anchors an image searches for on their own
-# rows; an image with more searches with every gt row.
+# rows; an image with more searches with 16 rows, or every gt row.
 _CANDIDATE_LESS_ROWS = 4
+_CANDIDATE_LESS_SEARCHES = (_CANDIDATE_LESS_ROWS, 16)
 
 
 def _needed_anchors(args: tuple, config: OTAConfig) -> Array:
@@ -187,29 +188,46 @@ def _needed_anchors(args: tuple, config: OTAConfig) -> Array:
     that one host read of a branch index instead of two gained little (1.01x
     yolox640, 1.05x fcos1024): this switch, which holds no loop, runs as a CUDA
     graph conditional, whose launch leaves the device idle about as long."""
-    return buckets.on_real_gts(
-        args, partial(_needed_at_real_gts, config=config), sizes=config.sizes
-    )
+    num_gt = args[6].shape[1]
+    find = partial(_candidates_at_real_gts, num_gt=num_gt, config=config)
+    kept, candidate_less = buckets.on_real_gts(args, find, sizes=config.sizes)
+    if config.extra_columns == 0:
+        return kept
+    # The search below runs once, outside the gt buckets' switch: compiled once,
+    # not once per gt bucket (see docs/performance_history.md). Its gts are in
+    # `candidate_less`'s order, real gts first.
+    order = buckets.real_gts_first(args[6])
+    gt_boxes, gt_labels = (buckets.take_gt_rows(x, order, num_gt) for x in args[4:6])
+    return _with_cheapest(args, kept, candidate_less, gt_boxes, gt_labels, config)
 
 
-def _needed_at_real_gts(args: tuple, config: OTAConfig) -> Array:
-    """`_needed_anchors` of the batch ``args``, its gts cut to a bucket."""
-    pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, obj_logits = args
+def _candidates_at_real_gts(args: tuple, num_gt: int, config: OTAConfig) -> tuple[Array, Array]:
+    """The batch ``args``, its gts cut to a bucket of R: ``[B, A]`` anchors that are
+    some gt's candidate, and ``[B, num_gt]`` the real gts without any candidate
+    (the R cut slots, then False)."""
+    _, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, _ = args
     valid = valid_gts(gt_boxes, gt_labels, gt_mask, cls_logits.shape[-1])
     gt_boxes = jnp.where(valid[..., None], gt_boxes, 0.0)
     candidates = jax.vmap(partial(_candidates, config=config), in_axes=(None, None, 0, 0))(
         points, strides, gt_boxes, valid
     )
-    kept = candidates.any(axis=1)
-    if config.extra_columns == 0:
-        return kept
-    num_gt, num_anchors = candidates.shape[1:]
-    candidate_less = valid & ~candidates.any(axis=2)  # [B, M]
+    candidate_less = valid & ~candidates.any(axis=2)  # [B, R]
+    rows = candidate_less.shape[1]
+    return candidates.any(axis=1), jnp.pad(candidate_less, ((0, 0), (0, num_gt - rows)))
+
+
+def _with_cheapest(
+    args: tuple, kept: Array, candidate_less: Array, gt_boxes, gt_labels, config: OTAConfig
+) -> Array:
+    """``kept [B, A]`` and the ``extra_columns`` cheapest anchors of each gt of
+    ``candidate_less [B, M]`` (with its ``gt_boxes``, ``gt_labels``)."""
+    pred_boxes, cls_logits, points, strides, _, _, _, obj_logits = args
+    num_gt, num_anchors = candidate_less.shape[1], points.shape[0]
 
     # The search for the cheapest anchors of gts without candidates is the only part
     # of OTA that needs costs on every anchor. It runs only when the batch has such a
     # gt, and only on those gts' rows (the first `_CANDIDATE_LESS_ROWS` of each image,
-    # or every gt row when an image has more).
+    # or more rows when an image has more).
     order = buckets.real_gts_first(candidate_less)  # candidate-less gts first
 
     def search(rows: int):
@@ -232,7 +250,7 @@ def _needed_at_real_gts(args: tuple, config: OTAConfig) -> Array:
         images = (pred_boxes, cls_logits, obj_logits, gt_boxes, gt_labels, order, candidate_less)
         return lambda: kept | jax.vmap(cheapest)(*images)
 
-    sizes = sorted({min(_CANDIDATE_LESS_ROWS, num_gt), num_gt})
+    sizes = sorted({min(rows, num_gt) for rows in _CANDIDATE_LESS_SEARCHES} | {num_gt})
     most = candidate_less.sum(axis=1).max()
     index = jnp.where(most == 0, 0, 1 + buckets.bucket_index([most], [sizes]))
     return buckets.switch(index, [lambda: kept, *(search(rows) for rows in sizes)])

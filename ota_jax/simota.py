@@ -21,6 +21,7 @@ from ota_jax.assignment import (
     make_assignment,
     prepare_inputs,
     public_assigners,
+    valid_gts,
 )
 from ota_jax.boxes import elementwise_iou
 from ota_jax.compaction import true_indices
@@ -93,11 +94,10 @@ def _assign_at_size(
     chunk = buckets.images_at_once(num_images, num_gt * (columns or num_anchors), config.sizes)
     per_image = partial(_simota_one_image, config=config)
     if columns is None:
-        every_anchor = jnp.ones(num_anchors, bool)
-        dense = lambda boxes, logits, gts, labels, mask, obj: per_image(
-            boxes, logits, points, strides, gts, labels, mask, obj, every_anchor
+        dense = lambda boxes, logits, gts, labels, mask, obj, anchors: per_image(
+            boxes, logits, points, strides, gts, labels, mask, obj, anchors
         )
-        return buckets.vmap_in_chunks(dense, chunk, pred_boxes, cls_logits, *args[4:])
+        return buckets.vmap_in_chunks(dense, chunk, pred_boxes, cls_logits, *args[4:], prefilter)
 
     def compacted(boxes, logits, gts, labels, mask, obj, anchors):
         # Gather the image's prefiltered anchors; SimOTA never looks at the others.
@@ -141,9 +141,13 @@ def _assign_batch(args: tuple, config: SimOTAConfig) -> Assignment:
 
 
 def _prefilter_args(args: tuple, config: SimOTAConfig) -> Array:
-    """`_prefilter_batch` of the batched assigner arguments."""
-    _, _, points, strides, gt_boxes, _, gt_mask, _ = args
-    return _prefilter_batch(points, strides, gt_boxes, gt_mask, config)
+    """`_prefilter_batch` of the batched assigner arguments, on the gts and float32
+    values `prepare_inputs` leaves: each image's prefilter as `_simota_one_image`
+    would find it, found once for the batch (see docs/performance_history.md)."""
+    _, cls_logits, points, strides, gt_boxes, gt_labels, gt_mask, _ = args
+    valid = valid_gts(gt_boxes, gt_labels, gt_mask, cls_logits.shape[-1])
+    points, strides, gt_boxes = (jnp.asarray(x, jnp.float32) for x in (points, strides, gt_boxes))
+    return _prefilter_batch(points, strides, gt_boxes, valid, config)
 
 
 def _scatter_anchors(
@@ -175,11 +179,11 @@ def _simota_one_image(
     gt_labels,
     gt_mask,
     obj_logits,
-    anchor_mask,
+    prefilter,
     config: SimOTAConfig,
 ) -> Assignment:
-    """One image; ``anchor_mask [A]`` marks the anchors that exist (False: a padded
-    column of a compacted batch).
+    """One image; ``prefilter [A]`` marks its prefiltered anchors, the anchors in some
+    gt's region (`_prefilter_args`; on gathered columns all but the padding).
 
     The gts are taken in slices when the image is too large for one step on a CPU
     (`buckets.gt_slices`): each gt's cost, dynamic k and choices depend on its own
@@ -194,11 +198,6 @@ def _simota_one_image(
     )
     num_gt, num_anchors = inputs.ious.shape
     topk = config.candidate_topk
-    # The prefilter: anchors in some gt's region, that exist.
-    prefilter = _prefilter_batch(
-        inputs.points, inputs.strides, inputs.gt_boxes[None], inputs.gt_mask[None], config
-    )[0]
-    prefilter = prefilter & anchor_mask
     # The 80-class sum of the cost, which no gt changes, once for all slices.
     background = bce_background_cost(inputs.cls_logits, inputs.obj_logits)
 

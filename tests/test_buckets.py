@@ -10,6 +10,9 @@ import pytest
 import ota_jax
 from ota_jax import Assignment, buckets
 
+# The CPU's buckets, also for the small problems here (below `buckets.SMALL_PAIRS`).
+BUCKETED = dataclasses.replace(buckets.CPU_SIZES, max_pairs=0)
+
 
 def test_ladder_ends_at_the_limit():
     assert buckets.ladder(100, start=8, factor=2) == (8, 16, 32, 64, 100)
@@ -26,9 +29,7 @@ def test_accelerators_get_fewer_buckets(monkeypatch):
     assert sizes == buckets.ACCELERATOR_SIZES
     assert sizes.pairs_at_once is None and sizes.gts_at_once is None
     for needed, want in ((300, 1024), (1025, 4096), (5000, -1)):
-        result = buckets.by_columns(
-            _args(8400), jnp.int32(needed), 4096, _columns_run, sizes=sizes
-        )
+        result = buckets.by_columns(_args(8400), jnp.int32(needed), 4096, _columns_run, sizes=sizes)
         assert int(result.gt_index[0]) == want
 
 
@@ -58,9 +59,7 @@ def _columns_run(args, columns):
     ],
 )
 def test_by_columns_picks_the_smallest_bucket(needed, limit, want):
-    result = buckets.by_columns(
-        _args(8400), jnp.int32(needed), limit, _columns_run, sizes=buckets.CPU_SIZES
-    )
+    result = buckets.by_columns(_args(8400), jnp.int32(needed), limit, _columns_run, sizes=BUCKETED)
     assert int(result.gt_index[0]) == want
 
 
@@ -81,7 +80,7 @@ def test_by_real_gts_cuts_to_real_gts_first_and_restores_the_order():
         return Assignment(gt_index, gt_index >= 0, gt_index, zeros, zeros, rows, cut_labels)
 
     args = (None, None, np.zeros((5, 2)), None, np.zeros((2, 40, 4)), labels, gt_mask, None)
-    result = buckets.by_real_gts(args, run, sizes=buckets.CPU_SIZES)
+    result = buckets.by_real_gts(args, run, sizes=BUCKETED)
     np.testing.assert_array_equal(result.num_fg, [8, 8])  # 3 real gts: the smallest bucket
     np.testing.assert_array_equal(result.gt_index[:, 0], [30, 39])
     np.testing.assert_array_equal(np.asarray(result.dynamic_k)[0, [3, 17, 30]], [3, 17, 30])
@@ -158,13 +157,14 @@ def test_sizes_are_static_config_fields_resolved_outside_the_trace(monkeypatch):
     assert int(result.num_fg) > 0
 
 
-def test_paired_sizes_are_one_ladder_and_small_problems_one_program():
-    """``paired``: gts and columns grow together; ``max_pairs``: no bucket at all."""
+def test_sizes_given_as_pairs_and_small_problems_as_one_program():
+    """``pairs``: the (gts, columns) buckets themselves, rounded up, ended by all gts at
+    the largest gathered size and at all anchors; ``max_pairs``: no bucket at all."""
     gt_mask = np.zeros((2, 100), bool)
     gt_mask[1, :3] = True
     args = (None, None, jnp.zeros((8400, 2)), None, np.zeros((2, 100, 4)), None, gt_mask, None)
     args = (*args[:5], np.zeros((2, 100), int), *args[6:])
-    paired = buckets.Sizes(gt_start=16, column_start=512, paired=True)
+    pairs = buckets.Sizes(pairs=((16, 512), (16, 1000), (32, 2048), (None, 2048), (64, 1024)))
 
     def branches(sizes, needed=300):
         run = lambda n: buckets.by_real_gts(args, _sizes_run, sizes=sizes, columns=(n, 4096))
@@ -172,10 +172,15 @@ def test_paired_sizes_are_one_ladder_and_small_problems_one_program():
         conds = [e for e in eqns if e.primitive.name == "cond"]
         return len(conds[0].params["branches"]) if conds else 1, run(jnp.int32(needed))
 
-    count, result = branches(paired)
-    assert count == 5  # (16, 512), (32, 1024), (64, 2048), (100, 4096), (100, all)
+    # (16, 512), (16, 1024), (32, 2048), (100, 2048), (100, 4096), (100, all); (64, 1024)
+    # is held by (100, 2048) before it.
+    count, result = branches(pairs)
+    assert count == 6
     np.testing.assert_array_equal(result.num_fg, [16, 16])
-    count, result = branches(paired, needed=3000)
+    np.testing.assert_array_equal(result.ious[:, 0], [512, 512])
+    count, result = branches(pairs, needed=1500)
+    np.testing.assert_array_equal(result.num_fg, [32, 32])
+    count, result = branches(pairs, needed=3000)
     np.testing.assert_array_equal(result.num_fg, [100, 100])
     np.testing.assert_array_equal(result.ious[:, 0], [4096, 4096])
     count, result = branches(buckets.Sizes(max_pairs=100 * 8400))
@@ -277,7 +282,7 @@ def test_by_real_gts_with_columns_picks_both_buckets_in_one_switch(
         None,
     )
     run = lambda needed: buckets.by_real_gts(
-        args, _sizes_run, sizes=buckets.CPU_SIZES, columns=(needed, 4096)
+        args, _sizes_run, sizes=BUCKETED, columns=(needed, 4096)
     )
     result = run(jnp.int32(needed))
     np.testing.assert_array_equal(result.num_fg, [want_rows] * 2)
@@ -295,7 +300,7 @@ def test_on_real_gts_runs_on_the_real_gts_first_at_the_smallest_bucket():
     labels = np.arange(80).reshape(2, 40)
     args = (None, None, np.zeros((5, 2)), None, np.zeros((2, 40, 4)), labels, gt_mask, None)
     rows, first = buckets.on_real_gts(
-        args, lambda a: (jnp.full(2, a[6].shape[1]), a[5][:, 0]), sizes=buckets.CPU_SIZES
+        args, lambda a: (jnp.full(2, a[6].shape[1]), a[5][:, 0]), sizes=BUCKETED
     )
     np.testing.assert_array_equal(rows, [16, 16])
     np.testing.assert_array_equal(first, [5, 42])
