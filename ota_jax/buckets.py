@@ -6,7 +6,18 @@ that matter. Each bucket is one compiled branch of a ``lax.switch`` with smaller
 static shapes; the batch picks the first bucket its real sizes fit, so only that
 branch runs. Padding never changes a result, so neither does the bucket.
 
-How fine the sizes are depends on the backend (`ladders`). On a CPU time follows
+The sizes are a config's static ``sizes`` field: a name that the public functions
+resolve with `resolve_sizes` (from the backend, or ``OTA_JAX_BUCKETS``) before the
+assigner is traced, or a `Sizes` given outright; every function here takes the
+resolved `Sizes` and reads neither the environment nor the backend. Every
+branch is compiled on the first call, so their number is that call's cost: on a
+CPU the default is a staircase of seven ``(gts, columns)`` pairs (`CPU_PAIRS`)
+instead of the doubling ladders' 25 to 30 (below), with the same buckets for the
+benchmark batches, and a problem of at most `SMALL_PAIRS` padded pairs (a tiny
+detector's) is not bucketed at all (numbers in docs/performance_history.md,
+"Compile time by size policy").
+
+The doubling ladders (`CPU_LADDER_SIZES`): on a CPU time follows
 the arithmetic, so sizes double (gts from 8, anchor columns from 512) and a
 batch never runs on more than twice the size it needs: on the COCO-like
 benchmark batches (2-core CPU) that made SimOTA 1.1x to 2.5x and OTA 1.4x to
@@ -119,10 +130,10 @@ SMALL_PAIRS = 1 << 15
 
 # On a CPU, the (gts, columns) buckets as a staircase: the buckets of the COCO-like
 # benchmark batches (yolox640 and fcos1024 at 16 gts, crowd100 at all gts) stay as
-# the doubling ladders (gts from 8, columns from 512) made them, with 6 switch
-# branches instead of their 25 to 30: the first call 2.5x to 3.5x faster
+# the doubling ladders (gts from 8, columns from 512) made them, with 7 switch
+# branches instead of their 25 to 30: the first call 2.5x to 4x faster
 # (docs/performance_history.md, "Compile time by size policy").
-CPU_PAIRS = ((16, 512), (16, 1024), (32, 2048), (None, 2048), (None, 4096))
+CPU_PAIRS = ((16, 512), (16, 1024), (32, 1024), (32, 2048), (None, 2048), (None, 4096))
 CPU_SIZES = Sizes(pairs=CPU_PAIRS, max_pairs=SMALL_PAIRS, **_CPU_CHUNKS)
 # The doubling ladders' product, the CPU's sizes before (docs/performance_history.md).
 CPU_LADDER_SIZES = Sizes(gt_start=8, column_start=512, factor=2, **_CPU_CHUNKS)
@@ -268,9 +279,9 @@ def _pairs(gt_sizes: Sequence[int], column_sizes: Sequence[int], sizes: Sizes):
     column sizes, leaving out a pair that an earlier one holds; without
     ``sizes.pairs``, every gt size with every column size, gt-major (the first that
     fits has the smallest gt and column sizes that do)."""
-    if not sizes.pairs or len(gt_sizes) * len(column_sizes) == 1:
+    if not sizes.pairs or len(gt_sizes) == 1:
         return [(rows, c) for rows in gt_sizes for c in column_sizes]
-    up = lambda ladder, size: next(s for s in ladder if s >= size)
+    up = lambda ladder, size: next((s for s in ladder if s >= size), ladder[-1])
     wanted = [(up(gt_sizes, g or gt_sizes[-1]), up(column_sizes, c)) for g, c in sizes.pairs]
     wanted += [(gt_sizes[-1], c) for c in column_sizes[-2:]]
     pairs = []
