@@ -112,6 +112,10 @@ class Sizes:
                 raise ValueError(f"Sizes.{name} must be positive or None, got {value}")
         if self.factor < 2:
             raise ValueError(f"Sizes.factor must be at least 2, got {self.factor}")
+        pairs = tuple((g, c) for g, c in self.pairs)  # hashable, whatever was given
+        if any((g is not None and g < 1) or c < 1 for g, c in pairs):
+            raise ValueError(f"Sizes.pairs must hold positive sizes, got {self.pairs}")
+        object.__setattr__(self, "pairs", pairs)
 
     @property
     def off(self) -> bool:

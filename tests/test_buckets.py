@@ -183,6 +183,9 @@ def test_sizes_given_as_pairs_and_small_problems_as_one_program():
     count, result = branches(pairs, needed=3000)
     np.testing.assert_array_equal(result.num_fg, [100, 100])
     np.testing.assert_array_equal(result.ious[:, 0], [4096, 4096])
+    assert buckets.Sizes(pairs=[[16, 512]]) == buckets.Sizes(pairs=((16, 512),))
+    with pytest.raises(ValueError, match="positive"):
+        buckets.Sizes(pairs=((0, 512),))
     count, result = branches(buckets.Sizes(max_pairs=100 * 8400))
     assert count == 2  # all gts: max_columns or all anchors
     np.testing.assert_array_equal(result.num_fg, [100, 100])
