@@ -1,7 +1,5 @@
 """The bucket runners pick the smallest static size that holds the batch."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,8 +8,9 @@ import pytest
 import ota_jax
 from ota_jax import Assignment, buckets
 
-# The CPU's buckets, also for the small problems here (below `buckets.SMALL_PAIRS`).
-BUCKETED = dataclasses.replace(buckets.CPU_SIZES, max_pairs=0)
+# The doubling ladders (the CPU's product of gt and column sizes), also for the
+# small problems here.
+BUCKETED = buckets.CPU_LADDER_SIZES
 
 
 def test_ladder_ends_at_the_limit():
@@ -107,13 +106,11 @@ def test_buckets_off_traces_fewer_sizes_and_assigns_the_same(name):
     assign_batch = importlib.import_module(module)._assign_batch
 
     def trace_and_run(sizes):
-        # Buckets even for this small problem (below SMALL_PAIRS).
-        sizes = dataclasses.replace(buckets.resolve_sizes(sizes), max_pairs=0)
-        config = spec.config_class(sizes=sizes)
+        config = spec.config_class(sizes=buckets.resolve_sizes(sizes))
         jaxpr = str(jax.make_jaxpr(lambda *a: assign_batch(a, config))(*args))
         return jaxpr.count("cond["), jax.jit(lambda *a: assign_batch(a, config))(*args)
 
-    switches, bucketed = trace_and_run("cpu")
+    switches, bucketed = trace_and_run(BUCKETED)
     switches_off, single = trace_and_run("off")
     assert switches_off < switches
     public = spec.assign_batch(*args[:7], obj_logits=args[7], config=spec.config_class(sizes="off"))
