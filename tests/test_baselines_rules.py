@@ -34,7 +34,7 @@ ASSIGNERS = {
 
 
 # Config fields that choose how, not what (the references have no such knob).
-SPEED_ONLY = {"max_levels"}
+SPEED_ONLY = {"max_levels", "sizes"}
 
 
 def _reference_kwargs(config) -> dict:
