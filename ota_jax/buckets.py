@@ -135,7 +135,7 @@ SMALL_PAIRS = 1 << 15
 # On a CPU, the (gts, columns) buckets as a staircase: the buckets of the COCO-like
 # benchmark batches (yolox640 and fcos1024 at 16 gts, crowd100 at all gts) stay as
 # the doubling ladders (gts from 8, columns from 512) made them, with 7 switch
-# branches instead of their 25 to 30: the first call 2.5x to 4x faster
+# branches instead of their 25 to 30: the first call 2.6x (OTA) to 3.2x faster
 # (docs/performance_history.md, "Compile time by size policy").
 CPU_PAIRS = ((16, 512), (16, 1024), (32, 1024), (32, 2048), (None, 2048), (None, 4096))
 CPU_SIZES = Sizes(pairs=CPU_PAIRS, max_pairs=SMALL_PAIRS, **_CPU_CHUNKS)
