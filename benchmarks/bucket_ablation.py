@@ -2,7 +2,7 @@
 
 Each variant runs in a fresh subprocess, so that nothing compiled by another is
 reused and its environment is set before JAX starts: ``OTA_JAX_BUCKETS`` (see
-``ota_jax.buckets.ladders``: ``auto``, ``cpu``, ``accelerator``, ``off``) and,
+``ota_jax.resolve_sizes``: ``auto``, ``cpu``, ``accelerator``, ``off``) and,
 after a colon, extra ``XLA_FLAGS``. For each workload and assigner the child
 reports the first call (tracing, compiling every bucket and one run) and the
 median of ``--repeats`` calls after ``--warmup`` more.

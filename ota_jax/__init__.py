@@ -7,6 +7,7 @@ baselines ``fcos_assign``, ``atss_assign``, ``max_iou_assign``, ``tal_assign``,
 """
 
 from ota_jax import anchors, assigners, boxes, costs, priors, transport
+from ota_jax._src.buckets import Sizes, resolve_sizes
 from ota_jax._src.matching import dynamic_k, dynamic_k_matching
 from ota_jax.anchors import anchor_points
 from ota_jax.assignment import Assignment
@@ -41,6 +42,7 @@ __all__ = [
     "MaxIoUConfig",
     "OTAConfig",
     "SimOTAConfig",
+    "Sizes",
     "TALConfig",
     "Transport",
     "anchor_points",
@@ -61,6 +63,7 @@ __all__ = [
     "ota_assign",
     "ota_assign_batch",
     "priors",
+    "resolve_sizes",
     "simota_assign",
     "simota_assign_batch",
     "solve_transport",

@@ -86,6 +86,9 @@ class OTAConfig:
         problem. ``None``: always dense.
       extra_columns: anchors kept for each gt without any candidate.
       return_transport: also return the cost, plan and marginal errors.
+      sizes: the static sizes it runs at: ``"auto"``, ``"cpu"``, ``"accelerator"``,
+        ``"off"`` (one program at the padded size) or a `ota_jax.Sizes` (see
+        `ota_jax.resolve_sizes`).
     """
 
     center_radius: float = 2.5
@@ -101,6 +104,7 @@ class OTAConfig:
     max_columns: int | None = 4096
     extra_columns: int = 16
     return_transport: bool = False
+    sizes: str | buckets.Sizes = "auto"
 
     def __post_init__(self):
         if self.candidate_topk < 1 or self.num_iters < 1:
@@ -317,8 +321,9 @@ def _assign_compacted(
 
 
 # Gts without candidates whose cheapest anchors an image searches for on their own
-# rows; an image with more searches with every gt row.
+# rows; an image with more searches with 16 rows, or every gt row.
 _CANDIDATE_LESS_ROWS = 4
+_CANDIDATE_LESS_SEARCHES = (_CANDIDATE_LESS_ROWS, 16)
 
 
 def _needed_anchors(args: AssignArgs, config: OTAConfig) -> Array:
@@ -327,42 +332,66 @@ def _needed_anchors(args: AssignArgs, config: OTAConfig) -> Array:
     without candidates. Found before the transport's sizes are chosen, so that the
     transport is built on the kept anchors only and its gt and column sizes are
     chosen in one switch (`buckets.by_real_gts`)."""
-    return buckets.on_real_gts(args, partial(_needed_at_real_gts, config=config))
+    num_gt = args.gt_mask.shape[1]
+    find = partial(_candidates_at_real_gts, num_gt=num_gt, config=config)
+    kept, candidate_less = buckets.on_real_gts(args, find, sizes=config.sizes)
+    if config.extra_columns == 0:
+        return kept
+    # The search below runs once, outside the gt sizes' switch: compiled once, not
+    # once per gt size. Its gts are in `candidate_less`'s order, real gts first.
+    order = buckets.real_gts_first(args.gt_mask)
+    gt_boxes, gt_labels = (
+        buckets.take_gt_rows(x, order, num_gt) for x in (args.gt_boxes, args.gt_labels)
+    )
+    return _with_cheapest(args, kept, candidate_less, gt_boxes, gt_labels, config)
 
 
-def _needed_at_real_gts(args: AssignArgs, config: OTAConfig) -> Array:
-    """`_needed_anchors` of the batch ``args``, its gts cut to a bucket."""
+def _candidates_at_real_gts(
+    args: AssignArgs, num_gt: int, config: OTAConfig
+) -> tuple[Array, Array]:
+    """The batch ``args``, its gts cut to R: ``[B, A]`` anchors that are some gt's
+    candidate, and ``[B, num_gt]`` the real gts without any candidate (the R cut
+    slots, then False)."""
     num_classes = args.cls_logits.shape[-1]
     valid = valid_gts(args.gt_boxes, args.gt_labels, args.gt_mask, num_classes)
     gt_boxes = jnp.where(valid[..., None], args.gt_boxes, 0.0)
     candidates = jax.vmap(partial(_candidates, config=config), in_axes=(None, None, 0, 0))(
         args.points, args.strides, gt_boxes, valid
     )
-    kept = candidates.any(axis=1)
-    if config.extra_columns == 0:
-        return kept
-    num_gt, num_anchors = candidates.shape[1:]
-    candidate_less = valid & ~candidates.any(axis=2)  # [B, M]
+    candidate_less = valid & ~candidates.any(axis=2)  # [B, R]
+    rows = candidate_less.shape[1]
+    return candidates.any(axis=1), jnp.pad(candidate_less, ((0, 0), (0, num_gt - rows)))
+
+
+def _with_cheapest(
+    args: AssignArgs, kept: Array, candidate_less: Array, gt_boxes, gt_labels, config: OTAConfig
+) -> Array:
+    """``kept [B, A]`` and the ``extra_columns`` cheapest anchors of each gt of
+    ``candidate_less [B, M]`` (with its ``gt_boxes``, ``gt_labels``)."""
+    num_gt, num_anchors = candidate_less.shape[1], args.points.shape[0]
 
     # The search for the cheapest anchors of gts without candidates is the only part
     # of OTA that needs costs on every anchor. It runs only when the batch has such a
     # gt, and only on those gts' rows (the first `_CANDIDATE_LESS_ROWS` of each image,
-    # or every gt row when an image has more).
+    # or more rows when an image has more).
     order = buckets.real_gts_first(candidate_less)  # candidate-less gts first
 
     def search(rows: int):
-        def cheapest(image: AssignArgs, order: Array, less: Array) -> Array:
+        def cheapest(image: AssignArgs, order: Array) -> Array:
             take = lambda x: x[order[:rows]]
-            image = image.with_gts(take(image.gt_boxes), take(image.gt_labels), take(less))
+            image = image.with_gts(
+                *(take(x) for x in (image.gt_boxes, image.gt_labels, image.gt_mask))
+            )
             inputs = prepare_inputs(*image)
             none = jnp.zeros((rows, num_anchors), bool)
             relative = _relative_costs(inputs, none, none.any(axis=1), config)
             return needed_columns(none, relative, inputs.gt_mask, extra=config.extra_columns)
 
-        per_image = jax.vmap(cheapest, in_axes=(args.image_axes(), 0, 0))
-        return lambda: kept | per_image(args, order, candidate_less)
+        images = args.with_gts(gt_boxes, gt_labels, candidate_less)
+        per_image = jax.vmap(cheapest, in_axes=(args.image_axes(), 0))
+        return lambda: kept | per_image(images, order)
 
-    sizes = sorted({min(_CANDIDATE_LESS_ROWS, num_gt), num_gt})
+    sizes = sorted({min(rows, num_gt) for rows in _CANDIDATE_LESS_SEARCHES} | {num_gt})
     most = candidate_less.sum(axis=1).max()
     index = jnp.where(most == 0, 0, 1 + buckets.bucket_index([most], [sizes]))
     return buckets.switch(index, [lambda: kept, *(search(rows) for rows in sizes)])
@@ -384,10 +413,12 @@ def _assign_batch(args: AssignArgs, config: OTAConfig) -> Assignment:
     """The anchors each image keeps first (`_needed_anchors`), then the transport at
     the gt and column sizes that hold the batch, chosen in one switch."""
     if config.max_columns is None or args.gt_mask.shape[1] == 0:  # always dense
-        return buckets.by_real_gts(args, partial(_assign_real_gts, config=config, needed=None))
+        run = partial(_assign_real_gts, config=config, needed=None)
+        return buckets.by_real_gts(args, run, sizes=config.sizes)
     needed = _needed_anchors(args, config)
     run = partial(_assign_real_gts, config=config, needed=needed)
-    return buckets.by_real_gts(args, run, columns=(needed.sum(axis=1).max(), config.max_columns))
+    columns = (needed.sum(axis=1).max(), config.max_columns)
+    return buckets.by_real_gts(args, run, sizes=config.sizes, columns=columns)
 
 
 # ------------------------------------------------------------ public

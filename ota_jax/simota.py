@@ -22,6 +22,7 @@ from ota_jax._src.inputs import (
     finite_cost,
     make_assignment,
     prepare_inputs,
+    valid_gts,
 )
 from ota_jax._src.matching import Votes, dynamic_k, matching_votes, merge_votes, resolve_votes
 from ota_jax._src.public import assign_batch, assign_one_image
@@ -53,6 +54,9 @@ class SimOTAConfig:
         static bound on the labels one gt can take.
       iou_weight: weight of the ``-log(IoU + 1e-8)`` cost.
       penalty: cost added to pairs the prior does not allow.
+      sizes: the static sizes it runs at: ``"auto"``, ``"cpu"``, ``"accelerator"``,
+        ``"off"`` (one program at the padded size) or a `ota_jax.Sizes` (see
+        `ota_jax.resolve_sizes`).
     """
 
     center_radius: float = 1.5
@@ -60,6 +64,7 @@ class SimOTAConfig:
     candidate_topk: int = 10
     iou_weight: float = 3.0
     penalty: float = 1e6
+    sizes: str | buckets.Sizes = "auto"
 
     def __post_init__(self):
         if self.prior not in ("center", "box_and_center"):
@@ -84,27 +89,21 @@ def _pair_geometry(points, strides, gt_boxes, gt_mask, config: SimOTAConfig):
 
 
 def _assign_at_size(
-    args: AssignArgs, config: SimOTAConfig, *, prefilter: Array, columns: int | None
+    args: AssignArgs, config: SimOTAConfig, *, prefilter: Array | None, columns: int | None
 ) -> Assignment:
     """The batch on each image's ``columns`` prefiltered anchors (None: all anchors);
-    ``prefilter [B, A]`` marks them."""
-    pred_boxes, cls_logits, points, strides = (
-        args.pred_boxes,
-        args.cls_logits,
-        args.points,
-        args.strides,
-    )
-    per_image_args = (args.gt_boxes, args.gt_labels, args.gt_mask, args.obj_logits)
+    ``prefilter [B, A]`` marks them (None: no gt slot, nothing to prefilter)."""
+    points = args.points
     num_anchors = points.shape[0]
     num_images, num_gt = args.gt_mask.shape
-    chunk = buckets.images_at_once(num_images, num_gt * (columns or num_anchors))
+    chunk = buckets.images_at_once(num_images, num_gt * (columns or num_anchors), config.sizes)
     per_image = partial(_simota_one_image, config=config)
+    images = (args.pred_boxes, args.cls_logits, args.gt_boxes, args.gt_labels, args.gt_mask)
     if columns is None:
-        every_anchor = jnp.ones(num_anchors, bool)
-        dense = lambda boxes, logits, gts, labels, mask, obj: per_image(
-            boxes, logits, points, strides, gts, labels, mask, obj, every_anchor
+        dense = lambda boxes, logits, gts, labels, mask, obj, anchors: per_image(
+            boxes, logits, points, args.strides, gts, labels, mask, obj, anchors
         )
-        return buckets.vmap_in_chunks(dense, chunk, pred_boxes, cls_logits, *per_image_args)
+        return buckets.vmap_in_chunks(dense, chunk, *images, args.obj_logits, prefilter)
 
     def compacted(boxes, logits, gts, labels, mask, obj, anchors):
         # Gather the image's prefiltered anchors; SimOTA never looks at the others.
@@ -114,7 +113,7 @@ def _assign_at_size(
             take(boxes),
             take(logits),
             take(points),
-            take(strides),
+            take(args.strides),
             gts,
             labels,
             mask,
@@ -123,28 +122,40 @@ def _assign_at_size(
         )
         return _scatter_anchors(compact, index, gts, labels, num_anchors)
 
-    return buckets.vmap_in_chunks(
-        compacted, chunk, pred_boxes, cls_logits, *per_image_args, prefilter
-    )
+    return buckets.vmap_in_chunks(compacted, chunk, *images, args.obj_logits, prefilter)
 
 
 def _prefilter_batch(points, strides, gt_boxes, gt_mask, config: SimOTAConfig) -> Array:
     """``[B, A]`` prefiltered anchors of every image."""
     pairs = lambda boxes, mask: _pair_geometry(points, strides, boxes, mask, config)[0]
-    return buckets.any_over_gts(jax.vmap(pairs), gt_boxes, gt_mask)
+    return buckets.any_over_gts(jax.vmap(pairs), gt_boxes, gt_mask, config.sizes)
 
 
 @jax.jit
 def _assign_batch(args: AssignArgs, config: SimOTAConfig) -> Assignment:
-    """The batch at the smallest gt size that holds its real gts, then at the smallest
-    column size that holds every image's prefiltered anchors."""
-    return buckets.by_real_gts(args, partial(_assign_real_gts, config=config))
-
-
-def _assign_real_gts(args: AssignArgs, config: SimOTAConfig) -> Assignment:
-    prefilter = _prefilter_batch(args.points, args.strides, args.gt_boxes, args.gt_mask, config)
+    """The prefilter on the real gts' size first, then the assignment at the gt and
+    column sizes that hold the batch, chosen in one switch: each size compiles the
+    prefilter once, not once per column size."""
+    if args.gt_mask.shape[1] == 0:  # no gt slot: background, nothing to prefilter
+        run = partial(_assign_at_size, config=config, prefilter=None, columns=None)
+        return buckets.by_real_gts(args, run, sizes=config.sizes)
+    find = partial(_prefilter_args, config=config)
+    prefilter = buckets.on_real_gts(args, find, sizes=config.sizes)
     run = partial(_assign_at_size, config=config, prefilter=prefilter)
-    return buckets.by_columns(args, prefilter.sum(axis=1).max(), args.points.shape[0], run)
+    columns = (prefilter.sum(axis=1).max(), args.points.shape[0])
+    return buckets.by_real_gts(args, run, sizes=config.sizes, columns=columns)
+
+
+def _prefilter_args(args: AssignArgs, config: SimOTAConfig) -> Array:
+    """`_prefilter_batch` of the batched assigner arguments, on the gts and float32
+    values `prepare_inputs` leaves: each image's prefilter as `_simota_one_image`
+    would find it, found once for the batch."""
+    num_classes = args.cls_logits.shape[-1]
+    valid = valid_gts(args.gt_boxes, args.gt_labels, args.gt_mask, num_classes)
+    points, strides, gt_boxes = (
+        jnp.asarray(x, jnp.float32) for x in (args.points, args.strides, args.gt_boxes)
+    )
+    return _prefilter_batch(points, strides, gt_boxes, valid, config)
 
 
 def _scatter_anchors(
@@ -176,11 +187,11 @@ def _simota_one_image(
     gt_labels,
     gt_mask,
     obj_logits,
-    anchor_mask,
+    prefilter,
     config: SimOTAConfig,
 ) -> Assignment:
-    """One image; ``anchor_mask [A]`` marks the anchors that exist (False: a padded
-    column of a compacted batch).
+    """One image; ``prefilter [A]`` marks its prefiltered anchors, the anchors in some
+    gt's region (`_prefilter_args`; on gathered columns all but the padding).
 
     The gts are taken in slices when the image is too large for one step on a CPU
     (`buckets.gt_slices`): each gt's cost, dynamic k and choices depend on its own
@@ -195,11 +206,6 @@ def _simota_one_image(
     )
     num_gt, num_anchors = inputs.ious.shape
     topk = config.candidate_topk
-    # The prefilter: anchors in some gt's region, that exist.
-    prefilter = _prefilter_batch(
-        inputs.points, inputs.strides, inputs.gt_boxes[None], inputs.gt_mask[None], config
-    )[0]
-    prefilter = prefilter & anchor_mask
     # The 80-class sum of the cost, which no gt changes, once for all slices.
     background = bce_background_cost(inputs.cls_logits, inputs.obj_logits)
 
@@ -216,7 +222,7 @@ def _simota_one_image(
         k = dynamic_k(part.ious, prefilter, part.gt_mask, topk=topk)
         return k, matching_votes(cost, k, prefilter, part.gt_mask, topk=topk, first_gt=first_gt)
 
-    steps = buckets.gt_slices(num_gt, num_anchors)
+    steps = buckets.gt_slices(num_gt, num_anchors, config.sizes)
     if steps == 1:
         k, votes = votes_of(inputs, 0)
         return make_assignment(resolve_votes(votes), inputs, k)

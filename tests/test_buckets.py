@@ -5,8 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import ota_jax
 from ota_jax import Assignment
 from ota_jax._src import buckets
+
+# The doubling ladders (the CPU's product of gt and column sizes), also for the
+# small problems here.
+BUCKETED = buckets.CPU_LADDER_SIZES
 
 
 def test_ladder_ends_at_the_limit():
@@ -17,17 +22,19 @@ def test_ladder_ends_at_the_limit():
 
 
 def test_accelerators_get_fewer_buckets(monkeypatch):
-    """Off the CPU, columns start at 1024 and grow fourfold (tests run on a CPU)."""
-    assert buckets.ladders() == buckets.CPU_LADDERS
-    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert buckets.ladders() == buckets.ACCELERATOR_LADDERS
+    """Off the CPU, columns start at 1024 and grow fourfold, and nothing is chunked."""
+    monkeypatch.delenv("OTA_JAX_BUCKETS", raising=False)
+    assert buckets.resolve_sizes("auto", backend="cpu") == buckets.CPU_SIZES
+    sizes = buckets.resolve_sizes("auto", backend="gpu")
+    assert sizes == buckets.ACCELERATOR_SIZES
+    assert sizes.pairs_at_once is None and sizes.gts_at_once is None
     for needed, want in ((300, 1024), (1025, 4096), (5000, -1)):
-        result = buckets.by_columns(_args(8400), jnp.int32(needed), 4096, _columns_run)
+        result = buckets.by_columns(_args(8400), jnp.int32(needed), 4096, _columns_run, sizes=sizes)
         assert int(result.gt_index[0]) == want
 
 
 def _args(num_anchors):
-    return (None, None, jnp.zeros((num_anchors, 2)), None, None, None, None, None)
+    return (None, None, jnp.zeros((num_anchors, 2)), None, None, None, jnp.ones((1, 8)), None)
 
 
 def _columns_run(args, columns):
@@ -52,7 +59,7 @@ def _columns_run(args, columns):
     ],
 )
 def test_by_columns_picks_the_smallest_bucket(needed, limit, want):
-    result = buckets.by_columns(_args(8400), jnp.int32(needed), limit, _columns_run)
+    result = buckets.by_columns(_args(8400), jnp.int32(needed), limit, _columns_run, sizes=BUCKETED)
     assert int(result.gt_index[0]) == want
 
 
@@ -72,17 +79,17 @@ def test_by_real_gts_cuts_to_real_gts_first_and_restores_the_order():
         zeros = jnp.zeros((2, 5))
         return Assignment(gt_index, gt_index >= 0, gt_index, zeros, zeros, rows, cut_labels)
 
-    args = (None, None, None, None, np.zeros((2, 40, 4)), labels, gt_mask, None)
-    result = buckets.by_real_gts(args, run)
+    args = (None, None, np.zeros((5, 2)), None, np.zeros((2, 40, 4)), labels, gt_mask, None)
+    result = buckets.by_real_gts(args, run, sizes=BUCKETED)
     np.testing.assert_array_equal(result.num_fg, [8, 8])  # 3 real gts: the smallest bucket
     np.testing.assert_array_equal(result.gt_index[:, 0], [30, 39])
     np.testing.assert_array_equal(np.asarray(result.dynamic_k)[0, [3, 17, 30]], [3, 17, 30])
     np.testing.assert_array_equal(np.asarray(result.dynamic_k)[1, [0, 39]], [40, 79])
 
 
-@pytest.mark.parametrize("name", ["ota", "simota"])
-def test_buckets_off_traces_fewer_sizes_and_assigns_the_same(name, monkeypatch):
-    """OTA_JAX_BUCKETS=off: fewer switches (on these 336 anchors, none of sizes), the
+@pytest.mark.parametrize("name", ["ota", "simota", "fcos"])
+def test_buckets_off_traces_fewer_sizes_and_assigns_the_same(name):
+    """``sizes="off"``: fewer switches (on these 336 anchors, none of sizes), the
     same assignment as with the buckets."""
     import importlib
 
@@ -96,29 +103,90 @@ def test_buckets_off_traces_fewer_sizes_and_assigns_the_same(name, monkeypatch):
     args = (stack("pred_boxes"), stack("cls_logits"), scenes[0].points, scenes[0].strides)
     args = (*args, *(np.stack(x) for x in zip(*gts, strict=True)), stack("obj_logits"))
     spec = assigners.ASSIGNERS[name]
-    assign_batch = importlib.import_module(f"ota_jax.{name}")._assign_batch
-    config = spec.config_class()
+    module = f"ota_jax.baselines.{name}" if name == "fcos" else f"ota_jax.{name}"
+    assign_batch = importlib.import_module(module)._assign_batch
 
-    def trace_and_run():
-        # A fresh function each time: jit's cache keeps the buckets it traced with.
+    def trace_and_run(sizes):
+        config = spec.config_class(sizes=buckets.resolve_sizes(sizes))
         jaxpr = str(jax.make_jaxpr(lambda *a: assign_batch(a, config))(*args))
         return jaxpr.count("cond["), jax.jit(lambda *a: assign_batch(a, config))(*args)
 
-    switches, bucketed = trace_and_run()
-    monkeypatch.setenv("OTA_JAX_BUCKETS", "off")
-    assert buckets.ladders() == buckets.NO_LADDERS
-    switches_off, single = trace_and_run()
+    switches, bucketed = trace_and_run(BUCKETED)
+    switches_off, single = trace_and_run("off")
     assert switches_off < switches
+    public = spec.assign_batch(*args[:7], obj_logits=args[7], config=spec.config_class(sizes="off"))
+    np.testing.assert_array_equal(public.gt_index, bucketed.gt_index)
     np.testing.assert_array_equal(single.gt_index, bucketed.gt_index)
     np.testing.assert_allclose(single.ious, bucketed.ious, atol=1e-6)
 
 
 def test_buckets_environment_variable_is_checked(monkeypatch):
+    """``"auto"`` reads OTA_JAX_BUCKETS; a name given outright does not."""
     monkeypatch.setenv("OTA_JAX_BUCKETS", "accelerator")
-    assert buckets.ladders() == buckets.ACCELERATOR_LADDERS
+    assert buckets.resolve_sizes() == buckets.ACCELERATOR_SIZES
+    assert buckets.resolve_sizes("cpu") == buckets.CPU_SIZES
+    monkeypatch.setenv("OTA_JAX_BUCKETS", "off")
+    assert buckets.resolve_sizes("auto", backend="cpu").off
+    assert buckets.resolve_sizes("auto", backend="cpu").pairs_at_once is not None
+    assert buckets.resolve_sizes("auto", backend="gpu").pairs_at_once is None
     monkeypatch.setenv("OTA_JAX_BUCKETS", "fast")
     with pytest.raises(ValueError, match="OTA_JAX_BUCKETS='fast'"):
-        buckets.ladders()
+        buckets.resolve_sizes()
+    with pytest.raises(ValueError, match="sizes='fast'"):
+        buckets.resolve_sizes("fast")
+    with pytest.raises(TypeError, match="resolve_sizes"):
+        buckets.images_at_once(4, 10, "auto")
+
+
+def test_sizes_are_static_config_fields_resolved_outside_the_trace(monkeypatch):
+    """Every config takes ``sizes`` (hashable, a static jit argument); the traced
+    program reads neither the environment nor the backend."""
+    from ota_jax import assigners
+    from tests.scenes import make_scene
+
+    for spec in assigners.ASSIGNERS.values():
+        for sizes in ("auto", "cpu", "accelerator", "off", buckets.Sizes(gt_start=4)):
+            hash(spec.config_class(sizes=sizes))
+    scene = make_scene(np.random.default_rng(0), num_gt=3, image_size=(64, 64))
+    config = ota_jax.SimOTAConfig(sizes=buckets.resolve_sizes("cpu"))
+    monkeypatch.setenv("OTA_JAX_BUCKETS", "not a choice")  # read it and fail
+    monkeypatch.setattr(jax, "default_backend", lambda: 1 / 0)
+    result = ota_jax.simota_assign(*scene.args, np.ones(3, bool), config=config)
+    assert int(result.num_fg) > 0
+
+
+def test_sizes_given_as_pairs_and_small_problems_as_one_program():
+    """``pairs``: the (gts, columns) buckets themselves, rounded up, ended by all gts at
+    the largest gathered size and at all anchors; ``max_pairs``: no bucket at all."""
+    gt_mask = np.zeros((2, 100), bool)
+    gt_mask[1, :3] = True
+    args = (None, None, jnp.zeros((8400, 2)), None, np.zeros((2, 100, 4)), None, gt_mask, None)
+    args = (*args[:5], np.zeros((2, 100), int), *args[6:])
+    pairs = buckets.Sizes(pairs=((16, 512), (16, 1000), (32, 2048), (None, 2048), (64, 1024)))
+
+    def branches(sizes, needed=300):
+        run = lambda n: buckets.by_real_gts(args, _sizes_run, sizes=sizes, columns=(n, 4096))
+        eqns = jax.make_jaxpr(run)(jnp.int32(needed)).eqns
+        conds = [e for e in eqns if e.primitive.name == "cond"]
+        return len(conds[0].params["branches"]) if conds else 1, run(jnp.int32(needed))
+
+    # (16, 512), (16, 1024), (32, 2048), (100, 2048), (100, 4096), (100, all); (64, 1024)
+    # is held by (100, 2048) before it.
+    count, result = branches(pairs)
+    assert count == 6
+    np.testing.assert_array_equal(result.num_fg, [16, 16])
+    np.testing.assert_array_equal(result.ious[:, 0], [512, 512])
+    count, result = branches(pairs, needed=1500)
+    np.testing.assert_array_equal(result.num_fg, [32, 32])
+    count, result = branches(pairs, needed=3000)
+    np.testing.assert_array_equal(result.num_fg, [100, 100])
+    np.testing.assert_array_equal(result.ious[:, 0], [4096, 4096])
+    assert buckets.Sizes(pairs=[[16, 512]]) == buckets.Sizes(pairs=((16, 512),))
+    with pytest.raises(ValueError, match="positive"):
+        buckets.Sizes(pairs=((0, 512),))
+    count, result = branches(buckets.Sizes(max_pairs=100 * 8400))
+    assert count == 2  # all gts: max_columns or all anchors
+    np.testing.assert_array_equal(result.num_fg, [100, 100])
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 3, 6])
@@ -138,14 +206,13 @@ def test_vmap_in_chunks_is_vmap(chunk):
 
 
 def test_images_at_once_divides_the_batch_and_fits_the_cpu_limit():
-    if jax.default_backend() != "cpu":
-        assert buckets.images_at_once(16, 1 << 30) == 16
-        return
-    limit = buckets.CPU_PAIRS_AT_ONCE
-    assert buckets.images_at_once(16, 100) == 16
-    assert buckets.images_at_once(16, limit // 5) == 4  # 5 fit; 4 divides 16
-    assert buckets.images_at_once(7, limit // 5) == 1  # 7 is prime
-    assert buckets.images_at_once(16, limit * 3) == 1
+    assert buckets.images_at_once(16, 1 << 30, buckets.ACCELERATOR_SIZES) == 16
+    cpu = buckets.CPU_SIZES
+    limit = cpu.pairs_at_once
+    assert buckets.images_at_once(16, 100, cpu) == 16
+    assert buckets.images_at_once(16, limit // 5, cpu) == 4  # 5 fit; 4 divides 16
+    assert buckets.images_at_once(7, limit // 5, cpu) == 1  # 7 is prime
+    assert buckets.images_at_once(16, limit * 3, cpu) == 1
 
 
 @pytest.mark.parametrize("num_gt", [5, 32, 33, 100])
@@ -164,12 +231,13 @@ def test_any_over_gts_is_the_or_over_every_gt(num_gt):
         lo_x, lo_y, hi_x, hi_y = (boxes[..., i, None] for i in range(4))
         return mask[..., None] & (x > lo_x) & (x < hi_x) & (y > lo_y) & (y < hi_y)
 
-    got = jax.jit(lambda b, m: buckets.any_over_gts(inside, b, m))(boxes, mask)
+    cpu = buckets.CPU_SIZES
+    got = jax.jit(lambda b, m: buckets.any_over_gts(inside, b, m, cpu))(boxes, mask)
     want = inside(boxes, mask).any(axis=1)
     assert want.any() and not want.all()
     np.testing.assert_array_equal(got, want)
-    if num_gt > buckets.CPU_GTS_AT_ONCE:  # the slices do run in a loop
-        jaxpr = jax.make_jaxpr(lambda b, m: buckets.any_over_gts(inside, b, m))(boxes, mask)
+    if num_gt > cpu.gts_at_once:  # the slices do run in a loop
+        jaxpr = jax.make_jaxpr(lambda b, m: buckets.any_over_gts(inside, b, m, cpu))(boxes, mask)
         assert "scan" in str(jaxpr)
 
 
@@ -214,7 +282,9 @@ def test_by_real_gts_with_columns_picks_both_buckets_in_one_switch(
         gt_mask,
         None,
     )
-    run = lambda needed: buckets.by_real_gts(args, _sizes_run, columns=(needed, 4096))
+    run = lambda needed: buckets.by_real_gts(
+        args, _sizes_run, sizes=BUCKETED, columns=(needed, 4096)
+    )
     result = run(jnp.int32(needed))
     np.testing.assert_array_equal(result.num_fg, [want_rows] * 2)
     np.testing.assert_array_equal(result.ious[:, 0], [want_columns] * 2)
@@ -229,7 +299,9 @@ def test_on_real_gts_runs_on_the_real_gts_first_at_the_smallest_bucket():
     gt_mask[0, [5, 30]] = True
     gt_mask[1, [2, 3, 4, *range(10, 20), 39]] = True  # 14 real gts: bucket 16
     labels = np.arange(80).reshape(2, 40)
-    args = (None, None, None, None, np.zeros((2, 40, 4)), labels, gt_mask, None)
-    rows, first = buckets.on_real_gts(args, lambda a: (jnp.full(2, a[6].shape[1]), a[5][:, 0]))
+    args = (None, None, np.zeros((5, 2)), None, np.zeros((2, 40, 4)), labels, gt_mask, None)
+    rows, first = buckets.on_real_gts(
+        args, lambda a: (jnp.full(2, a[6].shape[1]), a[5][:, 0]), sizes=BUCKETED
+    )
     np.testing.assert_array_equal(rows, [16, 16])
     np.testing.assert_array_equal(first, [5, 42])

@@ -1,5 +1,6 @@
 """Compacted OTA (candidate columns + one folded background column) equals dense OTA."""
 
+import dataclasses
 from functools import partial
 
 import jax
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 import ota_jax
-from ota_jax._src import compaction
+from ota_jax._src import buckets, compaction
 from ota_jax.ota import _candidates, _needed_anchors
 from tests.scenes import make_scene, padded, run_reference
 
@@ -59,7 +60,8 @@ def test_compaction_really_ran_and_dropped_most_columns(batch):
     """Every image's kept columns fit the bound, so the compacted branch ran above."""
     names = ("pred_boxes", "cls_logits", "points", "strides", "gt_boxes", "gt_labels", "gt_mask")
     args = (*(jax.numpy.asarray(batch[n]) for n in names), None)
-    kept = np.asarray(_needed_anchors(args, ota_jax.OTAConfig()).sum(axis=1))
+    config = ota_jax.OTAConfig(sizes=ota_jax.resolve_sizes())
+    kept = np.asarray(_needed_anchors(args, config).sum(axis=1))
     assert np.all(kept <= 700)
     assert np.all(kept < len(batch["points"]) / 2)
 
@@ -133,7 +135,9 @@ def test_simota_on_gathered_anchors_matches_the_reference(prior):
     from ota_jax.simota import _pair_geometry
     from tests import reference
 
-    config = ota_jax.SimOTAConfig(prior=prior)
+    # Buckets even for this small problem (below SMALL_PAIRS).
+    sizes = dataclasses.replace(buckets.CPU_SIZES, max_pairs=0)
+    config = ota_jax.SimOTAConfig(prior=prior, sizes=sizes)
     rng = np.random.default_rng(5)
     scenes = [make_scene(rng, num_gt=n, image_size=IMAGE) for n in (1, 3, 5, 2)]
     boxes, labels, masks, _ = zip(*(padded(s, 12) for s in scenes), strict=True)

@@ -5,6 +5,7 @@ anchors that get the same gt. Random scenes run as one padded batch (one compile
 hand-made scenes cover the corner cases by name.
 """
 
+import dataclasses
 from functools import partial
 
 import jax
@@ -115,7 +116,9 @@ SIMOTA_CASES = [
     ],
 )
 def test_matches_reference_loop(assign_batch, reference_fn, use_obj, config):
-    scenes, rng = _random_scenes(seed=len(str(config)) + use_obj)
+    # The scenes of before configs had ``sizes`` (its repr would change the seed).
+    seed = len(str(config).replace(f", sizes={config.sizes!r}", "")) + use_obj
+    scenes, rng = _random_scenes(seed=seed)
     hand_made = _hand_made_scenes()
     scenes = scenes + list(hand_made.values())
     result, slots = _run_batch(assign_batch, config, scenes, use_obj, rng)
@@ -203,15 +206,15 @@ def test_simota_assigns_a_crowded_batch_a_few_images_at_a_time_as_the_reference(
     scenes = [make_scene(rng, num_gt=100, image_size=(192, 192)) for _ in range(4)]
     num_anchors = scenes[0].points.shape[0]
     stack = lambda name: np.stack([getattr(s, name) for s in scenes])
-    config = ota_jax.SimOTAConfig()
+    config = ota_jax.SimOTAConfig(sizes=buckets.CPU_SIZES)
     # Every image has more prefiltered anchors than the smallest column bucket
     # holds, so the dense bucket (all 756 anchors) runs, two images a step.
     prefilter = _prefilter_batch(
         scenes[0].points, scenes[0].strides, stack("gt_boxes"), np.ones((4, 100), bool), config
     )
-    assert int(prefilter.sum(axis=1).min()) > buckets.CPU_LADDERS.column_start
-    if jax.default_backend() == "cpu":
-        assert buckets.images_at_once(4, 100 * num_anchors) == 2
+    cpu = buckets.CPU_SIZES
+    assert int(prefilter.sum(axis=1).min()) > min(c for _, c in cpu.pairs)
+    assert buckets.images_at_once(4, 100 * num_anchors, cpu) == 2
     result = ota_jax.simota_assign_batch(
         stack("pred_boxes"),
         stack("cls_logits"),
@@ -232,25 +235,21 @@ def test_simota_assigns_a_crowded_batch_a_few_images_at_a_time_as_the_reference(
         np.testing.assert_array_equal(result.dynamic_k[image], want["dynamic_k"])
 
 
-def test_simota_takes_a_large_image_in_gt_slices_as_the_reference(monkeypatch):
-    """On a CPU an image whose gt-anchor pairs exceed `buckets.CPU_PAIRS_AT_ONCE`
-    takes its gts in slices (`buckets.gt_slices`). With the limit lowered, this
+def test_simota_takes_a_large_image_in_gt_slices_as_the_reference():
+    """An image whose gt-anchor pairs exceed its sizes' ``pairs_at_once`` (set on a
+    CPU) takes its gts in slices (`buckets.gt_slices`). With the limit lowered, this
     30-gt image takes 8 of them, and still matches the reference loop."""
-    if jax.default_backend() != "cpu":
-        pytest.skip("gts are sliced on a CPU only")
-    monkeypatch.setattr(buckets, "CPU_PAIRS_AT_ONCE", 2048)
-    jax.clear_caches()  # nothing compiled with the usual limit may be reused
+    sizes = dataclasses.replace(buckets.CPU_SIZES, pairs_at_once=2048)
     rng = np.random.default_rng(7)
     scene = make_scene(rng, num_gt=30, image_size=(160, 160))
-    assert buckets.gt_slices(32, 512) == 8
-    config = ota_jax.SimOTAConfig()
+    assert buckets.gt_slices(32, 512, sizes) == 8
+    config = ota_jax.SimOTAConfig(sizes=sizes)
     result = ota_jax.simota_assign(
         *scene.args,
         np.ones(30, bool),
         obj_logits=scene.obj_logits,
         config=config,
     )
-    jax.clear_caches()
     want = run_reference(reference.simota_reference, scene, config)
     positives = want["gt_index"] >= 0
     assert positives.sum() > 50

@@ -26,7 +26,6 @@ from ota_jax._src.compaction import take_rows, true_indices
 from tests.scenes import make_scene, padded
 
 assert jax.device_count() == 8, jax.devices()
-assert ota_jax.buckets.ladders() == ota_jax.buckets.NO_LADDERS  # OTA_JAX_BUCKETS=off
 rng = np.random.default_rng(0)
 scenes = [make_scene(rng, num_gt=n, image_size=(640, 640), num_classes=80)
           for n in (0, 1, 3, 7, 12, 20, 27, 32)]
@@ -43,12 +42,13 @@ def shard(mesh, i, x):  # points and strides (arguments 2 and 3) are shared by e
     return jax.device_put(x, NamedSharding(mesh, P() if i in (2, 3) else P("data")))
 
 for name, spec in ASSIGNERS.items():
-    local = spec.assign_batch(*args, obj_logits=obj)
+    config = spec.config_class(sizes="off")
+    local = spec.assign_batch(*args, obj_logits=obj, config=config)
     assert (np.asarray(local.gt_index) >= 0).sum() > 0, name
     for mesh in meshes:
         with jax.set_mesh(mesh):
             sharded = spec.assign_batch(*[shard(mesh, i, x) for i, x in enumerate(args)],
-                                        obj_logits=shard(mesh, 0, obj))
+                                        obj_logits=shard(mesh, 0, obj), config=config)
         where = f"{name} on {mesh.axis_types}"
         assert len(sharded.gt_index.sharding.device_set) == 8, where
         np.testing.assert_array_equal(np.asarray(sharded.gt_index), np.asarray(local.gt_index),
@@ -120,7 +120,7 @@ def run_on_8_devices(script: str, **env) -> None:
 
 
 def test_every_assigner_sharded_matches_single_device():
-    run_on_8_devices(EVERY_ASSIGNER, OTA_JAX_BUCKETS="off")
+    run_on_8_devices(EVERY_ASSIGNER)
 
 
 def test_readme_many_devices_snippet_matches_single_device():

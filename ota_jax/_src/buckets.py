@@ -6,7 +6,18 @@ that matter. Each bucket is one compiled branch of a ``lax.switch`` with smaller
 static shapes; the batch picks the first bucket its real sizes fit, so only that
 branch runs. Padding never changes a result, so neither does the bucket.
 
-How fine the sizes are depends on the backend (`ladders`). On a CPU time follows
+The sizes are a config's static ``sizes`` field: a name that the public functions
+resolve with `resolve_sizes` (from the backend, or ``OTA_JAX_BUCKETS``) before the
+assigner is traced, or a `Sizes` given outright; every function here takes the
+resolved `Sizes` and reads neither the environment nor the backend. Every
+branch is compiled on the first call, so their number is that call's cost: on a
+CPU the default is a staircase of seven ``(gts, columns)`` pairs (`CPU_PAIRS`)
+instead of the doubling ladders' 25 to 30 (below), with the same buckets for the
+benchmark batches, and a problem of at most `SMALL_PAIRS` padded pairs (a tiny
+detector's) is not bucketed at all (numbers in docs/performance_history.md,
+"Compile time by size policy").
+
+The doubling ladders (`CPU_LADDER_SIZES`): on a CPU time follows
 the arithmetic, so sizes double (gts from 8, anchor columns from 512) and a
 batch never runs on more than twice the size it needs: on the COCO-like
 benchmark batches (2-core CPU) that made SimOTA 1.1x to 2.5x and OTA 1.4x to
@@ -24,11 +35,11 @@ size was 2x to 7x slower than those on an H100.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import sys
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -38,13 +49,13 @@ from ota_jax._src.inputs import background_assignment
 from ota_jax.assignment import Assignment
 
 __all__ = [
-    "ACCELERATOR_LADDERS",
+    "ACCELERATOR_SIZES",
     "CHOICES",
-    "CPU_GTS_AT_ONCE",
-    "CPU_LADDERS",
-    "CPU_PAIRS_AT_ONCE",
-    "NO_LADDERS",
-    "Ladders",
+    "CPU_LADDER_SIZES",
+    "CPU_PAIRS",
+    "CPU_SIZES",
+    "SMALL_PAIRS",
+    "Sizes",
     "any_over_gts",
     "bucket_index",
     "by_columns",
@@ -52,9 +63,9 @@ __all__ = [
     "gt_slices",
     "images_at_once",
     "ladder",
-    "ladders",
     "on_real_gts",
     "real_gts_first",
+    "resolve_sizes",
     "restore_gt_order",
     "scatter_gt_rows",
     "split_gts",
@@ -64,44 +75,119 @@ __all__ = [
 ]
 
 
-class Ladders(NamedTuple):
-    """The bucket sizes of one backend."""
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """The static sizes an assigner runs at: its size buckets and, on a CPU, how much
+    of a batch one step holds. Frozen and hashable (a config's static field);
+    `resolve_sizes` makes one from a name.
 
-    gt_start: int  # the smallest gt bucket
-    column_start: int  # the smallest anchor-column bucket
-    factor: int  # the growth from one bucket to the next
-
-
-CPU_LADDERS = Ladders(gt_start=8, column_start=512, factor=2)
-ACCELERATOR_LADDERS = Ladders(gt_start=8, column_start=1024, factor=4)
-
-
-# One size, the padded one: a single compiled program per input shape (OTA keeps its
-# compacted problem at ``max_columns`` and the dense fallback).
-NO_LADDERS = Ladders(gt_start=sys.maxsize, column_start=sys.maxsize, factor=2)
-
-# The choices of the OTA_JAX_BUCKETS environment variable besides "auto".
-CHOICES = {"cpu": CPU_LADDERS, "accelerator": ACCELERATOR_LADDERS, "off": NO_LADDERS}
-
-
-def ladders(backend: str | None = None) -> Ladders:
-    """The bucket sizes, read when an assigner is traced.
-
-    By default those of ``backend`` (default: ``jax.default_backend()``):
-    `CPU_LADDERS` on ``"cpu"``, else `ACCELERATOR_LADDERS`. The environment variable
-    ``OTA_JAX_BUCKETS`` overrides this: ``cpu``, ``accelerator``, or ``off``
-    (`NO_LADDERS`: the first call compiles one program instead of one per bucket,
-    several times faster, and every call runs at the padded size); ``auto`` or
-    unset is the default. Set it before the first call: a compiled function keeps
-    the buckets it was traced with.
+    Attributes:
+      gt_start: the smallest gt bucket; None: no gt buckets, every gt slot is kept.
+      column_start: the smallest anchor-column bucket; None: no column buckets (OTA
+        still compacts to its ``max_columns``).
+      factor: the growth from one bucket to the next.
+      pairs: the ``(gts, columns)`` buckets themselves, in the order they are tried
+        (cheapest first), instead of every gt size with every column size; a size is
+        rounded up to the buckets the other pairs make, None gts means every gt slot.
+        ``(all gts, the largest gathered size)`` and ``(all gts, all anchors)`` end it.
+        Gt-only switches use its gt sizes. Empty: the ladders above.
+      max_pairs: problems of at most this many gt-anchor pairs (padded ``M * A``) run
+        at their padded size, unbucketed. 0: always bucket.
+      pairs_at_once: the gt-anchor pairs one step of `vmap_in_chunks` may hold
+        (`images_at_once`, `gt_slices`); None: no limit.
+      gts_at_once: the most gts `any_over_gts` tests at once; None: no limit.
     """
-    choice = os.environ.get("OTA_JAX_BUCKETS", "auto").strip().lower() or "auto"
-    if choice in CHOICES:
-        return CHOICES[choice]
-    if choice != "auto":
-        raise ValueError(f"OTA_JAX_BUCKETS={choice!r}: expected one of auto, {', '.join(CHOICES)}")
-    backend = jax.default_backend() if backend is None else backend
-    return CPU_LADDERS if backend == "cpu" else ACCELERATOR_LADDERS
+
+    gt_start: int | None = 8
+    column_start: int | None = 512
+    factor: int = 2
+    pairs: tuple[tuple[int | None, int], ...] = ()
+    max_pairs: int = 0
+    pairs_at_once: int | None = None
+    gts_at_once: int | None = None
+
+    def __post_init__(self):
+        for name in ("gt_start", "column_start", "pairs_at_once", "gts_at_once"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"Sizes.{name} must be positive or None, got {value}")
+        if self.factor < 2:
+            raise ValueError(f"Sizes.factor must be at least 2, got {self.factor}")
+        pairs = tuple((g, c) for g, c in self.pairs)  # hashable, whatever was given
+        if any((g is not None and g < 1) or c < 1 for g, c in pairs):
+            raise ValueError(f"Sizes.pairs must hold positive sizes, got {self.pairs}")
+        object.__setattr__(self, "pairs", pairs)
+
+    @property
+    def off(self) -> bool:
+        """No bucket at all: one program at the padded size."""
+        return self.gt_start is None and self.column_start is None
+
+
+# On a CPU, the gt-anchor pairs whose buffers one step of `vmap_in_chunks` holds
+# (`images_at_once`), and the most gts `any_over_gts` tests at once.
+_CPU_CHUNKS = {"pairs_at_once": 1 << 18, "gts_at_once": 32}
+
+# Problems of at most this many gt-anchor pairs run unbucketed (a tiny detector's
+# 16 gts x 1364 anchors: one program compiles several times faster than the buckets
+# and runs in well under a millisecond more; see docs/performance_history.md).
+SMALL_PAIRS = 1 << 15
+
+# On a CPU, the (gts, columns) buckets as a staircase: the buckets of the COCO-like
+# benchmark batches (yolox640 and fcos1024 at 16 gts, crowd100 at all gts) stay as
+# the doubling ladders (gts from 8, columns from 512) made them, with 7 switch
+# branches instead of their 25 to 30: the first call 2.6x (OTA) to 3.2x faster
+# (docs/performance_history.md, "Compile time by size policy").
+CPU_PAIRS = ((16, 512), (16, 1024), (32, 1024), (32, 2048), (None, 2048), (None, 4096))
+CPU_SIZES = Sizes(pairs=CPU_PAIRS, max_pairs=SMALL_PAIRS, **_CPU_CHUNKS)
+# The doubling ladders' product, the CPU's sizes before (docs/performance_history.md).
+CPU_LADDER_SIZES = Sizes(gt_start=8, column_start=512, factor=2, **_CPU_CHUNKS)
+ACCELERATOR_SIZES = Sizes(gt_start=8, column_start=1024, factor=4, max_pairs=SMALL_PAIRS)
+
+# The names `resolve_sizes` takes besides "auto" (also the values of OTA_JAX_BUCKETS).
+CHOICES = ("cpu", "accelerator", "off")
+
+
+def resolve_sizes(sizes: str | Sizes = "auto", backend: str | None = None) -> Sizes:
+    """The `Sizes` a config's ``sizes`` field names. Call it outside tracing: it reads
+    the environment and the backend, which a compiled program must not.
+
+    ``"cpu"``: `CPU_SIZES`. ``"accelerator"``: `ACCELERATOR_SIZES`. ``"off"``: no
+    buckets, a single program at the padded size (the first call compiles one
+    program instead of one per bucket; every call runs at the padded size), with the
+    backend's chunking. ``"auto"``: the environment variable ``OTA_JAX_BUCKETS``
+    (``cpu``, ``accelerator`` or ``off``; ``auto`` or unset: by ``backend``, default
+    ``jax.default_backend()``: `CPU_SIZES` on ``"cpu"``, else `ACCELERATOR_SIZES`).
+    A `Sizes` is returned as it is.
+    """
+    if isinstance(sizes, Sizes):
+        return sizes
+    if not isinstance(sizes, str):
+        raise TypeError(f"sizes must be a name or a Sizes, got {sizes!r}")
+    choice = sizes
+    if sizes == "auto":
+        choice = os.environ.get("OTA_JAX_BUCKETS", "auto").strip().lower() or "auto"
+        if choice not in ("auto", *CHOICES):
+            raise ValueError(
+                f"OTA_JAX_BUCKETS={choice!r}: expected one of auto, {', '.join(CHOICES)}"
+            )
+    elif sizes not in CHOICES:
+        raise ValueError(f"sizes={sizes!r}: expected a Sizes or one of auto, {', '.join(CHOICES)}")
+    on_cpu = (jax.default_backend() if backend is None else backend) == "cpu"
+    if choice == "cpu":
+        return CPU_SIZES
+    if choice == "accelerator":
+        return ACCELERATOR_SIZES
+    chunks = _CPU_CHUNKS if on_cpu else {}
+    if choice == "off":
+        return Sizes(gt_start=None, column_start=None, **chunks)
+    return CPU_SIZES if on_cpu else ACCELERATOR_SIZES
+
+
+def _checked(sizes: Sizes) -> Sizes:
+    if not isinstance(sizes, Sizes):
+        raise TypeError(f"expected resolved Sizes, got {sizes!r}: call resolve_sizes outside jit")
+    return sizes
 
 
 def ladder(limit: int, *, start: int, factor: int) -> tuple[int, ...]:
@@ -147,6 +233,7 @@ def by_real_gts(
     args: tuple,
     run: Callable[..., Assignment],
     *,
+    sizes: Sizes,
     columns: tuple[Array, int | None] | None = None,
 ) -> Assignment:
     """Run an assigner on the smallest gt bucket that holds every image's real gts.
@@ -158,6 +245,7 @@ def by_real_gts(
       run: the assigner on such arguments, ``run(args)``; it gets the gts cut to R
         slots, real first. With ``columns``, ``run(args, columns=...)`` as for
         `by_columns`.
+      sizes: the resolved `Sizes`.
       columns: optional ``(needed, limit)`` as for `by_columns`, whose bucket is then
         chosen in the same ``lax.switch`` as the gts' (on a GPU a switch whose
         branches hold a loop, OTA's Sinkhorn, reads its branch index on the host:
@@ -166,15 +254,15 @@ def by_real_gts(
     Returns:
       ``run``'s batched `Assignment`, in the caller's gt numbering.
     """
-    num_images, num_gt = args[6].shape
+    num_images, num_gt = args.gt_mask.shape
     if num_gt == 0:  # static: no gt slot at all
-        empty = background_assignment(args[2].shape[0])
+        empty = background_assignment(args.points.shape[0])
         return jax.tree.map(lambda x: jnp.broadcast_to(x, (num_images, *x.shape)), empty)
-    order, gt_sizes, gt_need = _gt_buckets(args)
+    order, gt_sizes, gt_need = _gt_buckets(args, sizes)
 
-    def restored(rows: int, **sizes):
+    def restored(rows: int, **kwargs):
         def branch(args: tuple) -> Assignment:
-            result = run(_cut_gts(args, order, rows), **sizes)
+            result = run(_cut_gts(args, order, rows), **kwargs)
             return jax.vmap(partial(restore_gt_order, num_gt=num_gt))(result, order)
 
         return branch
@@ -183,19 +271,36 @@ def by_real_gts(
         index = bucket_index([gt_need], [gt_sizes])
         return switch(index, [restored(rows) for rows in gt_sizes], args)
     needed, limit = columns
-    num_anchors = args[2].shape[0]
-    # Gt-major pairs: the first that fits has the smallest gt and column sizes that do.
-    pairs = [(rows, c) for rows in gt_sizes for c in _column_ladder(num_anchors, limit)]
+    num_anchors = args.points.shape[0]
+    pairs = _pairs(gt_sizes, _column_ladder(num_anchors, limit, sizes, num_gt), sizes)
     index = bucket_index([gt_need, needed], [[r for r, _ in pairs], [c for _, c in pairs]])
     branches = [restored(r, columns=None if c >= num_anchors else c) for r, c in pairs]
     return switch(index, branches, args)
 
 
-def on_real_gts(args: tuple, run: Callable[[tuple], Any]) -> Any:
+def _pairs(gt_sizes: Sequence[int], column_sizes: Sequence[int], sizes: Sizes):
+    """The ``(gts, columns)`` buckets in the order they are tried: ``sizes.pairs``
+    rounded up to the gt and column sizes, then every gt slot with the two largest
+    column sizes, leaving out a pair that an earlier one holds; without
+    ``sizes.pairs``, every gt size with every column size, gt-major (the first that
+    fits has the smallest gt and column sizes that do)."""
+    if not sizes.pairs or len(gt_sizes) == 1:
+        return [(rows, c) for rows in gt_sizes for c in column_sizes]
+    up = lambda ladder, size: next((s for s in ladder if s >= size), ladder[-1])
+    wanted = [(up(gt_sizes, g or gt_sizes[-1]), up(column_sizes, c)) for g, c in sizes.pairs]
+    wanted += [(gt_sizes[-1], c) for c in column_sizes[-2:]]
+    pairs = []
+    for rows, c in wanted:
+        if not any(r >= rows and k >= c for r, k in pairs):
+            pairs.append((rows, c))
+    return pairs
+
+
+def on_real_gts(args: tuple, run: Callable[[tuple], Any], *, sizes: Sizes) -> Any:
     """``run(args)`` with the gts cut to the smallest bucket that holds every image's
     real gts (real first), for a result without a gt axis, returned as it is (so the
     same in every bucket). ``M`` must be positive."""
-    order, gt_sizes, gt_need = _gt_buckets(args)
+    order, gt_sizes, gt_need = _gt_buckets(args, sizes)
     index = bucket_index([gt_need], [gt_sizes])
 
     def at(rows: int):
@@ -210,26 +315,50 @@ def _cut_gts(args: tuple, order: Array, rows: int) -> tuple:
     return args.with_gts(*cut)
 
 
-def _gt_buckets(args: tuple) -> tuple[Array, tuple[int, ...], Array]:
+def _unbucketed(sizes: Sizes, num_gt: int, num_anchors: int) -> bool:
+    """No buckets for this problem: `Sizes` says so, or it is small (``max_pairs``)."""
+    return sizes.off or num_gt * num_anchors <= sizes.max_pairs
+
+
+def _gt_buckets(args: tuple, sizes: Sizes) -> tuple[Array, tuple[int, ...], Array]:
     """The batch's gt order (`real_gts_first`), its gt bucket sizes, and the most real
     gts an image has."""
-    gt_mask = args[6]
-    steps = ladders()
-    sizes = ladder(gt_mask.shape[1], start=steps.gt_start, factor=steps.factor)
-    return real_gts_first(gt_mask), sizes, gt_mask.sum(axis=1).max()
+    gt_mask = args.gt_mask
+    num_gt = gt_mask.shape[1]
+    start = _checked(sizes).gt_start
+    if _unbucketed(sizes, num_gt, args.points.shape[0]):
+        gt_sizes = (num_gt,)
+    elif sizes.pairs:
+        gt_sizes = tuple(sorted({min(g or num_gt, num_gt) for g, _ in sizes.pairs} | {num_gt}))
+    elif start is None:
+        gt_sizes = (num_gt,)
+    else:
+        gt_sizes = ladder(num_gt, start=start, factor=sizes.factor)
+    return real_gts_first(gt_mask), gt_sizes, gt_mask.sum(axis=1).max()
 
 
-def _column_ladder(num_anchors: int, limit: int | None) -> tuple[int, ...]:
-    """Column buckets up to ``limit`` (None: none), then ``num_anchors``: all anchors."""
-    steps = ladders()
-    sizes = ()
+def _column_ladder(
+    num_anchors: int, limit: int | None, sizes: Sizes, num_gt: int
+) -> tuple[int, ...]:
+    """Column buckets up to ``limit`` (None: none), then ``num_anchors``: all anchors.
+    Without column buckets, ``limit`` itself (if below ``num_anchors``)."""
+    found = ()
     if limit is not None:
-        sizes = ladder(min(limit, num_anchors), start=steps.column_start, factor=steps.factor)
-    return (*tuple(c for c in sizes if c < num_anchors), num_anchors)
+        top = min(limit, num_anchors)
+        start = _checked(sizes).column_start
+        if _unbucketed(sizes, num_gt, num_anchors):
+            found = (top,)
+        elif sizes.pairs:
+            found = tuple(sorted({min(c, top) for _, c in sizes.pairs} | {top}))
+        elif start is None:
+            found = (top,)
+        else:
+            found = ladder(top, start=start, factor=sizes.factor)
+    return (*tuple(c for c in found if c < num_anchors), num_anchors)
 
 
 def by_columns(
-    args: tuple, needed: Array, limit: int | None, run: Callable[..., Assignment]
+    args: tuple, needed: Array, limit: int | None, run: Callable[..., Assignment], *, sizes: Sizes
 ) -> Assignment:
     """Run an assigner on the smallest anchor-column bucket that holds ``needed``.
 
@@ -239,22 +368,19 @@ def by_columns(
       limit: the largest gathered size (None: never gather); beyond it ``run`` gets
         ``columns=None``, all anchors.
       run: ``run(args, columns=...)``.
+      sizes: the resolved `Sizes`.
     """
-    num_anchors = args[2].shape[0]
-    sizes = _column_ladder(num_anchors, limit)
-    index = bucket_index([needed], [sizes])
-    branches = [partial(run, columns=None if c >= num_anchors else c) for c in sizes]
+    num_anchors = args.points.shape[0]
+    column_sizes = _column_ladder(num_anchors, limit, sizes, args.gt_mask.shape[1])
+    index = bucket_index([needed], [column_sizes])
+    branches = [partial(run, columns=None if c >= num_anchors else c) for c in column_sizes]
     return switch(index, branches, args)
 
 
-# On a CPU, the gt-anchor pairs whose buffers one step of `vmap_in_chunks` holds.
-CPU_PAIRS_AT_ONCE = 1 << 18
-
-
-def images_at_once(num_images: int, pairs_per_image: int) -> int:
+def images_at_once(num_images: int, pairs_per_image: int, sizes: Sizes) -> int:
     """How many images' ``[M, K]`` problems (``pairs_per_image = M * K``) to build at
-    once: all of them, except on a CPU when their pairs exceed `CPU_PAIRS_AT_ONCE`
-    (then the largest divisor of the batch that fits, at least one image).
+    once: all of them, except when their pairs exceed ``sizes.pairs_at_once`` (set on
+    a CPU; then the largest divisor of the batch that fits, at least one image).
 
     XLA:CPU allocates a call's temporary buffers as one block, sized for its
     largest size bucket. Above glibc's 32 MiB mmap threshold the block is mapped
@@ -267,19 +393,21 @@ def images_at_once(num_images: int, pairs_per_image: int) -> int:
     blocks shrink everywhere: crowd1000's from 2.2 GiB to 138 MiB. A single image
     with more pairs than the limit takes its gts in slices (`gt_slices`).
     """
-    if jax.default_backend() != "cpu":
+    limit = _checked(sizes).pairs_at_once
+    if limit is None:
         return num_images
-    fits = max(1, CPU_PAIRS_AT_ONCE // max(pairs_per_image, 1))
+    fits = max(1, limit // max(pairs_per_image, 1))
     return max(d for d in range(1, min(fits, num_images) + 1) if num_images % d == 0)
 
 
-def gt_slices(num_gt: int, num_anchors: int) -> int:
-    """In how many slices to take one image's gts (`split_gts`): one, except on a CPU
-    when its ``num_gt * num_anchors`` pairs exceed `CPU_PAIRS_AT_ONCE` (a single image
-    too large for `images_at_once`)."""
-    if jax.default_backend() != "cpu":
+def gt_slices(num_gt: int, num_anchors: int, sizes: Sizes) -> int:
+    """In how many slices to take one image's gts (`split_gts`): one, except when its
+    ``num_gt * num_anchors`` pairs exceed ``sizes.pairs_at_once`` (a single image too
+    large for `images_at_once`)."""
+    limit = _checked(sizes).pairs_at_once
+    if limit is None:
         return 1
-    return max(1, min(num_gt, -(-num_gt * num_anchors // CPU_PAIRS_AT_ONCE)))
+    return max(1, min(num_gt, -(-num_gt * num_anchors // limit)))
 
 
 def vmap_in_chunks(fn: Callable, chunk: int, *batched):
@@ -311,17 +439,15 @@ def _on_devices(x: Array) -> bool:
     return (len(spec) > 0 and spec[0] is not None) or jax.sharding.get_abstract_mesh().size > 1
 
 
-# On a CPU, the most gts `any_over_gts` tests at once.
-CPU_GTS_AT_ONCE = 32
-
-
-def any_over_gts(fn: Callable[[Array, Array], Array], gt_boxes: Array, gt_mask: Array) -> Array:
+def any_over_gts(
+    fn: Callable[[Array, Array], Array], gt_boxes: Array, gt_mask: Array, sizes: Sizes
+) -> Array:
     """``[B, A]``: an anchor mask ORed over gts, ``fn(gt_boxes, gt_mask)`` with
     ``gt_boxes [B, M, 4]`` and ``gt_mask [B, M]`` giving ``[B, M, A]`` (all False
     for a gt that ``gt_mask`` marks invalid).
 
-    On a CPU with more than `CPU_GTS_AT_ONCE` gt slots, the gts are taken in
-    equal slices of at most that many (padded with invalid gts) in a loop.
+    With more than ``sizes.gts_at_once`` gt slots (set on a CPU), the gts are taken
+    in equal slices of at most that many (padded with invalid gts) in a loop.
     XLA:CPU splits a reduction over more than 32 elements into a windowed one,
     which stores the whole ``[B, M, A]`` mask first: 35 MB for a batch of 16
     fcos1024 images padded to 100 gts (see `images_at_once` for why temporaries'
@@ -330,7 +456,8 @@ def any_over_gts(fn: Callable[[Array, Array], Array], gt_boxes: Array, gt_mask: 
     took 12 ms instead of 19 (2-core CPU).
     """
     num_gt = gt_mask.shape[1]
-    steps = 1 if jax.default_backend() != "cpu" else -(-num_gt // CPU_GTS_AT_ONCE)
+    limit = _checked(sizes).gts_at_once
+    steps = 1 if limit is None else -(-num_gt // limit)
     if steps <= 1:
         return fn(gt_boxes, gt_mask).any(axis=1)
     boxes, mask = split_gts(gt_boxes, steps, axis=1), split_gts(gt_mask, steps, axis=1)

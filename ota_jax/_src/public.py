@@ -1,15 +1,19 @@
 """What every public assigner function does around its batched implementation:
-check the config and the arguments, give the defined result where there is no
-work (no image, no anchor), and run the jitted implementation."""
+check the config and the arguments, resolve the config's sizes (once, outside
+tracing), give the defined result where there is no work (no image, no anchor),
+and run the jitted implementation."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
+from ota_jax._src.buckets import resolve_sizes
 from ota_jax._src.config import check_config
 from ota_jax._src.inputs import AssignArgs, background_assignment, check_inputs
 from ota_jax.assignment import Assignment
@@ -26,6 +30,10 @@ def assign_batch(
 ) -> Assignment:
     """``impl`` on a batch, after the checks; ``name`` is the public function's."""
     check_config(config, config_class, name)
+    # "auto" depends on the backend and OTA_JAX_BUCKETS: read here, never under tracing.
+    sizes = resolve_sizes(config.sizes)
+    if sizes is not config.sizes:
+        config = dataclasses.replace(config, sizes=sizes)
     args = check_inputs(args, batched=True)
     num_images, num_gt = args.gt_mask.shape
     num_anchors = args.points.shape[0]

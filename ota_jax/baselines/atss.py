@@ -55,11 +55,15 @@ class ATSSConfig:
       anchor_scale: side of each anchor box, in strides (mmdet's octave base scale 8).
       max_levels: levels (distinct strides) searched with one ``top_k`` each; more
         levels fall back to one sort over all anchors, same result, slower.
+      sizes: the static sizes it runs at: ``"auto"``, ``"cpu"``, ``"accelerator"``,
+        ``"off"`` (one program at the padded size) or a `ota_jax.Sizes` (see
+        `ota_jax.resolve_sizes`).
     """
 
     topk: int = 9
     anchor_scale: float = 8.0
     max_levels: int = 8
+    sizes: str | buckets.Sizes = "auto"
 
     def __post_init__(self):
         if self.topk < 1:
@@ -112,7 +116,8 @@ def _atss_one_image(
 
 @jax.jit
 def _assign_batch(args: AssignArgs, config: ATSSConfig) -> Assignment:
-    return buckets.by_real_gts(args, partial(vmap_images, _atss_one_image, config=config))
+    run = partial(vmap_images, _atss_one_image, config=config)
+    return buckets.by_real_gts(args, run, sizes=config.sizes)
 
 
 def atss_assign(

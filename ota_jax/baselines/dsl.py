@@ -74,12 +74,16 @@ class DSLConfig:
       iou_weight: weight of the ``-log(IoU + iou_eps)`` cost.
       soft_center_radius: r in the centre prior ``10 ** (distance / stride - r)``.
       iou_eps: added to the IoU inside the log (mmdet's EPS).
+      sizes: the static sizes it runs at: ``"auto"``, ``"cpu"``, ``"accelerator"``,
+        ``"off"`` (one program at the padded size) or a `ota_jax.Sizes` (see
+        `ota_jax.resolve_sizes`).
     """
 
     topk: int = 13
     iou_weight: float = 3.0
     soft_center_radius: float = 3.0
     iou_eps: float = 1e-7
+    sizes: str | buckets.Sizes = "auto"
 
     def __post_init__(self):
         if self.topk < 1:
@@ -157,7 +161,8 @@ def _dsl_one_image(
 
 @jax.jit
 def _assign_batch(args: AssignArgs, config: DSLConfig) -> Assignment:
-    return buckets.by_real_gts(args, partial(vmap_images, _dsl_one_image, config=config))
+    run = partial(vmap_images, _dsl_one_image, config=config)
+    return buckets.by_real_gts(args, run, sizes=config.sizes)
 
 
 def dsl_assign(

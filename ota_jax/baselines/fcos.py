@@ -66,11 +66,15 @@ class FCOSAssignConfig:
         two ranges and ``(128, inf)``. Mmdet has no rule for other strides: it
         asserts one explicit range per level (``FCOSHead.get_targets``), so pass
         ``regress_ranges`` to match a mmdet config whose levels are not those.
+      sizes: the static sizes it runs at: ``"auto"``, ``"cpu"``, ``"accelerator"``,
+        ``"off"`` (one program at the padded size) or a `ota_jax.Sizes` (see
+        `ota_jax.resolve_sizes`).
     """
 
     center_sampling: bool = True
     center_radius: float = 1.5
     regress_ranges: tuple[tuple[float, float], ...] | None = None
+    sizes: str | buckets.Sizes = "auto"
 
     def __post_init__(self):
         if not self.center_radius > 0:
@@ -148,7 +152,8 @@ def _fcos_one_image(
 
 @jax.jit
 def _assign_batch(args: AssignArgs, config: FCOSAssignConfig) -> Assignment:
-    return buckets.by_real_gts(args, partial(vmap_images, _fcos_one_image, config=config))
+    run = partial(vmap_images, _fcos_one_image, config=config)
+    return buckets.by_real_gts(args, run, sizes=config.sizes)
 
 
 def fcos_assign(

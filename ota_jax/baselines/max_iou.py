@@ -51,12 +51,16 @@ class MaxIoUConfig:
         in ``[neg_iou_thr, pos_iou_thr)`` are ignored. ``0 <= neg_iou_thr <= pos_iou_thr``.
       anchor_scale: side of each anchor box, in strides.
       match_low_quality: each gt also takes its best-overlapping anchors (step 2).
+      sizes: the static sizes it runs at: ``"auto"``, ``"cpu"``, ``"accelerator"``,
+        ``"off"`` (one program at the padded size) or a `ota_jax.Sizes` (see
+        `ota_jax.resolve_sizes`).
     """
 
     pos_iou_thr: float = 0.5
     neg_iou_thr: float = 0.4
     anchor_scale: float = 8.0
     match_low_quality: bool = True
+    sizes: str | buckets.Sizes = "auto"
 
     def __post_init__(self):
         if not 0 < self.pos_iou_thr:
@@ -109,7 +113,8 @@ def _max_iou_one_image(
 
 @jax.jit
 def _assign_batch(args: AssignArgs, config: MaxIoUConfig) -> Assignment:
-    return buckets.by_real_gts(args, partial(vmap_images, _max_iou_one_image, config=config))
+    run = partial(vmap_images, _max_iou_one_image, config=config)
+    return buckets.by_real_gts(args, run, sizes=config.sizes)
 
 
 def max_iou_assign(

@@ -109,6 +109,9 @@ class TALConfig:
         Width and height are grown separately; the metric and IoUs use the gt box.
       soft_target_eps: added to each gt's largest metric when normalising
         ``Assignment.soft_targets`` (mmdet ``10e-8`` = 1e-7, ultralytics 1e-9), >= 0.
+      sizes: the static sizes it runs at: ``"auto"``, ``"cpu"``, ``"accelerator"``,
+        ``"off"`` (one program at the padded size) or a `ota_jax.Sizes` (see
+        `ota_jax.resolve_sizes`).
     """
 
     alpha: float = 1.0
@@ -118,6 +121,7 @@ class TALConfig:
     inside_eps: float = 0.01
     grow_small_gts: bool = False
     soft_target_eps: float = 1e-7
+    sizes: str | buckets.Sizes = "auto"
 
     def __post_init__(self):
         if not (math.isfinite(self.alpha) and self.alpha >= 0):
@@ -245,7 +249,8 @@ def _tal_one_image(
 
 @jax.jit
 def _assign_batch(args: AssignArgs, config: TALConfig) -> Assignment:
-    return buckets.by_real_gts(args, partial(vmap_images, _tal_one_image, config=config))
+    run = partial(vmap_images, _tal_one_image, config=config)
+    return buckets.by_real_gts(args, run, sizes=config.sizes)
 
 
 def _with_soft_targets(result: Assignment) -> Assignment:
