@@ -5,10 +5,9 @@ and run the jitted implementation."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
-
-import dataclasses
 
 import jax
 import jax.numpy as jnp
