@@ -114,9 +114,9 @@ def _torch_image(image: dict):
     return out
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("shift_rows", [True, False])
 def test_torch_ota_loop_matches_reference(shift_rows):
-    pytest.importorskip("torch")
     import torch_loops
 
     for image in _images():
@@ -153,10 +153,10 @@ def test_torch_ota_loop_matches_reference(shift_rows):
         np.testing.assert_array_equal(got, ref["gt_index"])
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("variant", ["2023", "2021"])
 @pytest.mark.parametrize("with_obj", [True, False])
 def test_torch_simota_loop_matches_reference(variant, with_obj):
-    pytest.importorskip("torch")
     import torch_loops
 
     reference_kwargs = (
@@ -189,8 +189,9 @@ def test_torch_simota_loop_matches_reference(variant, with_obj):
         np.testing.assert_array_equal(got, ref["gt_index"])
 
 
+@pytest.mark.torch
 def test_torch_loops_batch_indices_are_padded_slots():
-    torch = pytest.importorskip("torch")
+    import torch
     import torch_loops
 
     work = workloads.make_workload("tiny320", 2, seed=3)
@@ -301,8 +302,8 @@ def test_time_sides_releases_each_timed_result_before_the_next_call():
     assert alive_at_call == [0, 1, 1, 1, 1, 1]
 
 
+@pytest.mark.torch
 def test_bench_quick_writes_complete_json(tmp_path, capsys):
-    pytest.importorskip("torch")
     import assign_bench
 
     from ota_jax.assigners import ASSIGNERS
@@ -346,8 +347,8 @@ def test_bench_quick_writes_complete_json(tmp_path, capsys):
             assert row["jax ms"] not in ("—", "n/a")
 
 
+@pytest.mark.torch
 def test_bench_torch_budget_times_fewer_images(tmp_path):
-    pytest.importorskip("torch")
     import assign_bench
 
     import ota_jax
@@ -370,9 +371,9 @@ def test_bench_torch_budget_times_fewer_images(tmp_path):
     assert "first n images only" in markdown
 
 
+@pytest.mark.torch
 @pytest.mark.slow
 def test_bench_memory_probe_subprocess():
-    pytest.importorskip("torch")
     import assign_bench
 
     args = assign_bench.parse_args(["--quick"])
@@ -400,6 +401,7 @@ def test_trace_assign_sums_the_recorded_ops(tmp_path):
 # --------------------------------------------------------------------------- float64
 
 
+@pytest.mark.torch
 def test_agreement_float64_on_small_images():
     import agreement_float64
 

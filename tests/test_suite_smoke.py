@@ -39,8 +39,8 @@ def test_step_args():
         suite.parse_args(["--steps", "assign,nothing"])
 
 
+@pytest.mark.torch
 def test_suite_quick_assign_and_scaling(tmp_path, capsys):
-    pytest.importorskip("torch")
     from ota_jax.assigners import ASSIGNERS
 
     # One of the quick workloads (every registered assigner compiles once per workload),
