@@ -8,6 +8,7 @@ import pytest
 import ota_jax
 from ota_jax import Assignment
 from ota_jax._src import buckets
+from ota_jax._src.inputs import AssignArgs
 
 # The doubling ladders (the CPU's product of gt and column sizes), also for the
 # small problems here.
@@ -34,7 +35,7 @@ def test_accelerators_get_fewer_buckets(monkeypatch):
 
 
 def _args(num_anchors):
-    return (None, None, jnp.zeros((num_anchors, 2)), None, None, None, jnp.ones((1, 8)), None)
+    return AssignArgs(None, None, jnp.zeros((num_anchors, 2)), None, None, None, jnp.ones((1, 8)))
 
 
 def _columns_run(args, columns):
@@ -79,7 +80,7 @@ def test_by_real_gts_cuts_to_real_gts_first_and_restores_the_order():
         zeros = jnp.zeros((2, 5))
         return Assignment(gt_index, gt_index >= 0, gt_index, zeros, zeros, rows, cut_labels)
 
-    args = (None, None, np.zeros((5, 2)), None, np.zeros((2, 40, 4)), labels, gt_mask, None)
+    args = AssignArgs(None, None, np.zeros((5, 2)), None, np.zeros((2, 40, 4)), labels, gt_mask)
     result = buckets.by_real_gts(args, run, sizes=BUCKETED)
     np.testing.assert_array_equal(result.num_fg, [8, 8])  # 3 real gts: the smallest bucket
     np.testing.assert_array_equal(result.gt_index[:, 0], [30, 39])
@@ -101,15 +102,15 @@ def test_buckets_off_traces_fewer_sizes_and_assigns_the_same(name):
     gts = [padded(s, 12)[:3] for s in scenes]
     stack = lambda key: np.stack([getattr(s, key) for s in scenes])
     args = (stack("pred_boxes"), stack("cls_logits"), scenes[0].points, scenes[0].strides)
-    args = (*args, *(np.stack(x) for x in zip(*gts, strict=True)), stack("obj_logits"))
+    args = AssignArgs(*args, *(np.stack(x) for x in zip(*gts, strict=True)), stack("obj_logits"))
     spec = assigners.ASSIGNERS[name]
     module = f"ota_jax.baselines.{name}" if name == "fcos" else f"ota_jax.{name}"
     assign_batch = importlib.import_module(module)._assign_batch
 
     def trace_and_run(sizes):
         config = spec.config_class(sizes=buckets.resolve_sizes(sizes))
-        jaxpr = str(jax.make_jaxpr(lambda *a: assign_batch(a, config))(*args))
-        return jaxpr.count("cond["), jax.jit(lambda *a: assign_batch(a, config))(*args)
+        jaxpr = str(jax.make_jaxpr(lambda *a: assign_batch(AssignArgs(*a), config))(*args))
+        return jaxpr.count("cond["), assign_batch(args, config)
 
     switches, bucketed = trace_and_run(BUCKETED)
     switches_off, single = trace_and_run("off")
@@ -160,8 +161,8 @@ def test_sizes_given_as_pairs_and_small_problems_as_one_program():
     the largest gathered size and at all anchors; ``max_pairs``: no bucket at all."""
     gt_mask = np.zeros((2, 100), bool)
     gt_mask[1, :3] = True
-    args = (None, None, jnp.zeros((8400, 2)), None, np.zeros((2, 100, 4)), None, gt_mask, None)
-    args = (*args[:5], np.zeros((2, 100), int), *args[6:])
+    args = AssignArgs(None, None, jnp.zeros((8400, 2)), None, np.zeros((2, 100, 4)), None, gt_mask)
+    args = args._replace(gt_labels=np.zeros((2, 100), int))
     pairs = buckets.Sizes(pairs=((16, 512), (16, 1000), (32, 2048), (None, 2048), (64, 1024)))
 
     def branches(sizes, needed=300):
@@ -272,7 +273,7 @@ def test_by_real_gts_with_columns_picks_both_buckets_in_one_switch(
 ):
     gt_mask = np.zeros((2, 100), bool)
     gt_mask[1, :real] = True
-    args = (
+    args = AssignArgs(
         None,
         None,
         jnp.zeros((8400, 2)),
@@ -280,7 +281,6 @@ def test_by_real_gts_with_columns_picks_both_buckets_in_one_switch(
         np.zeros((2, 100, 4)),
         np.zeros((2, 100), int),
         gt_mask,
-        None,
     )
     run = lambda needed: buckets.by_real_gts(
         args, _sizes_run, sizes=BUCKETED, columns=(needed, 4096)
@@ -299,7 +299,7 @@ def test_on_real_gts_runs_on_the_real_gts_first_at_the_smallest_bucket():
     gt_mask[0, [5, 30]] = True
     gt_mask[1, [2, 3, 4, *range(10, 20), 39]] = True  # 14 real gts: bucket 16
     labels = np.arange(80).reshape(2, 40)
-    args = (None, None, np.zeros((5, 2)), None, np.zeros((2, 40, 4)), labels, gt_mask, None)
+    args = AssignArgs(None, None, np.zeros((5, 2)), None, np.zeros((2, 40, 4)), labels, gt_mask)
     rows, first = buckets.on_real_gts(
         args, lambda a: (jnp.full(2, a[6].shape[1]), a[5][:, 0]), sizes=BUCKETED
     )

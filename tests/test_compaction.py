@@ -9,6 +9,7 @@ import pytest
 
 import ota_jax
 from ota_jax._src import buckets, compaction
+from ota_jax._src.inputs import AssignArgs
 from ota_jax.ota import _candidates, _needed_anchors
 from tests.scenes import make_scene, padded, run_reference
 
@@ -59,7 +60,7 @@ def test_compacted_equals_dense(batch):
 def test_compaction_really_ran_and_dropped_most_columns(batch):
     """Every image's kept columns fit the bound, so the compacted branch ran above."""
     names = ("pred_boxes", "cls_logits", "points", "strides", "gt_boxes", "gt_labels", "gt_mask")
-    args = (*(jax.numpy.asarray(batch[n]) for n in names), None)
+    args = AssignArgs(*(jax.numpy.asarray(batch[n]) for n in names))
     config = ota_jax.OTAConfig(sizes=ota_jax.resolve_sizes())
     kept = np.asarray(_needed_anchors(args, config).sum(axis=1))
     assert np.all(kept <= 700)
