@@ -17,20 +17,11 @@ benchmark batches, and a problem of at most `SMALL_PAIRS` padded pairs (a tiny
 detector's) is not bucketed at all (numbers in docs/performance_history.md,
 "Compile time by size policy").
 
-The doubling ladders (`CPU_LADDER_SIZES`): on a CPU time follows
-the arithmetic, so sizes double (gts from 8, anchor columns from 512) and a
-batch never runs on more than twice the size it needs: on the COCO-like
-benchmark batches (2-core CPU) that made SimOTA 1.1x to 2.5x and OTA 1.4x to
-1.7x faster than sizes that quadruple, for two to three times the first call's
-compile time. Columns growing by 1.5x made SimOTA another 1.15x faster, for
-1.6x the compile time (29 s instead of 18 s on yolox640): not taken.
-On an accelerator a small batch's arithmetic takes microseconds and the
-branches' overhead dominates: with the doubling sizes SimOTA took 4.8 ms per
-yolox640 batch of 16 on an H200 (0.1 ms of it in kernels) against 1.4 ms with
-sizes that quadruple (gts from 8, columns from 1024), which it keeps there (both
-timed by a harness that held each result during the next call, which on an H100
-made the quadrupling sizes' 0.47 ms look like 1.0 ms). One program at the padded
-size was 2x to 7x slower than those on an H100.
+The doubling ladders (`CPU_LADDER_SIZES`, the CPU default before) run each batch
+at most twice the size it needs, for several times the first call's compile
+time. On an accelerator a small batch's arithmetic takes microseconds and each
+branch's overhead dominates: `ACCELERATOR_SIZES` quadruple (gts from 8, columns
+from 1024). What each choice measured is in docs/performance_history.md.
 """
 
 from __future__ import annotations
@@ -136,8 +127,8 @@ SMALL_PAIRS = 1 << 15
 # On a CPU, the (gts, columns) buckets as a staircase: the buckets of the COCO-like
 # benchmark batches (yolox640 and fcos1024 at 16 gts, crowd100 at all gts) stay as
 # the doubling ladders (gts from 8, columns from 512) made them, with 7 switch
-# branches instead of their 25 to 30: the first call 2.6x (OTA) to 3.2x faster
-# (docs/performance_history.md, "Compile time by size policy").
+# branches instead of their 25 to 30 (docs/performance_history.md, "Compile time by
+# size policy").
 CPU_PAIRS = ((16, 512), (16, 1024), (32, 1024), (32, 2048), (None, 2048), (None, 4096))
 CPU_SIZES = Sizes(pairs=CPU_PAIRS, max_pairs=SMALL_PAIRS, **_CPU_CHUNKS)
 # The doubling ladders' product, the CPU's sizes before (docs/performance_history.md).
@@ -383,14 +374,9 @@ def images_at_once(num_images: int, pairs_per_image: int, sizes: Sizes) -> int:
     a CPU; then the largest divisor of the batch that fits, at least one image).
 
     XLA:CPU allocates a call's temporary buffers as one block, sized for its
-    largest size bucket. Above glibc's 32 MiB mmap threshold the block is mapped
-    afresh at every call and the kernel zeroes each page the call touches: for
-    SimOTA on a yolox640 batch of 16 (a 222 MiB block) about 1000 page faults and
-    2 to 3 ms of system time in a 6 to 7 ms call. Taking the large buckets a few
-    images at a time keeps that block at 15 MiB there and the faults near none:
-    1.17x faster (2-core CPU, both versions interleaved in one process); crowd500,
-    whose own bucket then runs a few images at a time, takes 1.3x as long. The
-    blocks shrink everywhere: crowd1000's from 2.2 GiB to 138 MiB. A single image
+    largest size bucket; above glibc's mmap threshold that block is mapped and
+    zeroed afresh at every call. Taking the large buckets a few images at a time
+    keeps it small (numbers in docs/performance_history.md). A single image
     with more pairs than the limit takes its gts in slices (`gt_slices`).
     """
     limit = _checked(sizes).pairs_at_once
@@ -449,11 +435,8 @@ def any_over_gts(
     With more than ``sizes.gts_at_once`` gt slots (set on a CPU), the gts are taken
     in equal slices of at most that many (padded with invalid gts) in a loop.
     XLA:CPU splits a reduction over more than 32 elements into a windowed one,
-    which stores the whole ``[B, M, A]`` mask first: 35 MB for a batch of 16
-    fcos1024 images padded to 100 gts (see `images_at_once` for why temporaries'
-    size matters). In
-    slices the mask needs almost nothing, and SimOTA's prefilter of that batch
-    took 12 ms instead of 19 (2-core CPU).
+    which stores the whole ``[B, M, A]`` mask first (see `images_at_once` for why
+    temporaries' size matters); in slices the mask needs almost nothing.
     """
     num_gt = gt_mask.shape[1]
     limit = _checked(sizes).gts_at_once

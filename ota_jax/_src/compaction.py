@@ -51,7 +51,7 @@ _WORD = 32
 
 
 def true_indices(mask: Array, size: int, fill_value: int) -> Array:
-    """``jnp.nonzero(mask, size=size, fill_value=fill_value)[0]``, 2-4x as fast on a CPU.
+    """``jnp.nonzero(mask, size=size, fill_value=fill_value)[0]``, faster on a CPU.
 
     Args:
       mask: ``[A]`` bool.
@@ -63,8 +63,8 @@ def true_indices(mask: Array, size: int, fill_value: int) -> Array:
       then ``fill_value``.
 
     ``jnp.nonzero`` counts the True entries with a cumsum over all ``A`` and scatters
-    each to its count; XLA:CPU runs both as slow loops (on a 2-core CPU, 2.6 ms of a
-    ``[16, 21824]`` batch's compaction). Here the mask is packed into 32-bit words,
+    each to its count; XLA:CPU runs both as slow loops (docs/performance_history.md).
+    Here the mask is packed into 32-bit words,
     the cumsum runs over the ``A / 32`` word popcounts, and each of the ``size``
     outputs finds its word by binary search and its bit by five popcounts: the only
     pass over all ``A`` entries is the packing.
@@ -129,9 +129,9 @@ def smallest_indices(values: Array, k: int) -> Array:
 
     On an accelerator in two exact stages (`smallest_in_chunks`). XLA's GPU top-k
     kernel gives each row to one thread block, so the few long rows of OTA's
-    search for candidate-less gts' anchors (``[B, 4, A]``) took 115 us on an H100;
-    short rows fill the device (OTA 1.07x faster on yolox640). On a CPU the two
-    stages are several times slower than one ``lax.top_k``, which it keeps.
+    search for candidate-less gts' anchors (``[B, 4, A]``) leave the device idle;
+    short rows fill it (docs/performance_history.md). On a CPU the two stages are
+    slower than one ``lax.top_k``, which it keeps.
     """
     num = values.shape[-1]
     if num < 2 * _TOP_K_CHUNK or k > _TOP_K_CHUNK:
