@@ -1,6 +1,6 @@
 """Assigner configs are pytrees: float fields traced, the rest static.
 
-Counted with JAX's own compile events: a sweep over a float hyperparameter must
+Counted with JAX's own compile events (`tests.compiles`): a sweep over a float hyperparameter must
 compile nothing new, a change of a static field must.
 """
 
@@ -11,32 +11,10 @@ import numpy as np
 import pytest
 
 import ota_jax
+from tests.compiles import COUNTER
 from tests.scenes import make_scene
 
 ASSIGNERS = ota_jax.assigners.ASSIGNERS
-
-
-class CompileCounter:
-    """Counts XLA backend compilations while it is open."""
-
-    def __init__(self):
-        self.count = 0
-        self._open = False
-
-    def __enter__(self):
-        self.count, self._open = 0, True
-        return self
-
-    def __exit__(self, *exc):
-        self._open = False
-
-    def __call__(self, event: str, duration: float, **kwargs) -> None:
-        if self._open and event == "/jax/core/compile/backend_compile_duration":
-            self.count += 1
-
-
-COUNTER = CompileCounter()
-jax.monitoring.register_event_duration_secs_listener(COUNTER)
 
 
 def _floats(config) -> dict[str, float]:

@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ota_jax
+from tests.compiles import COUNTER
 from tests.scenes import make_scene, padded
 
 # Every registered assigner: (one-image function, batched function, config).
@@ -149,13 +150,12 @@ def test_image_without_gt_is_all_background(name, max_gt):
 @pytest.mark.parametrize("name", ASSIGNERS)
 def test_same_shapes_compile_once(name):
     assign, _, config = ASSIGNERS[name]
-    before = None
     for seed in range(4):
         scene = _scene(100 + seed, 4)
-        _call(assign, scene, scene.gt_boxes, scene.gt_labels, np.ones(4, bool), config)
-        if before is None:
-            before = assign._cache_size()
-    assert assign._cache_size() == before
+        with COUNTER:
+            _call(assign, scene, scene.gt_boxes, scene.gt_labels, np.ones(4, bool), config)
+        if seed > 0:
+            assert COUNTER.count == 0, f"{name} compiled anew for scene {seed}"
 
 
 @pytest.mark.parametrize("name", ASSIGNERS)
