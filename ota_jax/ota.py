@@ -303,9 +303,10 @@ def _assign_compacted(
     at = jnp.where(valid, index, num_anchors)
     scatter = lambda fill, x: jnp.full(num_anchors, fill, x.dtype).at[at].set(x, mode="drop")
     if config.return_transport:  # dense, as the dense problem's
+        *_, dense_cost, _ = _dense_problem(image, config)
         transport = transport._replace(
             plan=expand_plan(plan, index, valid, num_anchors),
-            cost=_dense_problem(image, config)[3],
+            cost=dense_cost,
             demand=jnp.ones(num_anchors, jnp.float32),
         )
     return make_assignment(
