@@ -131,11 +131,15 @@ def _labels_in_int32(labels):
     return np.where((labels < info.min) | (labels > info.max), -1, labels).astype(np.int32)
 
 
+def _is_array(x) -> bool:
+    return hasattr(x, "shape") and hasattr(x, "dtype") and hasattr(x, "ndim")
+
+
 def check_inputs(args: AssignArgs, *, batched: bool) -> AssignArgs:
     """Check the shapes and dtypes of an assigner's arguments before any tracing work.
 
     Returns:
-      The arguments as JAX arrays (``obj_logits`` may stay None).
+      The arguments as arrays (NumPy or JAX; ``obj_logits`` may stay None).
 
     Raises:
       ValueError: a shape that does not fit the others, naming it (and, for a batch,
@@ -143,7 +147,9 @@ def check_inputs(args: AssignArgs, *, batched: bool) -> AssignArgs:
       TypeError: complex or non-numeric arrays, non-integer labels, a non-bool mask.
     """
     args = args._replace(gt_labels=_labels_in_int32(args.gt_labels))
-    args = AssignArgs(*(x if x is None else jnp.asarray(x) for x in args))
+    # Arrays (NumPy or JAX) pass as they are: jit moves them to the device faster
+    # than a jnp.asarray here would copy them. Only lists and scalars are converted.
+    args = AssignArgs(*(x if x is None or _is_array(x) else np.asarray(x) for x in args))
     if not batched:
         _check_shapes(args)
         return args
