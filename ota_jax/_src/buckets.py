@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from ota_jax._src.inputs import background_assignment
+from ota_jax._src.inputs import AssignArgs, background_assignment
 from ota_jax.assignment import Assignment
 
 __all__ = [
@@ -221,7 +221,7 @@ def take_gt_rows(x: Array, order: Array, rows: int) -> Array:
 
 
 def by_real_gts(
-    args: tuple,
+    args: AssignArgs,
     run: Callable[..., Assignment],
     *,
     sizes: Sizes,
@@ -230,9 +230,8 @@ def by_real_gts(
     """Run an assigner on the smallest gt bucket that holds every image's real gts.
 
     Args:
-      args: the batched assigner arguments ``(pred_boxes, cls_logits, points, strides,
-        gt_boxes, gt_labels, gt_mask, obj_logits)``. With no gt slot (``M == 0``)
-        every anchor is background and ``run`` is not called.
+      args: the batched assigner arguments. With no gt slot (``M == 0``) every
+        anchor is background and ``run`` is not called.
       run: the assigner on such arguments, ``run(args)``; it gets the gts cut to R
         slots, real first. With ``columns``, ``run(args, columns=...)`` as for
         `by_columns`.
@@ -252,7 +251,7 @@ def by_real_gts(
     order, gt_sizes, gt_need = _gt_buckets(args, sizes)
 
     def restored(rows: int, **kwargs):
-        def branch(args: tuple) -> Assignment:
+        def branch(args: AssignArgs) -> Assignment:
             result = run(_cut_gts(args, order, rows), **kwargs)
             return jax.vmap(partial(restore_gt_order, num_gt=num_gt))(result, order)
 
@@ -287,7 +286,7 @@ def _pairs(gt_sizes: Sequence[int], column_sizes: Sequence[int], sizes: Sizes):
     return pairs
 
 
-def on_real_gts(args: tuple, run: Callable[[tuple], Any], *, sizes: Sizes) -> Any:
+def on_real_gts(args: AssignArgs, run: Callable[[AssignArgs], Any], *, sizes: Sizes) -> Any:
     """``run(args)`` with the gts cut to the smallest bucket that holds every image's
     real gts (real first), for a result without a gt axis, returned as it is (so the
     same in every bucket). ``M`` must be positive."""
@@ -300,7 +299,7 @@ def on_real_gts(args: tuple, run: Callable[[tuple], Any], *, sizes: Sizes) -> An
     return switch(index, [at(rows) for rows in gt_sizes], args)
 
 
-def _cut_gts(args: tuple, order: Array, rows: int) -> tuple:
+def _cut_gts(args: AssignArgs, order: Array, rows: int) -> AssignArgs:
     """``args`` with gt_boxes, gt_labels and gt_mask at the first ``rows`` slots of ``order``."""
     cut = [take_gt_rows(x, order, rows) for x in (args.gt_boxes, args.gt_labels, args.gt_mask)]
     return args.with_gts(*cut)
@@ -311,7 +310,7 @@ def _unbucketed(sizes: Sizes, num_gt: int, num_anchors: int) -> bool:
     return sizes.off or num_gt * num_anchors <= sizes.max_pairs
 
 
-def _gt_buckets(args: tuple, sizes: Sizes) -> tuple[Array, tuple[int, ...], Array]:
+def _gt_buckets(args: AssignArgs, sizes: Sizes) -> tuple[Array, tuple[int, ...], Array]:
     """The batch's gt order (`real_gts_first`), its gt bucket sizes, and the most real
     gts an image has."""
     gt_mask = args.gt_mask
@@ -349,7 +348,12 @@ def _column_ladder(
 
 
 def by_columns(
-    args: tuple, needed: Array, limit: int | None, run: Callable[..., Assignment], *, sizes: Sizes
+    args: AssignArgs,
+    needed: Array,
+    limit: int | None,
+    run: Callable[..., Assignment],
+    *,
+    sizes: Sizes,
 ) -> Assignment:
     """Run an assigner on the smallest anchor-column bucket that holds ``needed``.
 
