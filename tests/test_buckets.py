@@ -30,18 +30,17 @@ def test_accelerators_get_fewer_buckets(monkeypatch):
     assert sizes == buckets.ACCELERATOR_SIZES
     assert sizes.pairs_at_once is None and sizes.gts_at_once is None
     for needed, want in ((300, 1024), (1025, 4096), (5000, -1)):
-        result = buckets.by_columns(_args(8400), jnp.int32(needed), 4096, _columns_run, sizes=sizes)
-        assert int(result.gt_index[0]) == want
+        assert _column_bucket(needed, 4096, sizes) == want
 
 
-def _args(num_anchors):
-    return AssignArgs(None, None, jnp.zeros((num_anchors, 2)), None, None, None, jnp.ones((1, 8)))
-
-
-def _columns_run(args, columns):
-    """Reports the column bucket it ran at (-1: all anchors) in gt_index."""
-    size = -1 if columns is None else columns
-    return Assignment(*[jnp.full((1,), size)] * 7)
+def _column_bucket(needed: int, limit: int | None, sizes) -> int:
+    """The column bucket `by_real_gts` runs 8 real gts of 8 slots at (-1: all anchors)."""
+    gt_mask = jnp.ones((1, 8), bool)
+    args = AssignArgs(
+        None, None, jnp.zeros((8400, 2)), None, np.zeros((1, 8, 4)), np.zeros((1, 8), int), gt_mask
+    )
+    run = buckets.by_real_gts(args, _sizes_run, sizes=sizes, columns=(jnp.int32(needed), limit))
+    return int(run.ious[0, 0])
 
 
 @pytest.mark.parametrize(
@@ -59,9 +58,8 @@ def _columns_run(args, columns):
         (550, 600, 600),
     ],
 )
-def test_by_columns_picks_the_smallest_bucket(needed, limit, want):
-    result = buckets.by_columns(_args(8400), jnp.int32(needed), limit, _columns_run, sizes=BUCKETED)
-    assert int(result.gt_index[0]) == want
+def test_columns_run_at_the_smallest_bucket(needed, limit, want):
+    assert _column_bucket(needed, limit, BUCKETED) == want
 
 
 def test_by_real_gts_cuts_to_real_gts_first_and_restores_the_order():
@@ -244,7 +242,7 @@ def test_any_over_gts_is_the_or_over_every_gt(num_gt):
 
 def _sizes_run(args, columns=None):
     """Reports the bucket it ran at: gt rows in num_fg, columns in ious (-1: all anchors)."""
-    num_images, rows = args[6].shape
+    num_images, rows = args.gt_mask.shape
     size = -1.0 if columns is None else float(columns)
     gt_index = jnp.full((num_images, 3), -1)
     return Assignment(

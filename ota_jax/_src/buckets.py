@@ -49,7 +49,6 @@ __all__ = [
     "Sizes",
     "any_over_gts",
     "bucket_index",
-    "by_columns",
     "by_real_gts",
     "gt_slices",
     "images_at_once",
@@ -233,13 +232,15 @@ def by_real_gts(
       args: the batched assigner arguments. With no gt slot (``M == 0``) every
         anchor is background and ``run`` is not called.
       run: the assigner on such arguments, ``run(args)``; it gets the gts cut to R
-        slots, real first. With ``columns``, ``run(args, columns=...)`` as for
-        `by_columns`.
+        slots, real first. With ``columns``, ``run(args, columns=...)`` with the
+        column bucket (None: all anchors).
       sizes: the resolved `Sizes`.
-      columns: optional ``(needed, limit)`` as for `by_columns`, whose bucket is then
-        chosen in the same ``lax.switch`` as the gts' (on a GPU a switch whose
-        branches hold a loop, OTA's Sinkhorn, reads its branch index on the host:
-        one switch reads it once).
+      columns: optional ``(needed, limit)``: ``needed [] int``, the most anchor
+        columns an image of the batch needs, and ``limit``, the largest gathered size
+        (None: never gather; beyond it ``run`` gets ``columns=None``, all anchors).
+        Their bucket is chosen in the same ``lax.switch`` as the gts' (on a GPU a
+        switch whose branches hold a loop, OTA's Sinkhorn, reads its branch index on
+        the host: one switch reads it once).
 
     Returns:
       ``run``'s batched `Assignment`, in the caller's gt numbering.
@@ -345,31 +346,6 @@ def _column_ladder(
         else:
             found = ladder(top, start=start, factor=sizes.factor)
     return (*tuple(c for c in found if c < num_anchors), num_anchors)
-
-
-def by_columns(
-    args: AssignArgs,
-    needed: Array,
-    limit: int | None,
-    run: Callable[..., Assignment],
-    *,
-    sizes: Sizes,
-) -> Assignment:
-    """Run an assigner on the smallest anchor-column bucket that holds ``needed``.
-
-    Args:
-      args: the batched assigner arguments.
-      needed: ``[]`` int, the most columns an image of the batch needs.
-      limit: the largest gathered size (None: never gather); beyond it ``run`` gets
-        ``columns=None``, all anchors.
-      run: ``run(args, columns=...)``.
-      sizes: the resolved `Sizes`.
-    """
-    num_anchors = args.points.shape[0]
-    column_sizes = _column_ladder(num_anchors, limit, sizes, args.gt_mask.shape[1])
-    index = bucket_index([needed], [column_sizes])
-    branches = [partial(run, columns=None if c >= num_anchors else c) for c in column_sizes]
-    return switch(index, branches, args)
 
 
 def images_at_once(num_images: int, pairs_per_image: int, sizes: Sizes) -> int:
