@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
 
@@ -308,7 +308,19 @@ def _cut_gts(args: AssignArgs, order: Array, rows: int) -> AssignArgs:
 
 def _unbucketed(sizes: Sizes, num_gt: int, num_anchors: int) -> bool:
     """No buckets for this problem: `Sizes` says so, or it is small (``max_pairs``)."""
-    return sizes.off or num_gt * num_anchors <= sizes.max_pairs
+    return _checked(sizes).off or num_gt * num_anchors <= sizes.max_pairs
+
+
+def _sizes_up_to(
+    limit: int, start: int | None, listed: Iterable[int], sizes: Sizes, unbucketed: bool
+) -> tuple[int, ...]:
+    """Ascending bucket sizes ending at ``limit``: the ``listed`` ones of ``sizes.pairs``
+    (capped at ``limit``), else a ladder from ``start``; only ``limit`` without buckets."""
+    if unbucketed or (not sizes.pairs and start is None):
+        return (limit,)
+    if sizes.pairs:
+        return tuple(sorted({min(size, limit) for size in listed} | {limit}))
+    return ladder(limit, start=start, factor=sizes.factor)
 
 
 def _gt_buckets(args: AssignArgs, sizes: Sizes) -> tuple[Array, tuple[int, ...], Array]:
@@ -316,15 +328,9 @@ def _gt_buckets(args: AssignArgs, sizes: Sizes) -> tuple[Array, tuple[int, ...],
     gts an image has."""
     gt_mask = args.gt_mask
     num_gt = gt_mask.shape[1]
-    start = _checked(sizes).gt_start
-    if _unbucketed(sizes, num_gt, args.points.shape[0]):
-        gt_sizes = (num_gt,)
-    elif sizes.pairs:
-        gt_sizes = tuple(sorted({min(g or num_gt, num_gt) for g, _ in sizes.pairs} | {num_gt}))
-    elif start is None:
-        gt_sizes = (num_gt,)
-    else:
-        gt_sizes = ladder(num_gt, start=start, factor=sizes.factor)
+    listed = (g or num_gt for g, _ in sizes.pairs)
+    unbucketed = _unbucketed(sizes, num_gt, args.points.shape[0])
+    gt_sizes = _sizes_up_to(num_gt, sizes.gt_start, listed, sizes, unbucketed)
     return real_gts_first(gt_mask), gt_sizes, gt_mask.sum(axis=1).max()
 
 
@@ -335,16 +341,9 @@ def _column_ladder(
     Without column buckets, ``limit`` itself (if below ``num_anchors``)."""
     found = ()
     if limit is not None:
-        top = min(limit, num_anchors)
-        start = _checked(sizes).column_start
-        if _unbucketed(sizes, num_gt, num_anchors):
-            found = (top,)
-        elif sizes.pairs:
-            found = tuple(sorted({min(c, top) for _, c in sizes.pairs} | {top}))
-        elif start is None:
-            found = (top,)
-        else:
-            found = ladder(top, start=start, factor=sizes.factor)
+        listed = (c for _, c in sizes.pairs)
+        unbucketed = _unbucketed(sizes, num_gt, num_anchors)
+        found = _sizes_up_to(min(limit, num_anchors), sizes.column_start, listed, sizes, unbucketed)
     return (*tuple(c for c in found if c < num_anchors), num_anchors)
 
 
