@@ -29,22 +29,7 @@ def assign_batch(
 ) -> Assignment:
     """``impl`` on a batch, after the checks; ``name`` is the public function's."""
     check_config(config, config_class, name)
-    # "auto" depends on the backend and OTA_JAX_BUCKETS: read here, never under tracing.
-    sizes = resolve_sizes(config.sizes)
-    if sizes is not config.sizes:
-        config = dataclasses.replace(config, sizes=sizes)
-    args = check_inputs(args, batched=True)
-    num_images, num_gt = args.gt_mask.shape
-    num_anchors = args.points.shape[0]
-    if num_anchors == 0:  # static: no anchor to assign, whatever the gts
-        empty = background_assignment(0, num_gt)
-        return jax.tree.map(lambda x: jnp.broadcast_to(x, (num_images, *x.shape)), empty)
-    if num_images == 0:  # static: each field as for one image, with 0 along the batch
-        one = jax.tree.map(lambda x: jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype), args)
-        one = one._replace(points=args.points, strides=args.strides)
-        shapes = jax.eval_shape(impl, one, config)
-        return jax.tree.map(lambda s: jnp.zeros((0, *s.shape[1:]), s.dtype), shapes)
-    return impl(args, config)
+    return _run(impl, check_inputs(args, batched=True), config)
 
 
 def assign_one_image(
@@ -57,5 +42,23 @@ def assign_one_image(
     batch = AssignArgs(
         *(x if x is None or n in shared else x[None] for n, x in args._asdict().items())
     )
-    result = assign_batch(impl, batch, config, config_class, name)
-    return jax.tree.map(lambda x: x[0], result)
+    return jax.tree.map(lambda x: x[0], _run(impl, batch, config))
+
+
+def _run(impl: BatchAssigner, args: AssignArgs, config: Any) -> Assignment:
+    """``impl`` on checked, batched ``args``, or the defined result without work."""
+    # "auto" depends on the backend and OTA_JAX_BUCKETS: read here, never under tracing.
+    sizes = resolve_sizes(config.sizes)
+    if sizes is not config.sizes:
+        config = dataclasses.replace(config, sizes=sizes)
+    num_images, num_gt = args.gt_mask.shape
+    num_anchors = args.points.shape[0]
+    if num_anchors == 0:  # static: no anchor to assign, whatever the gts
+        empty = background_assignment(0, num_gt)
+        return jax.tree.map(lambda x: jnp.broadcast_to(x, (num_images, *x.shape)), empty)
+    if num_images == 0:  # static: each field as for one image, with 0 along the batch
+        one = jax.tree.map(lambda x: jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype), args)
+        one = one._replace(points=args.points, strides=args.strides)
+        shapes = jax.eval_shape(impl, one, config)
+        return jax.tree.map(lambda s: jnp.zeros((0, *s.shape[1:]), s.dtype), shapes)
+    return impl(args, config)
