@@ -6,7 +6,7 @@ reference becomes one ``lax.top_k`` with a static bound and a rank mask.
 from __future__ import annotations
 
 from functools import partial
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +19,7 @@ from ota_jax._src.config import assigner_config
 from ota_jax._src.inputs import (
     AssignArgs,
     AssignInputs,
+    background_assignment,
     finite_cost,
     make_assignment,
     prepare_inputs,
@@ -88,41 +89,17 @@ def _pair_geometry(points, strides, gt_boxes, gt_mask, config: SimOTAConfig):
     return in_box | in_centre, in_box & in_centre
 
 
-def _assign_at_size(
-    args: AssignArgs, config: SimOTAConfig, *, prefilter: Array | None, columns: int | None
-) -> Assignment:
-    """The batch on each image's ``columns`` prefiltered anchors (None: all anchors);
-    ``prefilter [B, A]`` marks them (None: no gt slot, nothing to prefilter)."""
-    points = args.points
-    num_anchors = points.shape[0]
+def _assign_dense(args: AssignArgs, config: SimOTAConfig) -> Assignment:
+    """The batch on all anchors at its padded size (``sizes="off"``, or a small problem)."""
+    prefilter = _prefilter_args(args, config)
     num_images, num_gt = args.gt_mask.shape
-    chunk = buckets.images_at_once(num_images, num_gt * (columns or num_anchors), config.sizes)
+    chunk = buckets.images_at_once(num_images, num_gt * args.points.shape[0], config.sizes)
     per_image = partial(_simota_one_image, config=config)
+    dense = lambda boxes, logits, gts, labels, mask, obj, anchors: per_image(
+        boxes, logits, args.points, args.strides, gts, labels, mask, obj, anchors
+    )
     images = (args.pred_boxes, args.cls_logits, args.gt_boxes, args.gt_labels, args.gt_mask)
-    if columns is None:
-        dense = lambda boxes, logits, gts, labels, mask, obj, anchors: per_image(
-            boxes, logits, points, args.strides, gts, labels, mask, obj, anchors
-        )
-        return buckets.vmap_in_chunks(dense, chunk, *images, args.obj_logits, prefilter)
-
-    def compacted(boxes, logits, gts, labels, mask, obj, anchors):
-        # Gather the image's prefiltered anchors; SimOTA never looks at the others.
-        index = true_indices(anchors, columns, num_anchors)
-        take = lambda x: None if x is None else take_rows(x, index, mode="clip")
-        compact = per_image(
-            take(boxes),
-            take(logits),
-            take(points),
-            take(args.strides),
-            gts,
-            labels,
-            mask,
-            take(obj),
-            index < num_anchors,
-        )
-        return _scatter_anchors(compact, index, gts, labels, num_anchors)
-
-    return buckets.vmap_in_chunks(compacted, chunk, *images, args.obj_logits, prefilter)
+    return buckets.vmap_in_chunks(dense, chunk, *images, args.obj_logits, prefilter)
 
 
 def _prefilter_batch(points, strides, gt_boxes, gt_mask, config: SimOTAConfig) -> Array:
@@ -133,17 +110,15 @@ def _prefilter_batch(points, strides, gt_boxes, gt_mask, config: SimOTAConfig) -
 
 @jax.jit
 def _assign_batch(args: AssignArgs, config: SimOTAConfig) -> Assignment:
-    """The prefilter on the real gts' size first, then the assignment at the gt and
-    column sizes that hold the batch, chosen in one switch: each size compiles the
-    prefilter once, not once per column size."""
-    if args.gt_mask.shape[1] == 0:  # no gt slot: background, nothing to prefilter
-        run = partial(_assign_at_size, config=config, prefilter=None, columns=None)
-        return buckets.by_real_gts(args, run, sizes=config.sizes)
-    find = partial(_prefilter_args, config=config)
-    prefilter = buckets.on_real_gts(args, find, sizes=config.sizes)
-    run = partial(_assign_at_size, config=config, prefilter=prefilter)
-    columns = (prefilter.sum(axis=1).max(), args.points.shape[0])
-    return buckets.by_real_gts(args, run, sizes=config.sizes, columns=columns)
+    """The batch in tiles (`_assign_in_tiles`), or whole where its sizes say so."""
+    num_images, num_gt = args.gt_mask.shape
+    num_anchors = args.points.shape[0]
+    if num_gt == 0:  # static: no gt slot, every anchor is background
+        empty = background_assignment(num_anchors)
+        return jax.tree.map(lambda x: jnp.broadcast_to(x, (num_images, *x.shape)), empty)
+    if buckets.unbucketed(config.sizes, num_gt, num_anchors):
+        return _assign_dense(args, config)
+    return _assign_in_tiles(args, config)
 
 
 def _prefilter_args(args: AssignArgs, config: SimOTAConfig) -> Array:
@@ -156,26 +131,6 @@ def _prefilter_args(args: AssignArgs, config: SimOTAConfig) -> Array:
         jnp.asarray(x, jnp.float32) for x in (args.points, args.strides, args.gt_boxes)
     )
     return _prefilter_batch(points, strides, gt_boxes, valid, config)
-
-
-def _scatter_anchors(
-    compact: Assignment, index: Array, gt_boxes: Array, gt_labels: Array, num_anchors: int
-) -> Assignment:
-    """An assignment over gathered anchors ``index [K]`` back onto all ``num_anchors``:
-    the gt indices and IoUs are scattered, the other fields gathered from the gts."""
-    scatter = lambda x, fill: jnp.full((num_anchors,), fill, x.dtype).at[index].set(x, mode="drop")
-    gt_index = scatter(compact.gt_index, -1)
-    fg_mask = gt_index >= 0
-    # Only real, valid gts are assigned, and their boxes and labels need no cleaning.
-    safe_index = jnp.maximum(gt_index, 0)
-    return compact._replace(
-        gt_index=gt_index,
-        fg_mask=fg_mask,
-        labels=jnp.where(fg_mask, gt_labels[safe_index].astype(jnp.int32), -1),
-        box_targets=jnp.where(fg_mask[:, None], gt_boxes[safe_index].astype(jnp.float32), 0.0),
-        ious=scatter(compact.ious, 0.0),
-        ignore_mask=jnp.zeros((num_anchors,), bool),
-    )
 
 
 def _simota_one_image(
@@ -252,6 +207,192 @@ def _simota_one_image(
     ious = elementwise_iou(inputs.gt_boxes[jnp.maximum(gt_index, 0)], inputs.pred_boxes)
     ious = jnp.where(jnp.isfinite(ious), ious, 0.0)
     return make_assignment(gt_index, inputs, ks.reshape(-1)[:num_gt], anchor_ious=ious)
+
+
+# ------------------------------------------------------------ in tiles
+
+
+class _Kept(NamedTuple):
+    """What each gt keeps of the anchors seen so far in `_assign_in_tiles` (``[..., q]``)."""
+
+    ious: Array  # float32: its q largest IoUs with prefiltered anchors, descending (0 fills)
+    scores: Array  # float32: its q largest -cost, descending (-inf fills)
+    anchors: Array  # int32: the anchors of those scores
+
+
+def _keep_best(kept: _Kept, ious: Array, scores: Array, anchors: Array) -> _Kept:
+    """``kept`` and a tile's ``ious``, ``scores`` ``[G, C]`` on ``anchors [C]`` (ascending,
+    after every kept one): the q best of both. ``lax.top_k`` puts equal values in
+    input order, so equal costs take the lower anchor, as on all anchors at once."""
+    q = kept.scores.shape[-1]
+    top_ious = jax.lax.top_k(ious, min(q, ious.shape[-1]))[0]
+    top_scores, columns = jax.lax.top_k(scores, min(q, scores.shape[-1]))
+    top_ious = jax.lax.top_k(jnp.concatenate([kept.ious, top_ious], -1), q)[0]
+    top_scores, which = jax.lax.top_k(jnp.concatenate([kept.scores, top_scores], -1), q)
+    anchors = jnp.concatenate([kept.anchors, anchors[columns]], -1)
+    return _Kept(top_ious, top_scores, jnp.take_along_axis(anchors, which, -1))
+
+
+def _tile_scores(
+    columns: AssignArgs, in_use: Array, background: Array, config: SimOTAConfig
+) -> tuple[Array, Array]:
+    """One image's tile: ``columns``, its gathered anchors (``in_use [C]``, their
+    ``background [C]`` cost) with a slice of G gts. Returns ``[G, C]`` IoUs (0 off
+    ``in_use``) and scores, -cost (-inf off ``in_use`` and for invalid gts)."""
+    part = prepare_inputs(*columns)
+    _, allowed = _pair_geometry(part.points, part.strides, part.gt_boxes, part.gt_mask, config)
+    class_cost = bce_class_cost(
+        part.cls_logits, part.obj_logits, part.gt_labels, background=background
+    )
+    cost = finite_cost(
+        class_cost - config.iou_weight * jnp.log(part.ious + 1e-8) + config.penalty * (~allowed)
+    )
+    ious = jnp.where(in_use, part.ious, 0.0)
+    return ious, jnp.where(in_use & part.gt_mask[:, None], -cost, -jnp.inf)
+
+
+def _assign_in_tiles(args: AssignArgs, config: SimOTAConfig) -> Assignment:
+    """The batch in tiles of ``config.sizes.tile`` (gts, prefiltered anchors), in a loop
+    as long as the batch needs: one compiled program, whatever the batch's sizes.
+
+    Each gt's cost, dynamic k and choices depend on its own row, and its q best IoUs
+    and costs merge exactly from tile to tile (`_keep_best`); each anchor's cheapest
+    gt merges as the votes of gt slices do (`merge_votes`). The valid gts come first,
+    in order, the prefiltered anchors are gathered in anchor order, and the tiles run
+    column by column, so every tie is broken as on the whole padded problem. The
+    first tile runs outside the loop: most batches need no other, and XLA:CPU runs
+    the same tile about 3x slower inside a loop (docs/performance_history.md).
+    """
+    gts_per_tile, columns_per_tile = config.sizes.tile
+    num_gt = args.gt_mask.shape[1]
+    num_anchors = args.points.shape[0]
+    q = config.candidate_topk
+    valid = valid_gts(args.gt_boxes, args.gt_labels, args.gt_mask, args.cls_logits.shape[-1])
+
+    # Gts: the valid ones first, padded with invalid slots to whole tiles.
+    order = buckets.real_gts_first(valid)
+    padded_gts = -(-num_gt // gts_per_tile) * gts_per_tile
+    pad_gts = lambda x: jnp.pad(x, [(0, 0), (0, padded_gts - num_gt)] + [(0, 0)] * (x.ndim - 2))
+    gt_boxes, gt_labels, gt_valid = (
+        pad_gts(buckets.take_gt_rows(x, order, num_gt))
+        for x in (jnp.asarray(args.gt_boxes, jnp.float32), args.gt_labels, valid)
+    )
+    gt_boxes = jnp.where(gt_valid[..., None], gt_boxes, 0.0)
+    gt_steps = -(-valid.sum(axis=1).max() // gts_per_tile)
+    gts_at = lambda x, step: jax.lax.dynamic_slice_in_dim(x, step * gts_per_tile, gts_per_tile, 1)
+
+    # Anchors: each image's prefiltered ones, the OR of every valid gt's region.
+    points, strides = (jnp.asarray(x, jnp.float32) for x in (args.points, args.strides))
+
+    def prefilter_step(step, found):
+        boxes, mask = gts_at(gt_boxes, step), gts_at(gt_valid, step)
+        return found | _prefilter_batch(points, strides, boxes, mask, config)
+
+    nowhere = jnp.zeros_like(args.pred_boxes[..., 0], bool)  # [B, A], sharded as the batch
+    prefilter = jax.lax.fori_loop(1, gt_steps, prefilter_step, prefilter_step(0, nowhere))
+    column_steps = -(-prefilter.sum(axis=1).max() // columns_per_tile)
+    anchor_axes = args.image_axes()._replace(gt_boxes=None, gt_labels=None, gt_mask=None)
+    tile_axes = anchor_axes._replace(points=0, strides=0, gt_boxes=0, gt_labels=0, gt_mask=0)
+    take = lambda x, at: None if x is None else take_rows(x, at, mode="clip")
+
+    def tile_step(step, carry):
+        """Tile ``step``: gt slice ``step % gt_steps`` with column slice ``step // gt_steps``."""
+        kept, best_score, cheapest_gt = carry
+        gt_step, column_step = jnp.divmod(step, jnp.maximum(gt_steps, 1))[::-1]
+        # The tile's anchors: the prefiltered ones of rank column_step * C, ...
+        find = partial(
+            true_indices,
+            size=columns_per_tile,
+            fill_value=num_anchors,
+            skip=column_step * columns_per_tile,
+        )
+        at = jax.vmap(find)(prefilter)
+        anchors = args._replace(gt_boxes=None, gt_labels=None, gt_mask=None)
+        columns = jax.vmap(
+            lambda image, at: AssignArgs(*(take(x, at) for x in image)), in_axes=(anchor_axes, 0)
+        )(anchors, at)
+        background = jax.vmap(bce_background_cost)(
+            jnp.asarray(columns.cls_logits, jnp.float32),
+            None if columns.obj_logits is None else jnp.asarray(columns.obj_logits, jnp.float32),
+        )
+        columns = columns.with_gts(*(gts_at(x, gt_step) for x in (gt_boxes, gt_labels, gt_valid)))
+        ious, scores = jax.vmap(partial(_tile_scores, config=config), in_axes=(tile_axes, 0, 0))(
+            columns, at < num_anchors, background
+        )
+        # Each gt's q best so far; the tile's columns follow every kept one.
+        rows = jax.vmap(_keep_best)(
+            jax.tree.map(partial(gts_at, step=gt_step), kept), ious, scores, at
+        )
+        kept = jax.tree.map(
+            lambda x, r: jax.lax.dynamic_update_slice_in_dim(x, r, gt_step * gts_per_tile, 1),
+            kept,
+            rows,
+        )
+        # Each anchor's cheapest valid gt; a tie keeps the earlier gt (`merge_votes`).
+        tile_best = scores.max(axis=1)
+        tile_gt = gt_step * gts_per_tile + jnp.argmax(scores, axis=1).astype(jnp.int32)
+
+        def merge(best, cheapest, at, tile_best, tile_gt):
+            later_wins = tile_best > best.at[at].get(mode="clip")
+            best = best.at[at].max(tile_best, mode="drop")
+            return best, cheapest.at[at].set(
+                jnp.where(later_wins, tile_gt, cheapest[at]), mode="drop"
+            )
+
+        best_score, cheapest_gt = jax.vmap(merge)(best_score, cheapest_gt, at, tile_best, tile_gt)
+        return kept, best_score, cheapest_gt
+
+    per_gt = jnp.zeros_like(gt_valid, jnp.float32)[..., None] + jnp.zeros(q)  # [B, M', q]
+    nothing = _Kept(per_gt, per_gt - jnp.inf, per_gt.astype(jnp.int32))
+    start = (
+        nothing,
+        jnp.full_like(nowhere, -jnp.inf, jnp.float32),
+        jnp.zeros_like(nowhere, jnp.int32),
+    )
+    first = tile_step(0, start)  # harmless where there is no gt or no anchor
+    steps = gt_steps * column_steps
+    kept, best_score, cheapest_gt = jax.lax.fori_loop(1, steps, tile_step, first)
+
+    # Each gt takes its k cheapest anchors; an anchor taken by several, the cheapest gt.
+    k = jnp.maximum(jnp.floor(kept.ious.sum(axis=-1)), 1.0).astype(jnp.int32)
+    k = jnp.where(gt_valid, k, 0)
+    chosen = (jnp.arange(q) < k[..., None]) & (kept.scores > -jnp.inf)
+
+    def one_image(anchors, chosen, best_score, cheapest_gt, k, order, image):
+        choosers = jnp.broadcast_to(jnp.arange(padded_gts, dtype=jnp.int32)[:, None], chosen.shape)
+        times = jnp.zeros(num_anchors, jnp.int32).at[anchors].add(chosen.astype(jnp.int32))
+        last = jnp.full(num_anchors, -1, jnp.int32).at[anchors].max(jnp.where(chosen, choosers, -1))
+        gt = resolve_votes(Votes(times, last, best_score, cheapest_gt))
+        gt = jnp.where(gt >= 0, order[jnp.clip(gt, 0, num_gt - 1)], -1)
+        dynamic_k = buckets.scatter_gt_rows(k[:num_gt], order, num_gt)
+        return _targets(gt, dynamic_k, image)
+
+    in_axes = (0, 0, 0, 0, 0, 0, args.image_axes())
+    return jax.vmap(one_image, in_axes=in_axes)(
+        kept.anchors, chosen, best_score, cheapest_gt, k, order, args
+    )
+
+
+def _targets(gt_index: Array, dynamic_k: Array, image: AssignArgs) -> Assignment:
+    """One image's `Assignment` from its anchors' ``gt_index [A]`` (-1: background)."""
+    num_anchors = image.points.shape[0]
+    fg_mask = gt_index >= 0
+    safe = jnp.maximum(gt_index, 0)
+    gt_boxes = jnp.asarray(image.gt_boxes, jnp.float32)[safe]
+    ious = elementwise_iou(gt_boxes, jnp.asarray(image.pred_boxes, jnp.float32))
+    return Assignment(
+        gt_index=gt_index,
+        fg_mask=fg_mask,
+        labels=jnp.where(fg_mask, image.gt_labels[safe].astype(jnp.int32), -1),
+        box_targets=jnp.where(fg_mask[:, None], gt_boxes, 0.0),
+        ious=jnp.where(fg_mask & jnp.isfinite(ious), ious, 0.0),
+        num_fg=fg_mask.sum(dtype=jnp.int32),
+        dynamic_k=dynamic_k,
+        ignore_mask=jnp.zeros((num_anchors,), bool),
+    )
+
+
+# ------------------------------------------------------------ public
 
 
 def simota_assign(

@@ -86,7 +86,7 @@ def test_by_real_gts_cuts_to_real_gts_first_and_restores_the_order():
     np.testing.assert_array_equal(np.asarray(result.dynamic_k)[1, [0, 39]], [40, 79])
 
 
-@pytest.mark.parametrize("name", ["ota", "simota", "fcos"])
+@pytest.mark.parametrize("name", ["ota", "fcos"])
 def test_buckets_off_traces_fewer_sizes_and_assigns_the_same(name):
     """``sizes="off"``: fewer switches (on these 336 anchors, none of sizes), the
     same assignment as with the buckets."""
@@ -117,6 +117,35 @@ def test_buckets_off_traces_fewer_sizes_and_assigns_the_same(name):
     np.testing.assert_array_equal(public.gt_index, bucketed.gt_index)
     np.testing.assert_array_equal(single.gt_index, bucketed.gt_index)
     np.testing.assert_allclose(single.ious, bucketed.ious, atol=1e-6)
+
+
+def test_simota_is_one_program_in_tiles_whatever_the_batch_needs():
+    """SimOTA has no size switch: its tiles loop as often as the batch needs (tiny
+    tiles here: many steps), with the padded program's assignment."""
+    from tests.scenes import make_scene, padded
+
+    rng = np.random.default_rng(8)
+    scenes = [make_scene(rng, num_gt=n, image_size=(128, 128)) for n in (7, 0, 11)]
+    gts = [padded(s, 16)[:3] for s in scenes]
+    stack = lambda key: np.stack([getattr(s, key) for s in scenes])
+    args = (stack("pred_boxes"), stack("cls_logits"), scenes[0].points, scenes[0].strides)
+    args = (*args, *(np.stack(x) for x in zip(*gts, strict=True)))
+    args[6][2, 4] = False  # a padded slot among the real gts
+
+    def run(sizes):
+        config = ota_jax.SimOTAConfig(sizes=sizes)
+        call = lambda *a: ota_jax.simota_assign_batch(
+            *a, obj_logits=stack("obj_logits"), config=config
+        )
+        return str(jax.make_jaxpr(call)(*args)), call(*args)
+
+    jaxpr, tiled = run(buckets.Sizes(max_pairs=0, tile=(3, 40)))
+    assert "cond[" not in jaxpr and "while[" in jaxpr
+    _, whole = run("off")
+    for field in ("gt_index", "labels", "dynamic_k", "num_fg"):
+        np.testing.assert_array_equal(getattr(tiled, field), getattr(whole, field))
+    np.testing.assert_allclose(tiled.ious, whole.ious, atol=1e-6)
+    assert int(tiled.num_fg[1]) == 0 and int(tiled.num_fg[2]) > 0
 
 
 def test_buckets_environment_variable_is_checked(monkeypatch):

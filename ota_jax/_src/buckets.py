@@ -61,6 +61,7 @@ __all__ = [
     "split_gts",
     "switch",
     "take_gt_rows",
+    "unbucketed",
     "vmap_in_chunks",
 ]
 
@@ -86,6 +87,8 @@ class Sizes:
       pairs_at_once: the gt-anchor pairs one step of `vmap_in_chunks` may hold
         (`images_at_once`, `gt_slices`); None: no limit.
       gts_at_once: the most gts `any_over_gts` tests at once; None: no limit.
+      tile: ``(gts, columns)``, the tile of an assigner that takes its problem in
+        tiles, in loops as long as the batch needs (SimOTA), instead of buckets.
     """
 
     gt_start: int | None = 8
@@ -95,6 +98,7 @@ class Sizes:
     max_pairs: int = 0
     pairs_at_once: int | None = None
     gts_at_once: int | None = None
+    tile: tuple[int, int] = (16, 512)
 
     def __post_init__(self):
         for name in ("gt_start", "column_start", "pairs_at_once", "gts_at_once"):
@@ -107,6 +111,10 @@ class Sizes:
         if any((g is not None and g < 1) or c < 1 for g, c in pairs):
             raise ValueError(f"Sizes.pairs must hold positive sizes, got {self.pairs}")
         object.__setattr__(self, "pairs", pairs)
+        tile = tuple(self.tile)
+        if len(tile) != 2 or min(tile) < 1:
+            raise ValueError(f"Sizes.tile must be two positive sizes, got {self.tile}")
+        object.__setattr__(self, "tile", tile)
 
     @property
     def off(self) -> bool:
@@ -132,7 +140,9 @@ CPU_PAIRS = ((16, 512), (16, 1024), (32, 1024), (32, 2048), (None, 2048), (None,
 CPU_SIZES = Sizes(pairs=CPU_PAIRS, max_pairs=SMALL_PAIRS, **_CPU_CHUNKS)
 # The doubling ladders' product, the CPU's sizes before (docs/performance_history.md).
 CPU_LADDER_SIZES = Sizes(gt_start=8, column_start=512, factor=2, **_CPU_CHUNKS)
-ACCELERATOR_SIZES = Sizes(gt_start=8, column_start=1024, factor=4, max_pairs=SMALL_PAIRS)
+ACCELERATOR_SIZES = Sizes(
+    gt_start=8, column_start=1024, factor=4, max_pairs=SMALL_PAIRS, tile=(64, 2048)
+)
 
 # The names `resolve_sizes` takes besides "auto" (also the values of OTA_JAX_BUCKETS).
 CHOICES = ("cpu", "accelerator", "off")
@@ -306,17 +316,17 @@ def _cut_gts(args: AssignArgs, order: Array, rows: int) -> AssignArgs:
     return args.with_gts(*cut)
 
 
-def _unbucketed(sizes: Sizes, num_gt: int, num_anchors: int) -> bool:
+def unbucketed(sizes: Sizes, num_gt: int, num_anchors: int) -> bool:
     """No buckets for this problem: `Sizes` says so, or it is small (``max_pairs``)."""
     return _checked(sizes).off or num_gt * num_anchors <= sizes.max_pairs
 
 
 def _sizes_up_to(
-    limit: int, start: int | None, listed: Iterable[int], sizes: Sizes, unbucketed: bool
+    limit: int, start: int | None, listed: Iterable[int], sizes: Sizes, whole: bool
 ) -> tuple[int, ...]:
     """Ascending bucket sizes ending at ``limit``: the ``listed`` ones of ``sizes.pairs``
     (capped at ``limit``), else a ladder from ``start``; only ``limit`` without buckets."""
-    if unbucketed or (not sizes.pairs and start is None):
+    if whole or (not sizes.pairs and start is None):
         return (limit,)
     if sizes.pairs:
         return tuple(sorted({min(size, limit) for size in listed} | {limit}))
@@ -329,8 +339,8 @@ def _gt_buckets(args: AssignArgs, sizes: Sizes) -> tuple[Array, tuple[int, ...],
     gt_mask = args.gt_mask
     num_gt = gt_mask.shape[1]
     listed = (g or num_gt for g, _ in sizes.pairs)
-    unbucketed = _unbucketed(sizes, num_gt, args.points.shape[0])
-    gt_sizes = _sizes_up_to(num_gt, sizes.gt_start, listed, sizes, unbucketed)
+    whole = unbucketed(sizes, num_gt, args.points.shape[0])
+    gt_sizes = _sizes_up_to(num_gt, sizes.gt_start, listed, sizes, whole)
     return real_gts_first(gt_mask), gt_sizes, gt_mask.sum(axis=1).max()
 
 
@@ -342,8 +352,8 @@ def _column_ladder(
     found = ()
     if limit is not None:
         listed = (c for _, c in sizes.pairs)
-        unbucketed = _unbucketed(sizes, num_gt, num_anchors)
-        found = _sizes_up_to(min(limit, num_anchors), sizes.column_start, listed, sizes, unbucketed)
+        whole = unbucketed(sizes, num_gt, num_anchors)
+        found = _sizes_up_to(min(limit, num_anchors), sizes.column_start, listed, sizes, whole)
     return (*tuple(c for c in found if c < num_anchors), num_anchors)
 
 

@@ -50,17 +50,18 @@ _UNREACHABLE = 1e8
 _WORD = 32
 
 
-def true_indices(mask: Array, size: int, fill_value: int) -> Array:
+def true_indices(mask: Array, size: int, fill_value: int, skip: Array | int = 0) -> Array:
     """``jnp.nonzero(mask, size=size, fill_value=fill_value)[0]``, faster on a CPU.
 
     Args:
       mask: ``[A]`` bool.
       size: static number of indices returned.
       fill_value: the index after the last True one.
+      skip: how many True entries to pass over first (may be traced).
 
     Returns:
-      ``[size]`` int32: the positions of the first ``size`` True entries, ascending,
-      then ``fill_value``.
+      ``[size]`` int32: the positions of the True entries of rank ``skip`` to
+      ``skip + size - 1``, ascending, then ``fill_value``.
 
     ``jnp.nonzero`` counts the True entries with a cumsum over all ``A`` and scatters
     each to its count; XLA:CPU runs both as slow loops (docs/performance_history.md).
@@ -77,7 +78,7 @@ def true_indices(mask: Array, size: int, fill_value: int) -> Array:
     words = jnp.where(bits, powers, jnp.uint32(0)).sum(axis=1, dtype=jnp.uint32)
     counts = jax.lax.population_count(words).astype(jnp.int32)
     through = jnp.cumsum(counts)  # True entries up to and including each word
-    rank = jnp.arange(size, dtype=jnp.int32)  # output k is the True entry of rank k
+    rank = skip + jnp.arange(size, dtype=jnp.int32)  # output k: the True entry of rank k
     word_index = _count_below(through, rank + 1)
     found = word_index < num_words
     word_index = jnp.minimum(word_index, num_words - 1)
