@@ -113,7 +113,7 @@ def _np_bce(logits, targets):
     return -(targets * np.log(p) + (1 - targets) * np.log(1 - p))
 
 
-def _np_losses(outputs: FCOSOutput, assignment: Assignment, anchor_mask=None):
+def _np_losses(outputs: FCOSOutput, assignment: Assignment, anchor_mask=None, box_loss="giou"):
     cls = np.asarray(outputs.cls_logits, np.float64)
     fg = np.asarray(assignment.fg_mask)
     labels = np.asarray(assignment.labels)
@@ -132,7 +132,13 @@ def _np_losses(outputs: FCOSOutput, assignment: Assignment, anchor_mask=None):
     bce = _np_bce(np.asarray(outputs.iou_logits, np.float64)[fg], t)
     return {
         "loss_cls": focal.sum() / num_pos,
-        "loss_box": 2.0 * ((1 - giou) * t).sum() / max(t.sum(), 1.0),
+        # The official HEAD: 2 * sum(1 - GIoU) / max(1, num_fg); its first commit
+        # weighted each term by the IoU target t and divided by max(1, sum(t)).
+        "loss_box": (
+            2.0 * (1 - giou).sum() / num_pos
+            if box_loss == "giou"
+            else 2.0 * ((1 - giou) * t).sum() / max(t.sum(), 1.0)
+        ),
         "loss_iou": 0.5 * bce.sum() / num_pos,
         "num_pos": fg.sum(),
         "mean_pos_iou": t.sum() / num_pos,
@@ -142,14 +148,34 @@ def _np_losses(outputs: FCOSOutput, assignment: Assignment, anchor_mask=None):
 # ---- tests ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("box_loss", ["giou", "iou_weighted_giou"])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_losses_match_numpy(seed):
+def test_losses_match_numpy(seed, box_loss):
     outputs = _outputs(seed)
     assignment = _random_assignment(outputs, seed + 10)
-    got = jax.jit(losses_from_assignment)(outputs, assignment)
-    want = _np_losses(outputs, assignment)
+    config = LossConfig(box_loss=box_loss)
+    got = jax.jit(losses_from_assignment, static_argnames="config")(
+        outputs, assignment, config=config
+    )
+    want = _np_losses(outputs, assignment, box_loss=box_loss)
     for name, value in want.items():
         np.testing.assert_allclose(got[name], value, rtol=2e-5, err_msg=name)
+
+
+def test_the_official_head_box_loss_is_the_default():
+    """Mean GIoU loss over positives, unweighted: the same whatever the IoU targets."""
+    assert LossConfig().box_loss == "giou"
+    outputs = _outputs(5)
+    assignment = _random_assignment(outputs, 6)
+    scaled = assignment._replace(ious=assignment.ious * 0.1)
+    a = losses_from_assignment(outputs, assignment)["loss_box"]
+    b = losses_from_assignment(outputs, scaled)["loss_box"]
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+    weighted = LossConfig(box_loss="iou_weighted_giou")
+    c = losses_from_assignment(outputs, assignment, config=weighted)["loss_box"]
+    assert abs(float(c) - float(a)) > 1e-3
+    with pytest.raises(ValueError, match="box_loss"):
+        LossConfig(box_loss="iou")
 
 
 def test_anchor_mask_removes_anchors_from_class_loss():

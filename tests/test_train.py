@@ -310,6 +310,27 @@ def test_packaged_configs_build_library_configs():
     assert (recipe.total_steps, recipe.decay_steps) == (90_000, (60_000, 80_000))
     assert coco.train.batch_size == 16 and builders.image_size(coco) == (800, 1344)
     assert builders.model_config(coco, 80).backbone == "resnet50"
+    # cvpods' D2SGD: conv biases and per-level scales decayed too, norms not.
+    assert (
+        recipe.decay_biases_and_scales
+        and not optimizer_config(smoke.get_config()).decay_biases_and_scales
+    )
+    # The official HEAD's box loss.
+    assert builders.loss_config(coco).box_loss == "giou"
+    scratch = builders.model_config(coco, 80)
+    assert (scratch.backbone_norm, scratch.backbone_frozen_stages) == ("group", 0)
+    coco.model.pretrained = "/weights/resnet50.pth"
+    pretrained = builders.model_config(coco, 80)
+    assert (pretrained.backbone_norm, pretrained.backbone_frozen_stages) == ("frozen_batch", 2)
+    coco.model.overrides.backbone_frozen_stages = 1
+    assert builders.model_config(coco, 80).backbone_frozen_stages == 1
+    coco.model.overrides.backbone_norm = "group"
+    with pytest.raises(builders.ConfigError, match="frozen_batch"):
+        builders.model_config(coco, 80)
+    tiny = smoke.get_config()
+    tiny.model.pretrained = "/weights/resnet50.pth"
+    with pytest.raises(builders.ConfigError, match="tiny"):
+        builders.model_config(tiny, 80)
 
     tuned = smoke.get_config()
     tuned.model.overrides.fpn_width = 16
@@ -323,6 +344,40 @@ def test_packaged_configs_build_library_configs():
     tuned.loss.assigner = "hungarian"
     with pytest.raises(ValueError, match="hungarian"):
         builders.loss_config(tuned)
+
+
+@pytest.mark.slow
+def test_pretrained_backbone_is_loaded_into_the_train_state(tmp_path, caplog):
+    """``model.pretrained``: the weights land in the state, stem and res2 frozen."""
+    from flax import nnx
+
+    from ota_jax.detector import make_data_mesh
+    from tests.test_pretrained import random_state_dict
+
+    weights = random_state_dict("resnet18", seed=4)
+    np.savez(tmp_path / "resnet18.npz", **weights)
+    config = smoke.get_config()
+    config.model.preset = "resnet18"
+    config.model.overrides.strides = (8, 16, 32)
+    config.model.overrides.fpn_width = 16
+    config.model.overrides.num_convs = 1
+    config.model.overrides.num_groups = 4
+    config.model.pretrained = str(tmp_path / "resnet18.npz")
+    with caplog.at_level(logging.INFO, logger=trainer.__name__):
+        state = trainer.create_state(config, make_data_mesh())
+    assert "resnet18.npz" in caplog.text
+    params = dict(nnx.to_flat_state(state.params))
+    rest = dict(nnx.to_flat_state(state.rest))
+    hwio = lambda name: weights[name].transpose(2, 3, 1, 0)
+    stem = ("backbone", "stem_conv", "kernel")
+    np.testing.assert_array_equal(rest[stem][...], hwio("conv1.weight"))
+    res2 = ("backbone", "stages", 0, 1, "conv2", "kernel")
+    np.testing.assert_array_equal(rest[res2][...], hwio("layer1.1.conv2.weight"))
+    res3 = ("backbone", "stages", 1, 0, "conv1", "kernel")
+    np.testing.assert_array_equal(params[res3][...], hwio("layer2.0.conv1.weight"))
+    assert stem not in params and res2 not in params
+    running_var = ("backbone", "stages", 2, 0, "norm1", "var")
+    np.testing.assert_array_equal(rest[running_var][...], weights["layer3.0.bn1.running_var"])
 
 
 def test_every_registered_assigner_is_a_config_choice_with_its_settings():

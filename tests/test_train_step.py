@@ -77,8 +77,6 @@ def test_loss_decreases_on_a_fixed_batch(training_run):
     losses = [metrics["loss"] for metrics in history]
     assert all(np.isfinite(v) for metrics in history for v in metrics.values())
     assert int(state.step) == NUM_STEPS
-    # The total is not monotone: the box loss is weighted by the positives' IoUs,
-    # ~0 for the initial near-empty boxes, so it first rises as the boxes improve.
     assert losses[-1] < 0.6 * losses[0], losses
     assert history[-1]["loss_cls"] < 0.2 * history[0]["loss_cls"]
     assert history[0]["mean_pos_iou"] < 0.1 < 0.5 < history[-1]["mean_pos_iou"]
@@ -120,12 +118,27 @@ def test_cosine_schedule_with_warmup():
     assert float(lr(110)) == pytest.approx(0.0, abs=1e-7)
 
 
+def _is_norm_param(path) -> bool:
+    return any(isinstance(key, str) and "norm" in key for key in path[-2:-1])
+
+
 @pytest.mark.parametrize("name", ["sgd", "adamw"])
-def test_weight_decay_skips_norms_biases_and_scales(name, training_run):
-    """With zero gradients and no momentum history only decayed parameters move."""
+@pytest.mark.parametrize("cvpods", [False, True])
+def test_weight_decay_skips_norms_biases_and_scales(name, cvpods, training_run):
+    """With zero gradients and no momentum history only decayed parameters move.
+
+    By default kernels only; with ``decay_biases_and_scales`` (cvpods' D2SGD) every
+    parameter but those of norm layers: conv biases and the per-level scales too.
+    """
     params = training_run[1].params
     tx = make_optimizer(
-        OptimizerConfig(name=name, learning_rate=0.1, weight_decay=0.5, warmup_steps=0)
+        OptimizerConfig(
+            name=name,
+            learning_rate=0.1,
+            weight_decay=0.5,
+            warmup_steps=0,
+            decay_biases_and_scales=cvpods,
+        )
     )
 
     @jax.jit
@@ -134,11 +147,55 @@ def test_weight_decay_skips_norms_biases_and_scales(name, training_run):
         return tx.update(zeros, tx.init(params), params)[0]
 
     updates = first_update(params)
-    for path, update in nnx.to_flat_state(updates):
+    flat = nnx.to_flat_state(updates)
+    for path, update in flat:
         moved = bool(np.any(np.asarray(update) != 0))
-        assert moved == (update.ndim > 1), path
+        decayed = not _is_norm_param(path) and (update.ndim > 1 or cvpods)
+        assert moved == decayed, path
+    paths = {path for path, _ in flat}
+    assert ("head", "scales", 0) in paths and ("head", "cls_logits", "bias") in paths
+    assert ("head", "cls_tower", 0, "norm", "scale") in paths
     assert any(u.ndim > 1 for u in jax.tree.leaves(updates))
     assert any(u.ndim <= 1 for u in jax.tree.leaves(updates))
+
+
+def test_every_norm_layer_is_named_norm():
+    """The decay mask finds norm parameters by their module's name: keep that true."""
+    from ota_jax.detector.model import FrozenBatchNorm
+
+    config = fcos_config("resnet18", num_classes=2, num_convs=1, backbone_norm="group")
+    model = nnx.eval_shape(lambda: FCOS(config, rngs=nnx.Rngs(0)))
+    norms = [
+        path
+        for path, node in nnx.iter_graph(model)
+        if isinstance(node, nnx.GroupNorm | nnx.BatchNorm | nnx.LayerNorm | FrozenBatchNorm)
+    ]
+    assert len(norms) > 20
+    assert all("norm" in str(path[-1]) for path in norms), norms
+
+
+def test_frozen_backbone_stages_are_not_trained():
+    """FREEZE_AT=2: the stem and res2 stay as they were; every other parameter moves."""
+    config = fcos_config(
+        "tiny", num_classes=3, backbone_norm="frozen_batch", backbone_frozen_stages=2
+    )
+    model = FCOS(config, rngs=nnx.Rngs(0))
+    before = {p: np.asarray(v) for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    opt = OptimizerConfig(learning_rate=0.01, warmup_steps=0, decay_biases_and_scales=True)
+    state = create_train_state(model, make_optimizer(opt))
+    trained = {p for p, _ in nnx.to_flat_state(state.params)}
+    frozen = set(before) - trained
+    assert frozen and all(
+        p[:2] in {("backbone", "stem_conv"), ("backbone", "stages")} for p in frozen
+    )
+    assert all(p[1] == "stem_conv" or p[2] == 0 for p in frozen)
+    assert not any(p[:3] == ("backbone", "stages", 1) for p in frozen)
+    state, _ = train_step(state, tiny_batch(2, seed=3))
+    after = {p: np.asarray(v) for p, v in nnx.to_flat_state(nnx.state(state.model(), nnx.Param))}
+    assert after.keys() == before.keys()
+    for path in before:
+        changed = not np.array_equal(after[path], before[path])
+        assert changed == (path in trained), path
 
 
 def test_clipping_bounds_the_update():

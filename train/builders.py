@@ -22,12 +22,15 @@ from ota_jax.detector import (
 )
 
 __all__ = [
+    "PRETRAINED_BACKBONES",
+    "PRETRAINED_DEFAULTS",
     "ConfigError",
     "image_size",
     "loss_config",
     "model_config",
     "optimizer_config",
     "postprocess_config",
+    "pretrained_path",
 ]
 
 
@@ -65,14 +68,45 @@ def _set_fields(branch: ml_collections.ConfigDict) -> dict[str, Any]:
     return {key: value for key, value in _plain(branch).items() if value is not None}
 
 
+# What ``config.model.pretrained`` sets unless ``config.model.overrides`` say otherwise:
+# detectron2's and cvpods' fine-tuning of ImageNet weights.
+PRETRAINED_DEFAULTS = {"backbone_norm": "frozen_batch", "backbone_frozen_stages": 2}
+# The backbones torchvision has weights for (at their default width).
+PRETRAINED_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
+
+
+def pretrained_path(config: ml_collections.ConfigDict) -> str | None:
+    """``config.model.pretrained``: the backbone's torchvision weights, or None."""
+    return config.model.get("pretrained") or None
+
+
 def model_config(config: ml_collections.ConfigDict, num_classes: int) -> FCOSConfig:
-    """`FCOSConfig` from ``config.model``: a preset plus the overrides that are set."""
+    """`FCOSConfig` from ``config.model``: a preset plus the overrides that are set.
+
+    With ``config.model.pretrained`` the backbone defaults to frozen BatchNorm and a
+    frozen stem and first stage (`PRETRAINED_DEFAULTS`).
+    """
     overrides = _set_fields(config.model.overrides)
     known = {field.name for field in dataclasses.fields(FCOSConfig)} - {"num_classes"}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ConfigError(f"config.model.overrides: unknown FCOSConfig fields {unknown}")
-    return fcos_config(config.model.preset, num_classes=num_classes, **overrides)
+    if pretrained_path(config):
+        overrides = {**PRETRAINED_DEFAULTS, **overrides}
+        if overrides["backbone_norm"] != "frozen_batch":
+            raise ConfigError(
+                "config.model.pretrained needs config.model.overrides.backbone_norm="
+                f"'frozen_batch' (got {overrides['backbone_norm']!r})"
+            )
+    model = fcos_config(config.model.preset, num_classes=num_classes, **overrides)
+    if pretrained_path(config) and (
+        model.backbone not in PRETRAINED_BACKBONES or model.backbone_width not in (None, 64)
+    ):
+        raise ConfigError(
+            f"config.model.pretrained: torchvision has no {model.backbone!r} backbone "
+            f"of width {model.backbone_width}; use one of {PRETRAINED_BACKBONES}"
+        )
+    return model
 
 
 def loss_config(config: ml_collections.ConfigDict) -> LossConfig:

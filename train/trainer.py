@@ -34,9 +34,11 @@ from ota_jax.detector import (
     OptimizerConfig,
     TrainState,
     create_train_state,
+    load_torchvision_resnet,
     make_data_mesh,
     make_optimizer,
     make_schedule,
+    replicate,
     shard_batch,
     train_step,
 )
@@ -118,16 +120,48 @@ def _initializer(
 
 
 def create_state(config: ml_collections.ConfigDict, mesh: Mesh) -> TrainState:
-    """A freshly initialised train state of ``config``, replicated over ``mesh``."""
+    """A freshly initialised train state of ``config``, replicated over ``mesh``.
+
+    With ``config.model.pretrained`` the backbone holds those torchvision weights;
+    without, a ResNet backbone starts from random weights and the log says so.
+    """
     spec, _ = registry.resolve(config.dataset.name)
+    model_config = builders.model_config(config, spec.num_classes)
     init = _initializer(
-        builders.model_config(config, spec.num_classes),
+        model_config,
         builders.optimizer_config(config),
         builders.loss_config(config),
         config.seed,
         mesh,
     )
-    return init()
+    state = init()
+    path = builders.pretrained_path(config)
+    if path:
+        state = _with_pretrained_backbone(state, path, mesh)
+        logger.info(
+            "Backbone %s from the torchvision weights in %s (frozen BatchNorm, %d frozen stages)",
+            model_config.backbone,
+            path,
+            model_config.backbone_frozen_stages,
+        )
+    elif model_config.backbone != "tiny":
+        logger.warning(
+            "The %s backbone starts from random weights (config.model.pretrained is not "
+            "set); the paper's recipe starts from ImageNet weights: see the README's "
+            "'Pretrained backbone'.",
+            model_config.backbone,
+        )
+    return state
+
+
+def _with_pretrained_backbone(state: TrainState, path: str, mesh: Mesh) -> TrainState:
+    """``state`` with the torchvision ResNet weights of ``path`` in its backbone."""
+    model = state.model()
+    load_torchvision_resnet(model.backbone, path)
+    _, params, rest = nnx.split(model, model.trainable(), ...)
+    # The optimizer state (zeros at step 0) does not depend on the parameter values.
+    params, rest = replicate((params, rest), mesh)
+    return state.replace(params=params, rest=rest)
 
 
 def _check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:

@@ -1,7 +1,8 @@
 """Layer 2: a Flax NNX FCOS detector trained with OTA/SimOTA, no TensorFlow.
 
 - `model`: `FCOS`, `FCOSConfig`, `fcos_config` presets, `FCOSOutput`, `decode_ltrb`.
-- `losses`: `detection_loss` (assign + focal / IoU-weighted GIoU / IoU-branch BCE).
+- `losses`: `detection_loss` (assign + focal / GIoU / IoU-branch BCE).
+- `pretrained`: `load_torchvision_resnet`, ImageNet weights for the backbone.
 - `postprocess`: `postprocess` to fixed-size `Detections`, a jittable `nms`.
 - `train_step`: `TrainState`, `make_optimizer`, `train_step`, `eval_step` and the
   data-parallel helpers `make_data_mesh`, `replicate`, `shard_batch`.
@@ -21,6 +22,7 @@ from ota_jax.detector.postprocess import (
     nms,
     postprocess,
 )
+from ota_jax.detector.pretrained import load_torchvision_resnet
 from ota_jax.detector.train_step import (
     OptimizerConfig,
     TrainState,
@@ -32,6 +34,7 @@ from ota_jax.detector.train_step import (
     replicate,
     shard_batch,
     train_step,
+    weight_decay_mask,
 )
 
 __all__ = [
@@ -50,6 +53,7 @@ __all__ = [
     "detection_scores",
     "eval_step",
     "fcos_config",
+    "load_torchvision_resnet",
     "losses_from_assignment",
     "make_data_mesh",
     "make_optimizer",
@@ -59,4 +63,5 @@ __all__ = [
     "replicate",
     "shard_batch",
     "train_step",
+    "weight_decay_mask",
 ]

@@ -1,12 +1,18 @@
 """The OTA training losses of an FCOS head with an IoU branch.
 
-As the official OTA code (cvpods ``FCOS.losses``):
+As the official OTA code's HEAD (``FCOS.losses`` in its ``fcos.py``, since
+commit a468e5c):
 
 - classification: sigmoid focal loss (alpha 0.25, gamma 2) over every valid
   anchor and class, summed, divided by the number of positives;
-- box: ``2 * sum((1 - GIoU) * t) / sum(t)`` over positives, ``t`` the IoU of the
-  positive's predicted box with its gt at assignment time;
-- IoU branch: ``0.5 * sum(BCE(iou_logit, t))`` over positives / number of positives.
+- box: ``2 * sum(1 - GIoU) / max(1, num_pos)`` over positives
+  (``LossConfig.box_loss="giou"``);
+- IoU branch: ``0.5 * sum(BCE(iou_logit, t))`` over positives / number of positives,
+  ``t`` the IoU of the positive's predicted box with its gt at assignment time.
+
+The official code's first commit weighted the box loss by the IoU targets,
+``2 * sum((1 - GIoU) * t) / max(1, sum(t))``; ``box_loss="iou_weighted_giou"``
+keeps that form.
 
 The official code divides each GPU's sums by the all-reduced *mean* count and
 then averages gradients over GPUs, which equals the global sum over the global
@@ -18,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -61,7 +67,11 @@ class LossConfig:
         ``obj_logits`` (its class score becomes ``sqrt(sigmoid(cls) * sigmoid(iou))``,
         the inference score). The official OTA cost uses the class logits only.
       focal_alpha, focal_gamma: focal loss parameters.
-      box_weight: weight of the IoU-weighted GIoU loss (2.0).
+      box_loss: ``"giou"`` (the official code's HEAD: the GIoU losses of the
+        positives summed and divided by their number) or ``"iou_weighted_giou"``
+        (its first commit: each positive's GIoU loss weighted by its IoU target,
+        divided by the summed targets).
+      box_weight: weight of the box loss (2.0).
       iou_weight: weight of the IoU-branch BCE (0.5).
     """
 
@@ -70,8 +80,15 @@ class LossConfig:
     iou_branch_as_objectness: bool = False
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
+    box_loss: Literal["giou", "iou_weighted_giou"] = "giou"
     box_weight: float = 2.0
     iou_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.box_loss not in ("giou", "iou_weighted_giou"):
+            raise ValueError(
+                f"unknown box_loss {self.box_loss!r}; one of 'giou', 'iou_weighted_giou'"
+            )
 
 
 def resolve_assigner(assigner: str | AssignFn) -> AssignFn:
@@ -144,7 +161,8 @@ def losses_from_assignment(
         classification loss (e.g. not in image padding); default all.
 
     Returns:
-      ``loss_cls``, ``loss_box``, ``loss_iou`` (scalars, weights applied),
+      ``loss_cls``, ``loss_box`` (as ``config.box_loss``), ``loss_iou`` (scalars,
+      weights applied),
       ``num_pos`` (positives in the whole batch, float32) and ``mean_pos_iou``
       (mean IoU of the positives' predicted boxes with their gts).
     """
@@ -168,9 +186,14 @@ def losses_from_assignment(
 
     safe_pred = jnp.where(fg[..., None], pred_boxes, _DUMMY_BOX)
     safe_target = jnp.where(fg[..., None], assignment.box_targets, _DUMMY_BOX)
-    giou_loss = jnp.where(fg, (1.0 - elementwise_giou(safe_pred, safe_target)) * target_ious, 0.0)
-    # Official: normalised by the summed IoU targets, clamped at 1 like the counts.
-    loss_box = config.box_weight * giou_loss.sum() / jnp.maximum(target_ious.sum(), 1.0)
+    giou_loss = jnp.where(fg, 1.0 - elementwise_giou(safe_pred, safe_target), 0.0)
+    if config.box_loss == "iou_weighted_giou":
+        # The official first commit: normalised by the summed IoU targets, clamped at 1.
+        box_norm = jnp.maximum(target_ious.sum(), 1.0)
+        giou_loss = giou_loss * target_ious
+    else:
+        box_norm = pos_norm
+    loss_box = config.box_weight * giou_loss.sum() / box_norm
 
     bce = optax.sigmoid_binary_cross_entropy(iou_logits, target_ious)
     loss_iou = config.iou_weight * jnp.where(fg, bce, 0.0).sum() / pos_norm

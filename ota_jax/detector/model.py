@@ -71,8 +71,18 @@ class FCOSConfig:
       reg_activation: ``"relu"`` (FCOS ``norm_reg_targets``, the OTA default:
         ``relu(x * scale) * stride``) or ``"exp"`` (``exp(x * scale)``).
       prior_prob: initial foreground probability of the class logits (0.01).
+      backbone_frozen_stages: leading backbone stages that are not trained, counted
+        as detectron2's and cvpods' ``FREEZE_AT``: 0 none, 1 the stem, 2 the stem and
+        the first residual stage (res2, their default with ImageNet weights), up to 5.
+        Their parameters stay out of the optimizer (see `FCOS.trainable`).
       anchor_offset: where an anchor point sits in its cell, in strides (see
-        `ota_jax.anchors.anchor_points`); 0.5 is cvpods' ``stride // 2`` shift.
+        `ota_jax.anchors.anchor_points`). 0.5, the cell centre, is the original FCOS
+        code's ``stride // 2`` shift (also mmdet's and YOLOX's); cvpods, on which the
+        official OTA code runs, uses 0.0 (the cell's top-left corner). We keep 0.5 so
+        that the points cover a padded image symmetrically (the first at ``s / 2``,
+        the last at ``W - s / 2``) and the assigners' centre priors are symmetric
+        about them; the regressed distances are learned, so either works. Set 0.0 to
+        place the points exactly as cvpods does.
       dtype: compute dtype (``"float32"`` or ``"bfloat16"``); parameters are float32.
     """
 
@@ -80,6 +90,7 @@ class FCOSConfig:
     backbone: str = "resnet50"
     backbone_width: int | None = None
     backbone_norm: Literal["group", "frozen_batch"] = "group"
+    backbone_frozen_stages: int = 0
     fpn_width: int = 256
     strides: tuple[int, ...] = (8, 16, 32, 64, 128)
     extra_levels_from: Literal["p5", "c5"] = "p5"
@@ -102,6 +113,10 @@ class FCOSConfig:
             raise ValueError(f"unknown extra_levels_from {self.extra_levels_from!r}")
         if self.reg_activation not in ("relu", "exp"):
             raise ValueError(f"unknown reg_activation {self.reg_activation!r}")
+        if not 0 <= self.backbone_frozen_stages <= 5:
+            raise ValueError(
+                f"backbone_frozen_stages must be in 0..5, got {self.backbone_frozen_stages}"
+            )
         if self.num_classes < 1 or self.num_convs < 0:
             raise ValueError("num_classes must be >= 1 and num_convs >= 0")
 
@@ -214,12 +229,17 @@ def _conv(
     use_bias: bool = False,
     **kwargs: Any,
 ) -> nnx.Conv:
+    # Symmetric padding of kernel // 2, as torch's convs: XLA's "SAME" pads an even
+    # input of a strided conv by one pixel more at the end than at the start, which
+    # shifts every feature by a pixel against torchvision's (pretrained) ResNets.
+    # The output size is ceil(in / stride) either way.
+    pad = kernel // 2
     return nnx.Conv(
         in_ch,
         out_ch,
         (kernel, kernel),
         strides=stride,
-        padding="SAME",
+        padding=((pad, pad), (pad, pad)),
         use_bias=use_bias,
         dtype=dtype,
         rngs=rngs,
@@ -326,7 +346,8 @@ class ResNet(nnx.Module):
     def __call__(self, x: Array) -> list[Array]:
         """``[B, H, W, 3]`` -> ``[C3, C4, C5][:num_outputs]``, each ``[B, H/s, W/s, ch]``."""
         x = nnx.relu(self.stem_norm(self.stem_conv(x)))
-        x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+        # torchvision's max-pool pads by 1 on each side (with -inf), not as "SAME".
+        x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         outputs = []
         for i, stage in enumerate(self.stages):
             for block in stage:
@@ -334,6 +355,16 @@ class ResNet(nnx.Module):
             if i > 0:
                 outputs.append(x)
         return outputs
+
+
+def _in_frozen_stage(path: tuple[Any, ...], frozen_stages: int) -> bool:
+    """Whether an FCOS state path lies in the first ``frozen_stages`` backbone stages
+    (detectron2's numbering: 1 is the stem, 2 the first residual stage, ...)."""
+    if frozen_stages < 1 or len(path) < 2 or path[0] != "backbone":
+        return False
+    if path[1] in ("stem_conv", "stem_norm"):
+        return True
+    return path[1] == "stages" and len(path) > 2 and int(path[2]) < frozen_stages - 1
 
 
 def _fpn_conv(
@@ -504,6 +535,20 @@ class FCOS(nnx.Module):
             dtype=dtype,
             rngs=rngs,
         )
+
+    def trainable(self) -> nnx.filterlib.Filter:
+        """The NNX filter of the parameters to train: every `nnx.Param` but those of
+        the ``config.backbone_frozen_stages`` first backbone stages.
+
+        `ota_jax.detector.create_train_state` splits the model with it, so frozen
+        parameters get no gradient, no optimizer state and no weight decay.
+        """
+        frozen_stages = self.config.backbone_frozen_stages
+
+        def frozen(path: tuple[Any, ...], _: Any) -> bool:
+            return _in_frozen_stage(path, frozen_stages)
+
+        return nnx.All(nnx.Param, nnx.Not(frozen))
 
     def anchors(self, image_size: tuple[int, int]) -> tuple[Array, Array]:
         """``points [A, 2]`` and ``strides [A]`` of this model for ``(H, W)`` inputs."""

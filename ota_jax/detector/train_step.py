@@ -38,6 +38,7 @@ __all__ = [
     "replicate",
     "shard_batch",
     "train_step",
+    "weight_decay_mask",
 ]
 
 DATA_AXIS = "data"
@@ -54,8 +55,13 @@ class OptimizerConfig:
         or ``"adamw"`` (decoupled weight decay).
       learning_rate: peak learning rate (0.01 at batch 16).
       momentum: SGD momentum; AdamW's ``b1``.
-      weight_decay: applied to conv/dense kernels only, never to norms, biases
-        or the per-level scales (all of those have ``ndim <= 1``).
+      weight_decay: L2 (SGD) or decoupled (AdamW) weight decay. It applies to the
+        conv kernels always and never to the parameters of norm layers (cvpods'
+        ``WEIGHT_DECAY_NORM = 0``); see ``decay_biases_and_scales`` for the rest.
+      decay_biases_and_scales: also decay the conv biases and the head's per-level
+        scales, as cvpods' ``D2SGD`` optimizer of the official OTA code does (its
+        ``WEIGHT_DECAY`` covers every parameter outside a norm layer, with
+        ``BIAS_LR_FACTOR = 1``). False (the default) decays kernels only.
       total_steps: length of training (the cosine schedule's horizon).
       warmup_steps: linear warm-up length.
       warmup_factor: warm-up starts at ``learning_rate * warmup_factor``.
@@ -78,6 +84,7 @@ class OptimizerConfig:
     decay_steps: tuple[int, ...] = (60_000, 80_000)
     decay_factor: float = 0.1
     clip_norm: float | None = None
+    decay_biases_and_scales: bool = False
 
 
 def make_schedule(config: OptimizerConfig) -> optax.Schedule:
@@ -100,26 +107,44 @@ def make_schedule(config: OptimizerConfig) -> optax.Schedule:
     return optax.join_schedules([warmup, decays], [config.warmup_steps])
 
 
-def _decay_mask(params: Any) -> Any:
-    """True for kernels (``ndim > 1``): norms, biases and scalar scales are not decayed."""
-    return jax.tree.map(lambda p: p.ndim > 1, params)
+def _in_norm_layer(path: tuple[Any, ...]) -> bool:
+    """Whether a parameter's path ends in a norm layer's own parameter: the model
+    names every norm module ``*norm*`` (``stem_norm``, ``norm1``, ``norm``)."""
+    names = [getattr(key, "key", None) for key in path]
+    names = [name for name in names if name is not None]  # DictKeys: module and field names
+    return len(names) >= 2 and isinstance(names[-2], str) and "norm" in names[-2]
+
+
+def weight_decay_mask(params: Any, *, decay_biases_and_scales: bool = False) -> Any:
+    """The pytree of bools of `params` saying which parameters get weight decay.
+
+    Kernels (``ndim > 1``) do, the parameters of norm layers never do, and the
+    other vectors and scalars (conv biases, per-level scales) do only with
+    ``decay_biases_and_scales`` (cvpods' ``D2SGD``).
+    """
+
+    def decayed(path: tuple[Any, ...], p: Array) -> bool:
+        if _in_norm_layer(path):
+            return False
+        return p.ndim > 1 or decay_biases_and_scales
+
+    return jax.tree_util.tree_map_with_path(decayed, params)
 
 
 def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
     """The optax transformation for `config` (clip -> decay -> SGD, or clip -> AdamW)."""
     schedule = make_schedule(config)
+    mask = partial(weight_decay_mask, decay_biases_and_scales=config.decay_biases_and_scales)
     parts = []
     if config.clip_norm is not None:
         parts.append(optax.clip_by_global_norm(config.clip_norm))
     if config.name == "sgd":
         # L2 decay added to the gradient before momentum, as torch.optim.SGD does.
-        parts.append(optax.add_decayed_weights(config.weight_decay, mask=_decay_mask))
+        parts.append(optax.add_decayed_weights(config.weight_decay, mask=mask))
         parts.append(optax.sgd(schedule, momentum=config.momentum))
     elif config.name == "adamw":
         parts.append(
-            optax.adamw(
-                schedule, b1=config.momentum, weight_decay=config.weight_decay, mask=_decay_mask
-            )
+            optax.adamw(schedule, b1=config.momentum, weight_decay=config.weight_decay, mask=mask)
         )
     else:
         raise ValueError(f"unknown optimizer {config.name!r}")
@@ -132,8 +157,9 @@ class TrainState:
 
     Attributes:
       step: ``[]`` int32 optimizer steps taken.
-      params: trainable `nnx.Param` state of the model.
-      rest: other model state (e.g. frozen BatchNorm statistics), not trained.
+      params: trainable `nnx.Param` state of the model (``FCOS.trainable``).
+      rest: other model state (frozen BatchNorm statistics, frozen backbone
+        stages), not trained.
       opt_state: the optimizer state.
       graphdef: the model structure (static).
       tx: the optax transformation (static).
@@ -162,8 +188,13 @@ def create_train_state(
     loss_config: LossConfig = _DEFAULT_LOSS,
     schedule: Callable[[Array], Array] | None = None,
 ) -> TrainState:
-    """Split `model` into a `TrainState` and initialise the optimizer."""
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    """Split `model` into a `TrainState` and initialise the optimizer.
+
+    ``params`` holds the parameters `FCOS.trainable` selects; frozen backbone stages
+    (``FCOSConfig.backbone_frozen_stages``) go to ``rest`` with the other state, so
+    they get no gradient and no update.
+    """
+    graphdef, params, rest = nnx.split(model, model.trainable(), ...)
     # train_step donates the state: copy so the caller's model keeps valid buffers.
     params, rest = jax.tree.map(jnp.copy, (params, rest))
     return TrainState(

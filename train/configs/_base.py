@@ -58,6 +58,11 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.preset = "tiny"  # ota_jax.detector.fcos_config preset.
     # Every FCOSConfig field (but num_classes, from the dataset); None keeps the preset's.
     config.model.overrides = _placeholders(FCOSConfig, skip=("num_classes",))
+    # A torchvision ResNet state dict (.pth, .safetensors or .npz) of the preset's depth:
+    # ImageNet weights for the backbone (ota_jax.detector.load_torchvision_resnet), with
+    # frozen BatchNorm and the stem and first stage frozen (detectron2/cvpods FREEZE_AT=2)
+    # unless model.overrides say otherwise. None: the backbone starts from random weights.
+    config.model.pretrained = config_dict.placeholder(str)
 
     config.loss = ml_collections.ConfigDict()
     config.loss.assigner = "ota"  # A name in ota_jax.assigners.ASSIGNERS.
@@ -81,6 +86,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.optimizer.decay_steps = ()
     config.optimizer.decay_factor = 0.1
     config.optimizer.clip_norm = config_dict.placeholder(float)
+    # Also decay conv biases and the per-level scales (cvpods' D2SGD); norms never.
+    config.optimizer.decay_biases_and_scales = False
 
     config.train = ml_collections.ConfigDict()
     config.train.steps = 1000
