@@ -19,10 +19,12 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections.abc import Callable
 
 __all__ = [
     "Interrupted",
     "acknowledge",
+    "at_exit",
     "enter_loop",
     "exit_code",
     "install",
@@ -36,6 +38,7 @@ _requested: int | None = None
 _in_loop = False
 _acknowledged = threading.Event()
 _installed = False
+_at_exit: list[Callable[[], None]] = []
 
 
 class Interrupted(Exception):
@@ -83,7 +86,17 @@ def leave_loop() -> None:
         _in_loop = False
 
 
+def at_exit(function: Callable[[], None]) -> None:
+    """Calls ``function`` before a signal ends the process outside the loop's saving."""
+    _at_exit.append(function)
+
+
 def _exit(signum: int, why: str) -> None:
+    for function in _at_exit:
+        try:
+            function()
+        except Exception:  # Exiting regardless.
+            pass
     name = signal.Signals(signum).name
     os.write(2, f"\nota-train: {name} {why}.\n".encode())
     os._exit(exit_code(signum))

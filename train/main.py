@@ -191,12 +191,15 @@ class _OwnInfoOnly(logging.Filter):
         )
 
 
+_OWN_INFO_ONLY = _OwnInfoOnly()
+
+
 def _run(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         _usage_error(f"unexpected arguments: {list(argv[1:])}")
     from absl import logging as absl_logging
 
-    absl_logging.get_absl_handler().addFilter(_OwnInfoOnly())
+    absl_logging.get_absl_handler().addFilter(_OWN_INFO_ONLY)
     from ota_train import builders
 
     config = _CONFIG.value
@@ -206,6 +209,7 @@ def _run(argv: Sequence[str]) -> None:
         _usage_error(str(error))
     workdir = _WORKDIR.value or os.path.join("runs", _config_name())
     created = _prepare_workdir(workdir)
+    interrupts.at_exit(lambda: _remove_if_empty(created))
     try:
         _train(config, workdir)
     except interrupts.Interrupted as interrupted:
