@@ -138,8 +138,8 @@ class Checkpoints:
           checkpoint), and the unreadable checkpoints that were set aside.
 
         Raises:
-          CheckpointError: no checkpoint reads; when they all fail, the newest one's
-            error (e.g. it does not fit this config's model and optimizer).
+          CheckpointError: no checkpoint reads (with the newest one's error, e.g. it
+            does not fit this config's model and optimizer); nothing is set aside.
         """
         failures: list[tuple[int, BaseException]] = []
         for step in reversed(self.all_steps()):
@@ -151,11 +151,9 @@ class Checkpoints:
             return restored, step, [self._set_aside(s, e) for s, e in failures]
         if failures:
             step, error = failures[0]
-            if isinstance(error, CheckpointError):
-                raise error
+            reason = str(error) if isinstance(error, CheckpointError) else _one_line(error)
             raise CheckpointError(
-                f"no checkpoint in {self.directory} can be read (newest, {step}: "
-                f"{_one_line(error)}); move the directory away to start over"
+                f"no checkpoint in {self.directory} can be read; the newest, {step}: {reason}"
             ) from error
         return state, 0, []
 
