@@ -315,3 +315,45 @@ def test_a_usage_error_has_no_traceback(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("ota-train: error: config.loss.ota")
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+# A stand-in for the training loop: compiling (never acknowledging) or saving (acknowledged).
+_LOOP = """
+import sys, time
+from ota_train import interrupts
+interrupts.install(grace=1.0)
+interrupts.enter_loop()
+print("ready", flush=True)
+if sys.argv[1] == "saving":
+    while not interrupts.requested():
+        time.sleep(0.01)
+    interrupts.acknowledge()
+    print("saving", flush=True)
+time.sleep(30)  # A slow save, or a compile in C++ that Python handlers cannot interrupt.
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_the_loop_cannot_take_exits_after_the_grace_and_a_second_one_at_once(signum):
+    for mode, signals, why in (
+        ("compiling", 1, "while compiling or loading data"),
+        ("saving", 2, "again; exiting without waiting"),
+    ):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _LOOP, mode],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout.readline() == "ready\n"
+        start = time.monotonic()
+        proc.send_signal(signum)
+        if signals == 2:
+            assert proc.stdout.readline() == "saving\n"
+            proc.send_signal(signum)
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 128 + signum
+        assert time.monotonic() - start < 5
+        line = err.strip()
+        assert line.startswith(f"ota-train: {signal.Signals(signum).name} {why}"), err
+        assert "\n" not in line and "Traceback" not in err

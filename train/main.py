@@ -287,7 +287,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         interrupts.install()
         argv = sys.argv
     argv = list(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO lines.
     if any(arg in ("-h", "-help", "--help", "--helpshort", "--helpfull", "-?") for arg in argv):
         _help(argv)
         raise SystemExit(0)
