@@ -207,6 +207,15 @@ def test_checkpoints_that_all_fail_stop_the_run(reference, tmp_path):
     assert checkpoint_steps(tmp_path) == [10, 20, 30]  # Nothing set aside.
 
 
+def test_packaged_configs_validate():
+    import importlib
+
+    from ota_train import builders, configs
+
+    for name in configs.available():
+        builders.validate(importlib.import_module(f"ota_train.configs.{name}").get_config())
+
+
 def run_cli(args: list[str]) -> int:
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["ota-train", *args, "--compilation_cache="])

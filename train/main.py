@@ -143,6 +143,8 @@ def _config_keys(spec: str) -> list[str]:
 
 def _prepare_workdir(workdir: str) -> list[str]:
     """Creates ``workdir`` if needed and checks it takes files; returns the dirs created."""
+    if "://" in workdir:  # A bucket: nothing to create, the first write tells.
+        return []
     workdir = os.path.abspath(workdir)
     created = []
     path = workdir
