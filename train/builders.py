@@ -31,6 +31,7 @@ __all__ = [
     "optimizer_config",
     "postprocess_config",
     "pretrained_path",
+    "validate",
 ]
 
 
@@ -60,7 +61,10 @@ def _build(cls: type[T], values: Mapping[str, Any], where: str) -> T:
         raise ConfigError(
             f"{where}: unknown {cls.__name__} fields {unknown}; known: {sorted(known)}"
         )
-    return cls(**values)
+    try:
+        return cls(**values)
+    except (ValueError, TypeError) as error:  # The dataclass's own checks: name the branch.
+        raise ConfigError(f"{where}: {error}") from None
 
 
 def _set_fields(branch: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -146,3 +150,68 @@ def image_size(config: ml_collections.ConfigDict) -> tuple[int, int]:
     if len(size) != 2:
         raise ConfigError(f"config.dataset.image_size must be an int or (H, W), got {size}")
     return int(size[0]), int(size[1])
+
+
+# Integer settings and their least value.
+_AT_LEAST = {
+    "train.steps": 1,
+    "train.batch_size": 1,
+    "train.log_every": 1,
+    "train.checkpoint_every": 1,
+    "train.keep_checkpoints": 1,
+    "train.eval_every": 0,
+    "eval.batch_size": 1,
+    "eval.num_draw_images": 0,
+    "dataset.max_gt": 1,
+}
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Checks every setting before anything runs, so a bad value stops the run at once.
+
+    Builds each library config (whose own checks run too), resolves the dataset
+    and optimizer names and checks the ranges of the loop's integers.
+
+    Raises:
+      ConfigError: the first bad setting, named (``config.loss.ota: ...``).
+    """
+    from ota_jax.data import registry
+    from ota_jax.detector import make_optimizer
+
+    for path, least in _AT_LEAST.items():
+        branch, name = path.split(".")
+        value = config[branch][name]
+        if not isinstance(value, int) or value < least:
+            raise ConfigError(f"config.{path} must be an integer >= {least}, got {value!r}")
+    name = config.dataset.name
+    try:
+        spec, tfds_name = registry.resolve(name)
+    except ValueError as error:
+        raise ConfigError(f"config.dataset.name: {error}") from None
+    if "/" in tfds_name and tfds_name.split("/", 1)[0] == "ota_shapes":
+        from ota_jax.data.shapes import OtaShapes
+
+        known = [c.name for c in OtaShapes.BUILDER_CONFIGS]
+        if tfds_name.split("/", 1)[1] not in known:
+            raise ConfigError(
+                f"config.dataset.name: unknown ota_shapes config {name!r}; known: "
+                f"{['ota_shapes/' + k for k in known]}"
+            )
+    height, width = image_size(config)
+    if min(height, width) < 1:
+        raise ConfigError(f"config.dataset.image_size must be positive, got {(height, width)}")
+    for where, build in (
+        ("config.model", lambda: model_config(config, spec.num_classes)),
+        ("config.loss", lambda: loss_config(config)),
+        ("config.optimizer", lambda: make_optimizer(optimizer_config(config))),
+        ("config.eval", lambda: postprocess_config(config)),
+    ):
+        try:
+            build()
+        except ConfigError:
+            raise
+        except (ValueError, TypeError, KeyError) as error:
+            message = str(error)
+            if not message.startswith("config."):
+                message = f"{where}: {message}"
+            raise ConfigError(message) from None

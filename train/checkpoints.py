@@ -10,7 +10,8 @@ run deletes the partial one.
 from __future__ import annotations
 
 import os
-from typing import Any
+import shutil
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -18,11 +19,25 @@ import orbax.checkpoint as ocp
 
 from ota_jax.detector import TrainState
 
-__all__ = ["CheckpointError", "Checkpoints", "all_finite"]
+__all__ = ["CheckpointError", "Checkpoints", "UnreadableCheckpoint", "all_finite"]
 
 
 class CheckpointError(RuntimeError):
     """A state that must not be saved (non-finite), or a checkpoint that does not fit."""
+
+
+class UnreadableCheckpoint(NamedTuple):
+    """A checkpoint that failed to restore while an older one restored."""
+
+    step: int
+    error: str  # One line: the exception's type and the start of its message.
+    moved_to: str | None  # Where it was set aside; None: deleted (remote or multi-host).
+
+
+def _one_line(error: BaseException, limit: int = 120) -> str:
+    text = " ".join(str(error).split())
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _arrays(state: TrainState) -> dict[str, Any]:
@@ -108,6 +123,53 @@ class Checkpoints:
                 f"optimizer (use another workdir for a different config): {error}"
             ) from error
         return state.replace(**arrays)
+
+    def restore_newest_readable(
+        self, state: TrainState
+    ) -> tuple[TrainState, int, list[UnreadableCheckpoint]]:
+        """``state`` restored from the newest checkpoint that reads, newest first.
+
+        Checkpoints newer than that one (truncated or corrupt files) are set aside
+        (moved to ``<directory>.unreadable/<step>``, or deleted where that is not a
+        local directory), so that training can save those steps again.
+
+        Returns:
+          The restored state, its step (0 and ``state`` itself when there is no
+          checkpoint), and the unreadable checkpoints that were set aside.
+
+        Raises:
+          CheckpointError: no checkpoint reads (with the newest one's error, e.g. it
+            does not fit this config's model and optimizer); nothing is set aside.
+        """
+        failures: list[tuple[int, BaseException]] = []
+        for step in reversed(self.all_steps()):
+            try:
+                restored = self.restore(state, step)
+            except Exception as error:  # Orbax (tensorstore) raises a plain Exception.
+                failures.append((step, error))
+                continue
+            return restored, step, [self._set_aside(s, e) for s, e in failures]
+        if failures:
+            step, error = failures[0]
+            reason = str(error) if isinstance(error, CheckpointError) else _one_line(error)
+            raise CheckpointError(
+                f"no checkpoint in {self.directory} can be read; the newest, {step}: {reason}"
+            ) from error
+        return state, 0, []
+
+    def _set_aside(self, step: int, error: BaseException) -> UnreadableCheckpoint:
+        moved_to = None
+        if "://" in self.directory or jax.process_count() > 1:
+            self._manager.delete(step)
+        else:
+            aside = f"{self.directory}.unreadable"
+            os.makedirs(aside, exist_ok=True)
+            moved_to = os.path.join(aside, str(step))
+            if os.path.exists(moved_to):
+                shutil.rmtree(moved_to)
+            os.rename(os.path.join(self.directory, str(step)), moved_to)
+            self._manager.reload()
+        return UnreadableCheckpoint(step, _one_line(error), moved_to)
 
     def wait(self) -> None:
         """Blocks until every save in flight is complete."""

@@ -43,7 +43,7 @@ from ota_jax.detector import (
     train_step,
 )
 from ota_jax.evaluation import CocoEvaluator, write_metrics
-from ota_train import builders, input_data
+from ota_train import builders, input_data, interrupts
 from ota_train.checkpoints import Checkpoints, all_finite
 from ota_train.evaluate import evaluate
 from ota_train.metrics_writer import MetricsWriter
@@ -242,14 +242,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     )
     writer = None
     try:
-        start_step = checkpoints.latest_step() or 0
+        state, start_step, unreadable = checkpoints.restore_newest_readable(state)
+        for bad in unreadable:
+            logger.warning(
+                "checkpoint %d unreadable (%s): resuming from %s%s",
+                bad.step,
+                bad.error,
+                start_step or "scratch",
+                f"; moved it to {bad.moved_to}" if bad.moved_to else "; deleted it",
+            )
         if start_step:
-            state = checkpoints.restore(state, start_step)
             logger.info("Resuming from the checkpoint of step %d in %s", start_step, workdir)
         if is_chief:
             _write_config(config, workdir)
         writer = MetricsWriter(workdir, resume_step=start_step, enabled=is_chief)
         state = _train(config, state, mesh, start_step, checkpoints, writer, evaluator)
+        # The final checkpoint is on disk before evaluating: a signal then loses nothing.
+        checkpoints.wait()
 
         keep = config.eval.num_draw_images
         result = evaluate(state, config, mesh, evaluator, keep_images=keep)
@@ -321,6 +330,7 @@ def _train(
         disable=jax.process_index() != 0,
         dynamic_ncols=True,
     )
+    interrupts.enter_loop()
     try:
         for step in range(start_step + 1, total + 1):
             batch = next(batches)
@@ -329,9 +339,13 @@ def _train(
             )
             pending.append((step, metrics))
             bar.update(1)
-            log_now = step % train.log_every == 0 or step == total
-            save_now = step % train.checkpoint_every == 0 or step == total
+            # SIGTERM or SIGINT (see interrupts): save this step, then stop.
+            if stop := interrupts.requested():
+                interrupts.acknowledge()
+            log_now = step % train.log_every == 0 or step == total or bool(stop)
+            save_now = step % train.checkpoint_every == 0 or step == total or bool(stop)
             eval_now = bool(train.eval_every) and step % train.eval_every == 0 and step < total
+            eval_now = eval_now and not stop
             if not (log_now or save_now or eval_now):
                 continue
             for values in _fetch_finite(pending, checkpoints):
@@ -356,11 +370,16 @@ def _train(
                         what="parameters",
                     )
                 checkpoints.save(state)
+            if stop:
+                checkpoints.wait()
+                writer.flush()
+                raise interrupts.Interrupted(stop, step, checkpoints.directory)
             if eval_now:
                 metrics = evaluate(state, config, mesh, evaluator).metrics
                 writer.write(step, {f"eval/{name}": value for name, value in metrics.items()})
                 writer.flush()
                 window.start = time.perf_counter()  # Evaluation time is not training speed.
     finally:
+        interrupts.leave_loop()
         bar.close()
     return state
