@@ -33,7 +33,7 @@ pytestmark = pytest.mark.slow
 
 STEPS = 2
 HOSTS = 2
-TIMEOUT_S = 300
+TIMEOUT_S = 420  # For all runs together: ~100 CPU-seconds, minutes on a loaded 2-core machine.
 FINGERPRINT = re.compile(r"Process (\d+) of (\d+): parameters of step (\d+) have fingerprint (\w+)")
 
 # One process with HOSTS devices, trained on the batches each host of the pair reads.
@@ -82,8 +82,11 @@ def environment(devices: int) -> dict[str, str]:
     )
 
 
-def run_all(commands: dict[str, tuple[list[str], dict[str, str]]], logs: Path) -> dict[str, str]:
-    """Runs the commands at once; their logs once all exit 0 (killed on timeout)."""
+def run_all(
+    commands: dict[str, tuple[list[str], dict[str, str]]], logs: Path, *, expect_success=True
+) -> dict[str, str]:
+    """Runs the commands at once; their logs once all exit (killed on timeout), each
+    with status 0 (``expect_success``) or else 1."""
     procs = {}
     for name, (args, env) in commands.items():
         with open(logs / f"{name}.log", "w") as log:
@@ -98,11 +101,35 @@ def run_all(commands: dict[str, tuple[list[str], dict[str, str]]], logs: Path) -
                 p.kill()
                 p.wait()
     texts = {name: (logs / f"{name}.log").read_text() for name in procs}
-    failed = {name: p.returncode for name, p in procs.items() if p.returncode != 0}
+    expected = 0 if expect_success else 1
+    failed = {name: p.returncode for name, p in procs.items() if p.returncode != expected}
     if failed:
         report = "\n".join(f"==== {name}\n{texts[name][-4000:]}" for name in failed)
         pytest.fail(f"exit codes {failed} (negative: killed after {TIMEOUT_S} s)\n{report}")
     return texts
+
+
+def pair_commands(tmp_path: Path, *args: str) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """Two ``ota-train --distributed`` processes of ``args`` on 127.0.0.1, one device each."""
+    port = free_port()
+    return {
+        f"process{i}": (
+            [
+                sys.executable,
+                "-m",
+                "ota_train.main",
+                *args,
+                f"--workdir={tmp_path / 'pair'}",
+                "--compilation_cache=",
+                "--distributed",
+                f"--coordinator_address=127.0.0.1:{port}",
+                f"--num_processes={HOSTS}",
+                f"--process_id={i}",
+            ],
+            environment(devices=1),
+        )
+        for i in range(HOSTS)
+    }
 
 
 def fingerprints(log: str) -> list[tuple[int, int, int, str]]:
@@ -126,31 +153,13 @@ def restored_params(workdir: Path) -> list[tuple[str, np.ndarray]]:
 
 def test_two_processes_train_like_one_with_two_devices(tmp_path):
     data_dir = tmp_path / "tfds"  # Empty: the pair generates it.
-    port = free_port()
-    shared = [
+    commands = pair_commands(
+        tmp_path,
         "--config",
         "smoke",
         f"--config.dataset.data_dir={data_dir}",
         f"--config.train.steps={STEPS}",
-        "--compilation_cache=",
-    ]
-    commands = {
-        f"process{i}": (
-            [
-                sys.executable,
-                "-m",
-                "ota_train.main",
-                *shared,
-                f"--workdir={tmp_path / 'pair'}",
-                "--distributed",
-                f"--coordinator_address=127.0.0.1:{port}",
-                f"--num_processes={HOSTS}",
-                f"--process_id={i}",
-            ],
-            environment(devices=1),
-        )
-        for i in range(HOSTS)
-    }
+    )
     # Alongside, on a data_dir of its own (the generated data is a function of the seed).
     reference_args = [tmp_path / "single", tmp_path / "tfds_single", STEPS, HOSTS]
     commands["single"] = (
@@ -177,3 +186,14 @@ def test_two_processes_train_like_one_with_two_devices(tmp_path):
     for (path, a), (_, b) in zip(pair, one, strict=True):
         np.testing.assert_array_equal(a, b, err_msg=path)
     assert (tmp_path / "pair" / "eval.json").exists()
+
+
+def test_a_failure_to_generate_the_data_stops_both_processes_with_a_message(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")  # data_dir under a file: process 0 cannot create it.
+    data_dir = blocker / "tfds"
+    commands = pair_commands(tmp_path, "--config", "smoke", f"--config.dataset.data_dir={data_dir}")
+    logs = run_all(commands, tmp_path, expect_success=False)
+    assert "NotADirectoryError" in logs["process0"]
+    message = f"ota-train: Process 0 could not generate 'ota_shapes/tiny' in {data_dir}"
+    assert message in logs["process1"]
