@@ -14,19 +14,20 @@ from collections.abc import Iterator
 import jax
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 
-from ota_jax.data import pipeline
+from ota_jax.data import pipeline, registry
 from ota_train import builders
 
-__all__ = ["TRAIN_KEYS", "eval_batches", "local_batch_size", "train_batches"]
+__all__ = ["TRAIN_KEYS", "eval_batches", "local_batch_size", "prepare_dataset", "train_batches"]
 
 # What the train step reads; ``image_id`` (int64) and friends stay on the host.
 TRAIN_KEYS = ("image", "gt_boxes", "gt_labels", "gt_mask")
 
 
-def local_batch_size(global_batch_size: int) -> int:
-    """This host's share of a global batch."""
-    count = jax.process_count()
+def local_batch_size(global_batch_size: int, process_count: int | None = None) -> int:
+    """One host's share of a global batch (``process_count`` defaults to this run's)."""
+    count = jax.process_count() if process_count is None else process_count
     if global_batch_size % count:
         raise builders.ConfigError(
             f"batch size {global_batch_size} does not split over {count} hosts"
@@ -34,14 +35,58 @@ def local_batch_size(global_batch_size: int) -> int:
     return global_batch_size // count
 
 
+def prepare_dataset(config: ml_collections.ConfigDict) -> None:
+    """Generates a locally made dataset (``ota_shapes``) once, before any process reads it.
+
+    Process 0 generates it while the other processes wait at a barrier, then
+    they read it (on a shared ``data_dir``) or generate their own copy (on a
+    disk of their own; the data is the same). Without it, processes sharing a
+    ``data_dir`` would all generate the data and collide. Datasets that are
+    downloaded (COCO, VOC) are left alone: reading them reports missing data.
+    Call it after ``jax.distributed.initialize()`` on every process.
+
+    Raises:
+      DatasetNotPreparedError: on processes other than 0, when process 0 could
+        not generate the data (process 0 raises its own error).
+    """
+    name, data_dir = config.dataset.name, config.dataset.data_dir
+    spec, tfds_name = registry.resolve(name)
+    if not spec.auto_prepare:
+        return
+    failure = None
+    if jax.process_index() == 0:
+        try:
+            registry.load_builder(name, data_dir=data_dir)
+        except Exception as error:  # Raised below, once the others know.
+            failure = error
+    if jax.process_count() > 1:
+        # The barrier carries process 0's outcome, so that a failure there stops
+        # the others at once with a message, not later with a collective's timeout.
+        prepared = multihost_utils.broadcast_one_to_all(np.int32(failure is None))
+        if not prepared and failure is None:
+            raise registry.DatasetNotPreparedError(
+                f"Process 0 could not generate {tfds_name!r} in "
+                f"{data_dir or '~/tensorflow_datasets'}: its log says why."
+            )
+    if failure is not None:
+        raise failure
+
+
 def train_batches(
-    config: ml_collections.ConfigDict, *, start_step: int = 0
+    config: ml_collections.ConfigDict,
+    *,
+    start_step: int = 0,
+    process_index: int | None = None,
+    process_count: int | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """This host's training batches from step ``start_step + 1`` on (endless).
 
     Args:
       config: the training config (``dataset``, ``train.batch_size``, ``seed``).
       start_step: optimizer steps already taken; their batches are skipped.
+      process_index: the host whose slice to read; None for ``jax.process_index()``.
+      process_count: the number of hosts; None for ``jax.process_count()``. With
+        both, one process can read what each host of a multi-host run reads.
     """
     batch_size = config.train.batch_size
     return pipeline.make_iterator(
@@ -55,7 +100,9 @@ def train_batches(
         seed=config.seed,
         shuffle_buffer=config.dataset.shuffle_buffer,
         cache=config.dataset.cache,
-        start_index=start_step * local_batch_size(batch_size),
+        start_index=start_step * local_batch_size(batch_size, process_count),
+        process_index=process_index,
+        process_count=process_count,
     )
 
 

@@ -56,7 +56,10 @@ _DISTRIBUTED = flags.DEFINE_bool(
     "Cluster settings are detected (TPU pods, SLURM, ...) or taken from the flags below.",
 )
 _COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None, "With --distributed: host:port of process 0."
+    "coordinator_address",
+    None,
+    "With --distributed: host:port of process 0, as the others reach it "
+    "(process 0 listens on $JAX_COORDINATOR_BIND_ADDRESS, default [::]:port).",
 )
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --distributed: process count.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --distributed: this process's id.")
@@ -228,6 +231,9 @@ def _train(config, workdir: str) -> None:
     import jax
 
     if _DISTRIBUTED.value:
+        if "JAX_CPU_COLLECTIVES_IMPLEMENTATION" not in os.environ:
+            # CPU processes exchange arrays through gloo (older JAX defaults to none).
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
         # Before anything touches a device: every process must join first.
         jax.distributed.initialize(
             coordinator_address=_COORDINATOR.value,

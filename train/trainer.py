@@ -12,15 +12,18 @@ saved.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import math
 import os
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -49,7 +52,7 @@ from ota_train.evaluate import evaluate
 from ota_train.metrics_writer import MetricsWriter
 from ota_train.visualize import draw_detections
 
-__all__ = ["NonFiniteLossError", "create_state", "train_and_evaluate"]
+__all__ = ["NonFiniteLossError", "create_state", "params_fingerprint", "train_and_evaluate"]
 
 logger = logging.getLogger(__name__)
 
@@ -229,6 +232,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     mesh = make_data_mesh()
     _check_config(config, mesh)
     spec, _ = registry.resolve(config.dataset.name)
+    input_data.prepare_dataset(config)  # Once, by process 0, before any process reads it.
     # First, so that missing data stops the run before the model is built.
     evaluator = CocoEvaluator.from_dataset(
         config.dataset.name, config.dataset.eval_split, data_dir=config.dataset.data_dir
@@ -259,6 +263,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         state = _train(config, state, mesh, start_step, checkpoints, writer, evaluator)
         # The final checkpoint is on disk before evaluating: a signal then loses nothing.
         checkpoints.wait()
+        logger.info(
+            "Process %d of %d: parameters of step %d have fingerprint %s.",
+            jax.process_index(),
+            jax.process_count(),
+            int(state.step),
+            params_fingerprint(state.params),
+        )
 
         keep = config.eval.num_draw_images
         result = evaluate(state, config, mesh, evaluator, keep_images=keep)
@@ -280,6 +291,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         checkpoints.close()
         if writer is not None:
             writer.close()
+
+
+def params_fingerprint(params: Any) -> str:
+    """A short sha256 hex digest of this process's replica of ``params``.
+
+    Equal fingerprints mean bit-identical parameters: the processes of a
+    multi-host run (each logs its own) or two runs of the same config.
+    """
+    digest = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        local = np.asarray(leaf.addressable_data(0) if isinstance(leaf, jax.Array) else leaf)
+        digest.update(f"{jax.tree_util.keystr(path)}:{local.dtype}{local.shape}".encode())
+        digest.update(np.ascontiguousarray(local).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _fetch_finite(
