@@ -8,6 +8,7 @@ ids for COCO, ``1..C`` otherwise).
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import tensorflow_datasets as tfds
 
@@ -173,6 +174,8 @@ def load_builder(name: str, *, data_dir: str | None) -> tfds.core.DatasetBuilder
     spec, tfds_name = resolve(name)
     builder = tfds.builder(tfds_name, data_dir=data_dir)
     if spec.auto_prepare and not builder.is_prepared():
+        where = data_dir or "~/tensorflow_datasets"
+        logging.getLogger(__name__).info("Generating dataset %s in %s.", tfds_name, where)
         # Statistics would read every example back for nothing we use.
         stats = tfds.download.ComputeStatsMode.SKIP
         builder.download_and_prepare(
