@@ -23,8 +23,15 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
+
+try:
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+except ImportError as error:
+    raise ImportError(
+        "ota_jax.evaluation needs pycocotools, which `pip install ota-jax` leaves out: "
+        'pip install "ota-jax[train]"'
+    ) from error
 
 from ota_jax.data.ground_truth import ImageGroundTruth
 

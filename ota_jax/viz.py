@@ -26,11 +26,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from matplotlib import colormaps
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
-from matplotlib.patheffects import withStroke
+
+try:
+    from matplotlib import colormaps
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+    from matplotlib.patheffects import withStroke
+except ImportError as error:
+    raise ImportError(
+        "ota_jax.viz needs matplotlib, which `pip install ota-jax` leaves out: "
+        'pip install "ota-jax[viz]"'
+    ) from error
 
 __all__ = [
     "gt_colours",

@@ -6,6 +6,8 @@ import pytest
 import ota_jax
 from tests.scenes import make_scene
 
+pytestmark = pytest.mark.core  # Runs at the dependency floors too (.ci/run).
+
 # Every registered assigner: (one-image function, default config).
 ASSIGNERS = {
     name: (getattr(ota_jax, f"{name}_assign"), spec.config_class())

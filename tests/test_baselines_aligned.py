@@ -21,6 +21,8 @@ from ota_jax.baselines.tal import TALConfig, tal_assign, tal_assign_batch
 from tests import reference_aligned
 from tests.scenes import make_scene, padded
 
+pytestmark = pytest.mark.core  # Runs at the dependency floors too (.ci/run).
+
 MAX_GT = 24
 IMAGE = (96, 96)
 

@@ -20,6 +20,8 @@ from ota_jax.baselines.max_iou import MaxIoUConfig, max_iou_assign, max_iou_assi
 from tests import reference_rules
 from tests.scenes import make_scene, padded
 
+pytestmark = pytest.mark.core  # Runs at the dependency floors too (.ci/run).
+
 MAX_GT = 40
 COUNTS = [1, 2, 3, 5, 8, 13, 21, 34, 4, 7, 30, 11]
 

@@ -3,6 +3,8 @@ import pytest
 
 from ota_jax import anchors, boxes
 
+pytestmark = pytest.mark.core  # Runs at the dependency floors too (.ci/run).
+
 
 def _iou_loop(a, b):
     """Plain Python IoU and GIoU of two xyxy boxes."""

@@ -12,6 +12,8 @@ from ota_jax._src.inputs import AssignArgs
 from ota_jax.ota import _candidates, _needed_anchors
 from tests.scenes import make_scene, padded, run_reference
 
+pytestmark = pytest.mark.core  # Runs at the dependency floors too (.ci/run).
+
 IMAGE = (256, 256)  # 1344 anchor points on strides 8/16/32
 MAX_GT = 24
 

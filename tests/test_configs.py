@@ -14,6 +14,8 @@ import ota_jax
 from tests.compiles import COUNTER
 from tests.scenes import make_scene
 
+pytestmark = pytest.mark.core  # Runs at the dependency floors too (.ci/run).
+
 ASSIGNERS = ota_jax.assigners.ASSIGNERS
 
 

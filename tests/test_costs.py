@@ -6,6 +6,8 @@ import pytest
 
 from ota_jax import costs
 
+pytestmark = pytest.mark.core  # Runs at the dependency floors too (.ci/run).
+
 
 @pytest.fixture
 def logits():

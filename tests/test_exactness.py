@@ -19,6 +19,8 @@ from ota_jax.simota import _prefilter_batch
 from tests import reference
 from tests.scenes import make_scene, padded, run_reference
 
+pytestmark = pytest.mark.core  # Runs at the dependency floors too (.ci/run).
+
 MAX_GT = 40
 NUM_RANDOM = 16
 

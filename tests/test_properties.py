@@ -9,6 +9,8 @@ import ota_jax
 from tests.compiles import COUNTER
 from tests.scenes import make_scene, padded
 
+pytestmark = pytest.mark.core  # Runs at the dependency floors too (.ci/run).
+
 # Every registered assigner: (one-image function, batched function, config).
 ASSIGNERS = {
     name: (getattr(ota_jax, f"{name}_assign"), spec.assign_batch, spec.config_class())

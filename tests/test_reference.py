@@ -14,6 +14,8 @@ from tests.reference import (
     sinkhorn_official,
 )
 
+pytestmark = pytest.mark.core  # Runs at the dependency floors too (.ci/run).
+
 
 def make_case(seed, num_gt=3, num_classes=5, size=64, strides=(8, 16)):
     """Random one-image case: anchor points of a ``size`` x ``size`` image at ``strides``."""

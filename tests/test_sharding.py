@@ -10,6 +10,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+pytestmark = pytest.mark.core  # Runs at the dependency floors too (.ci/run).
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Every registered assigner at 640x640 (8400 anchors), 32 gt slots and 80 classes, one

@@ -5,6 +5,8 @@ from scipy.special import logsumexp
 
 from ota_jax.transport import solve_transport
 
+pytestmark = pytest.mark.core  # Runs at the dependency floors too (.ci/run).
+
 
 def _official_sinkhorn(cost, mu, nu, eps, iters):
     """The official OTA loop (potentials start at 1, columns first), in float64."""

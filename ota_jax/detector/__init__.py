@@ -6,7 +6,17 @@
 - `postprocess`: `postprocess` to fixed-size `Detections`, a jittable `nms`.
 - `train_step`: `TrainState`, `make_optimizer`, `train_step`, `eval_step` and the
   data-parallel helpers `make_data_mesh`, `replicate`, `shard_batch`.
+
+Needs Flax, which the core leaves out: ``pip install "ota-jax[detector]"`` (or ``[train]``).
 """
+
+try:
+    import flax  # noqa: F401
+except ImportError as error:
+    raise ImportError(
+        "ota_jax.detector needs Flax, which `pip install ota-jax` leaves out: "
+        'pip install "ota-jax[detector]" (or "ota-jax[train]")'
+    ) from error
 
 from ota_jax.detector.losses import (
     LossConfig,
