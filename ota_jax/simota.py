@@ -57,7 +57,9 @@ class SimOTAConfig:
       penalty: cost added to pairs the prior does not allow.
       sizes: the static sizes it runs at: ``"auto"``, ``"cpu"``, ``"accelerator"``,
         ``"off"`` (one program at the padded size) or a `ota_jax.Sizes` (see
-        `ota_jax.resolve_sizes`).
+        `ota_jax.resolve_sizes`). SimOTA reads its ``tile`` (it runs in tiles, not
+        size buckets), its ``max_pairs`` (smaller problems run whole) and its CPU
+        chunking (for the whole problem).
     """
 
     center_radius: float = 1.5
