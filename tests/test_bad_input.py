@@ -1,5 +1,6 @@
 """Bad input gets a defined result without NaN, or a clear error before tracing."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -251,3 +252,47 @@ def test_a_config_of_another_class_names_the_expected_one(name, scene):
             np.ones(5, bool),
             config=other,
         )
+
+
+def test_simota_in_tiles_matches_the_padded_program_on_bad_input():
+    """Non-finite boxes and logits, invalid gts and bfloat16 predictions: SimOTA in
+    small tiles (many loop steps) gives the padded program's result, without NaN;
+    a batch without any valid gt, or without any prefiltered anchor, is background."""
+    from ota_jax._src.buckets import Sizes
+    from tests.scenes import padded
+
+    rng = np.random.default_rng(1)
+    scenes = [make_scene(rng, num_gt=n, image_size=(128, 128)) for n in (3, 9, 1, 14)]
+    stack = lambda key: np.stack([getattr(s, key) for s in scenes])
+    boxes, labels, mask = (np.stack(x) for x in zip(*(padded(s, 16)[:3] for s in scenes), strict=True))
+    pred, logits, obj = stack("pred_boxes"), stack("cls_logits"), stack("obj_logits")
+    anchors = rng.integers(0, pred.shape[1], 30)
+    pred[0, anchors[:10]] = np.nan
+    pred[1, anchors[10:15]] = np.inf
+    logits[2, anchors[15:20]] = np.inf
+    logits[3, anchors[20:25], 3] = -np.inf
+    obj[1, anchors[25:]] = np.nan
+    boxes[1, 0] = [np.nan, 1, 2, 3]
+    boxes[3, 1] = [10, 10, 5, 5]
+    labels[0, 2] = -3
+    shared = (scenes[0].points, scenes[0].strides)
+    tiles = ota_jax.SimOTAConfig(sizes=Sizes(max_pairs=0, tile=(2, 16)))
+
+    def both(*args, obj_logits=obj):
+        whole = ota_jax.simota_assign_batch(
+            *args, obj_logits=obj_logits, config=ota_jax.SimOTAConfig(sizes="off")
+        )
+        return ota_jax.simota_assign_batch(*args, obj_logits=obj_logits, config=tiles), whole
+
+    for dtype in (jnp.float32, jnp.bfloat16):
+        predictions = (jnp.asarray(pred, dtype), jnp.asarray(logits, dtype))
+        tiled, whole = both(*predictions, *shared, boxes, labels, mask)
+        for field in ("gt_index", "labels", "dynamic_k", "num_fg"):
+            np.testing.assert_array_equal(getattr(tiled, field), getattr(whole, field))
+        np.testing.assert_allclose(tiled.ious, whole.ious, atol=1e-6)
+        assert np.isfinite(np.asarray(tiled.ious)).all() and int(tiled.num_fg.sum()) > 0
+    nowhere = np.full_like(boxes, 1e6)
+    nowhere[..., 2:] += 5.0
+    for gts in ((boxes, labels, np.zeros_like(mask)), (nowhere, labels, mask)):
+        tiled, _ = both(pred, logits, *shared, *gts, obj_logits=None)
+        assert int(tiled.num_fg.sum()) == 0
