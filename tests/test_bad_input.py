@@ -264,7 +264,8 @@ def test_simota_in_tiles_matches_the_padded_program_on_bad_input():
     rng = np.random.default_rng(1)
     scenes = [make_scene(rng, num_gt=n, image_size=(128, 128)) for n in (3, 9, 1, 14)]
     stack = lambda key: np.stack([getattr(s, key) for s in scenes])
-    boxes, labels, mask = (np.stack(x) for x in zip(*(padded(s, 16)[:3] for s in scenes), strict=True))
+    gts = [padded(s, 16)[:3] for s in scenes]
+    boxes, labels, mask = (np.stack(x) for x in zip(*gts, strict=True))
     pred, logits, obj = stack("pred_boxes"), stack("cls_logits"), stack("obj_logits")
     anchors = rng.integers(0, pred.shape[1], 30)
     pred[0, anchors[:10]] = np.nan
