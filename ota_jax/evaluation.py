@@ -222,7 +222,8 @@ class CocoEvaluator:
         Args:
           size_ranges: optional extra object-size buckets, ``{label: (low, high)}`` in
             ``sqrt(area)`` pixels (COCOeval's ``areaRng`` is their square); each adds
-            ``AP_<label>`` and ``AP50_<label>`` (100 detections per image, as ``AP``).
+            ``AP_<label>`` and ``AP50_<label>`` (100 detections per image, as ``AP``),
+            NaN for a bucket without ground truth.
 
         Returns:
           ``{"AP", "AP50", "AP75", "APs", "APm", "APl"}`` floats in ``[0, 1]``, and the
@@ -260,7 +261,7 @@ class CocoEvaluator:
                 (f"AP50_{label}", precision[0, ..., index]),
             ):
                 defined = p[p > -1]
-                metrics[name] = float(defined.mean()) if defined.size else 0.0
+                metrics[name] = float(defined.mean()) if defined.size else float("nan")
         return metrics
 
 

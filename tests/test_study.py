@@ -69,7 +69,8 @@ def test_study_trains_every_setting_writes_the_report_and_resumes(tmp_path):
     for r in results:
         assert r["step_ms"] > 0
         for label in labels:
-            assert 0.0 <= r[f"AP_{label}"] <= 1.0 and 0.0 <= r[f"AP50_{label}"] <= 1.0
+            for key in (f"AP_{label}", f"AP50_{label}"):  # NaN: no gt of that size.
+                assert np.isnan(r[key]) or 0.0 <= r[key] <= 1.0
             assert r[f"num_gt_{label}"] == 0 or r[f"pos_per_gt_{label}"] >= 0
         assert sum(r[f"num_gt_{label}"] for label in study.SIZE_BUCKETS) > 0
     for title in ("| AP | ", "| AP50 | ", "| positives / gt | "):
@@ -127,5 +128,6 @@ def test_evaluator_scores_size_buckets():
     metrics = evaluator.evaluate(study.size_ranges("ota_shapes/tiny_objects"))
     for label in ("<12", "12-16", "16-24"):
         assert metrics[f"AP_{label}"] == pytest.approx(1.0)
-    assert metrics["AP50_32+"] == 0.0 and metrics["AP_24-32"] == 0.0  # No gts: 0.
+    assert metrics["AP50_32+"] == 0.0  # Missed.
+    assert np.isnan(metrics["AP_24-32"]) and np.isnan(metrics["AP50_24-32"])  # No gts.
     assert 0.0 < metrics["AP"] < 1.0

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import platform
 import statistics
@@ -272,6 +273,8 @@ def run_once(base, run: Run, root: str) -> dict:
 
 def _mean_std(values: Sequence[float], digits: int) -> str:
     """``mean ± sample std`` (``mean`` alone for one value)."""
+    if any(math.isnan(v) for v in values):  # A diverged run, or a bucket without gts.
+        return "n/a"
     mean = statistics.fmean(values)
     if len(values) < 2:
         return f"{mean:.{digits}f}"
