@@ -221,29 +221,55 @@ class CocoEvaluator:
         original = boxes_to_original(boxes, batch["scale"], batch["orig_size"])
         self.add_detections(image_ids, original, scores, labels, mask)
 
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(
+        self, size_ranges: Mapping[str, tuple[float, float]] | None = None
+    ) -> dict[str, float]:
         """COCO box metrics of the detections added so far.
 
+        Args:
+          size_ranges: optional extra object-size buckets, ``{label: (low, high)}`` in
+            ``sqrt(area)`` pixels (COCOeval's ``areaRng`` is their square); each adds
+            ``AP_<label>`` and ``AP50_<label>`` (100 detections per image, as ``AP``),
+            NaN for a bucket without ground truth.
+
         Returns:
-          ``{"AP", "AP50", "AP75", "APs", "APm", "APl"}`` floats in ``[0, 1]``.
-          A metric COCO cannot define (no ground truth of that size) is 0, and
-          so is everything when there are no detections.
+          ``{"AP", "AP50", "AP75", "APs", "APm", "APl"}`` floats in ``[0, 1]``, and the
+          buckets' metrics. A metric COCO cannot define (no ground truth of that
+          size) is 0, and so is everything when there are no detections.
         """
+        size_ranges = dict(size_ranges or {})
+        names = list(METRIC_NAMES)
+        for label in size_ranges:
+            names += [f"AP_{label}", f"AP50_{label}"]
         detections = np.concatenate(self._detections) if self._detections else np.zeros((0, 7))
         if len(detections) == 0 or not self._image_ids:
             logger.info("No detections to evaluate; all metrics are 0.")
-            return dict.fromkeys(METRIC_NAMES, 0.0)
+            return dict.fromkeys(names, 0.0)
         with _pycocotools_output_to_log():
             coco_dt = self._coco_gt.loadRes(detections)
             coco_eval = COCOeval(self._coco_gt, coco_dt, iouType="bbox")
+            # Appended after COCO's all/small/medium/large, which summarize() reads.
+            for label, (low, high) in size_ranges.items():
+                coco_eval.params.areaRng.append([float(low) ** 2, float(high) ** 2])
+                coco_eval.params.areaRngLbl.append(label)
             coco_eval.evaluate()
             coco_eval.accumulate()
             coco_eval.summarize()
         # COCOeval reports -1 for undefined metrics; report those as 0.
-        return {
+        metrics = {
             name: float(max(value, 0.0))
             for name, value in zip(METRIC_NAMES, coco_eval.stats[:6], strict=True)
         }
+        # precision: [IoU thresholds, recall points, classes, area ranges, max dets].
+        precision = coco_eval.eval["precision"][..., -1]
+        for index, label in enumerate(size_ranges, start=4):
+            for name, p in (
+                (f"AP_{label}", precision[..., index]),
+                (f"AP50_{label}", precision[0, ..., index]),
+            ):
+                defined = p[p > -1]
+                metrics[name] = float(defined.mean()) if defined.size else float("nan")
+        return metrics
 
 
 def write_metrics(metrics: Mapping[str, float], workdir: str | os.PathLike) -> str:

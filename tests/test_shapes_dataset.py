@@ -122,3 +122,73 @@ def test_crowded_config_has_many_objects():
     visible = np.bincount(scene.instance_map.ravel() + 1)[1:]
     np.testing.assert_array_equal(visible, scene.areas)
     assert np.all(scene.areas >= 12)
+
+
+def _config(name: str) -> shapes.OtaShapesConfig:
+    return next(c for c in shapes.OtaShapes.BUILDER_CONFIGS if c.name == name)
+
+
+def _max_iou(boxes: np.ndarray) -> np.ndarray:
+    """``[N]`` each box's largest IoU with another box of the image."""
+    b = boxes.astype(np.float64)
+    top_left = np.maximum(b[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(b[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=-1)
+    area = np.prod(b[:, 2:] - b[:, :2], axis=-1)
+    iou = inter / (area[:, None] + area[None, :] - inter)
+    np.fill_diagonal(iou, 0.0)
+    return iou.max(axis=1)
+
+
+@pytest.mark.parametrize("name", ["tiny_objects", "coco_like", "crowd"])
+def test_variants_are_deterministic_per_example(name):
+    config = _config(name)
+    first = shapes.render_example(config, "validation", 2)
+    again = shapes.render_example(config, "validation", 2)
+    other = shapes.render_example(config, "validation", 3)
+    np.testing.assert_array_equal(first.image, again.image)
+    np.testing.assert_array_equal(first.boxes, again.boxes)
+    np.testing.assert_array_equal(first.labels, again.labels)
+    assert not np.array_equal(first.image, other.image)
+    assert first.image.shape == (config.image_size, config.image_size, 3)
+
+
+def test_default_is_tiny_objects_with_the_same_data():
+    default, tiny_objects = _config("default"), _config("tiny_objects")
+    a = shapes.render_example(default, "train", 7)
+    b = shapes.render_example(tiny_objects, "train", 7)
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.boxes, b.boxes)
+
+
+def test_coco_like_has_cocos_size_shares_relative_to_the_image():
+    config = _config("coco_like")
+    sizes = shapes.object_sizes(config, num_images=200)
+    shares = shapes.size_shares(sizes, config.image_size)
+    for bucket, target in shapes.COCO_SIZE_SHARES.items():
+        assert abs(shares[bucket] - target) < 0.04, (bucket, shares)
+
+
+def test_crowd_is_crowded_overlapping_and_has_two_classes():
+    config = _config("crowd")
+    scenes = [shapes.render_example(config, "train", i) for i in range(12)]
+    assert np.mean([len(s.labels) for s in scenes]) >= 25
+    assert np.mean(np.concatenate([_max_iou(s.boxes) for s in scenes])) >= 0.18
+    assert sum(int((_max_iou(s.boxes) > 0.5).sum()) for s in scenes) >= 6
+    assert set(np.concatenate([s.labels for s in scenes]).tolist()) == set(config.class_subset)
+
+
+def test_tiny_objects_are_small_for_the_strides():
+    sizes = shapes.object_sizes(_config("tiny_objects"), num_images=100)
+    assert np.mean(sizes < 16) > 0.5  # Half the objects span under two P3 strides.
+    assert np.mean(sizes < 12) > 0.3
+    assert np.median(sizes) < np.median(shapes.object_sizes(_config("coco_like"), num_images=50))
+
+
+def test_object_size_histogram_draws_every_variant(tmp_path):
+    pytest.importorskip("matplotlib")
+    configs = [_config("tiny"), _config("crowd")]
+    shares = shapes.object_size_histogram(configs, str(tmp_path / "sizes.png"), num_images=4)
+    assert set(shares) == {"tiny", "crowd"}
+    assert all(abs(sum(s.values()) - 1) < 1e-9 for s in shares.values())
+    assert (tmp_path / "sizes.png").stat().st_size > 1000

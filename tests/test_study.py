@@ -64,6 +64,18 @@ def test_study_trains_every_setting_writes_the_report_and_resumes(tmp_path):
     for assigner in ASSIGNERS:
         assert f"| {assigner} | " in report
     assert (workdir / "study.png").stat().st_size > 1000
+    # By object size: AP, AP50 and positives / gt per bucket, and time per step.
+    labels = [*study.SIZE_BUCKETS, "S", "M", "L"]
+    for r in results:
+        assert r["step_ms"] > 0
+        for label in labels:
+            for key in (f"AP_{label}", f"AP50_{label}"):  # NaN: no gt of that size.
+                assert np.isnan(r[key]) or 0.0 <= r[key] <= 1.0
+            assert r[f"num_gt_{label}"] == 0 or r[f"pos_per_gt_{label}"] >= 0
+        assert sum(r[f"num_gt_{label}"] for label in study.SIZE_BUCKETS) > 0
+    for title in ("| AP | ", "| AP50 | ", "| positives / gt | "):
+        assert title + " | ".join(labels) + " |" in report
+    assert "ms / training step" in report
 
     # A rerun reads the finished runs back instead of training them again.
     stamps = {p: p.stat().st_mtime_ns for p in workdir.rglob(study.RESULT_FILE)}
@@ -81,7 +93,7 @@ def test_summary_is_mean_and_sample_std_over_seeds():
             "dataset": "d",
             "assigner": a,
             "seed": s,
-            **dict(zip(keys, rng.uniform(size=5), strict=True)),
+            **dict(zip(keys, rng.uniform(size=len(keys)), strict=True)),
         }
         for a in ("ota", "atss")
         for s in range(3)
@@ -91,3 +103,31 @@ def test_summary_is_mean_and_sample_std_over_seeds():
     values = [r["AP"] for r in results if r["assigner"] == "atss"]
     assert f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}" == row.split(" | ")[1]
     assert len([line for line in table if line.startswith("| ")]) == 3  # header + 2 rows
+
+
+def test_evaluator_scores_size_buckets():
+    from ota_jax.data.ground_truth import ImageGroundTruth
+    from ota_jax.evaluation import CocoEvaluator
+
+    sides = np.array([8.0, 14.0, 20.0, 40.0])  # One gt in <12, 12-16, 16-24 and 32+.
+    boxes = np.stack([sides, sides, 2 * sides, 2 * sides], axis=-1)
+    image = ImageGroundTruth(
+        image_id=1,
+        height=128,
+        width=128,
+        boxes=boxes,
+        labels=np.zeros(4, np.int64),
+        areas=sides**2,
+        is_crowd=np.zeros(4, bool),
+    )
+    evaluator = CocoEvaluator([image], category_ids=[1])
+    # Exact boxes for the three smaller gts, a miss for the 40-pixel one.
+    evaluator.add_detections(
+        np.array([1]), boxes[None, :3], np.ones((1, 3)), np.zeros((1, 3), np.int64)
+    )
+    metrics = evaluator.evaluate(study.size_ranges("ota_shapes/tiny_objects"))
+    for label in ("<12", "12-16", "16-24"):
+        assert metrics[f"AP_{label}"] == pytest.approx(1.0)
+    assert metrics["AP50_32+"] == 0.0  # Missed.
+    assert np.isnan(metrics["AP_24-32"]) and np.isnan(metrics["AP50_24-32"])  # No gts.
+    assert 0.0 < metrics["AP"] < 1.0

@@ -1,5 +1,11 @@
 r"""``ota-study``: the same FCOS trained with each assigner, same data, budget and seeds.
 
+The default compares OTA, SimOTA, FCOS and ATSS on ``ota_shapes/coco_like`` (COCO's
+object-size shares, P3-P7) and ``ota_shapes/crowd`` (crowded, overlapping): the
+settings of OTA's claims. ``DATASET_SETTINGS`` sets their image size, levels and gt
+slots. Besides AP, the report gives AP, AP50 and positives / gt by object size
+(``SIZE_BUCKETS`` and COCO's S/M/L, see ``size_metrics``) and time per step.
+
 Every (dataset, assigner, seed) run is an ordinary ``ota-train`` run of the
 ``--config`` (default ``configs/study.py``) in ``<workdir>/<dataset>/<assigner>/seed<k>``;
 only ``dataset.name``, ``loss.assigner`` and ``seed`` change between runs. The
@@ -10,7 +16,7 @@ finished runs are read back, an interrupted one resumes from its checkpoint.
 
 Examples::
 
-    ota-study --workdir runs/study                  # 7 assigners x 2 datasets x 3 seeds
+    ota-study --workdir runs/study                  # 4 assigners x 2 datasets x 3 seeds
     ota-study --workdir runs/voc --datasets voc/2007 --assigners ota,atss \
         --config.dataset.data_dir=/data/tfds --config.train.steps=20000
 """
@@ -20,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import platform
 import statistics
@@ -36,8 +43,27 @@ from ota_train import configs
 
 __all__ = ["Run", "main", "summarise"]
 
-DEFAULT_DATASETS = ("ota_shapes", "ota_shapes/crowded")
+DEFAULT_DATASETS = ("ota_shapes/coco_like", "ota_shapes/crowd")
+DEFAULT_ASSIGNERS = ("ota", "simota", "fcos", "atss")
 DEFAULT_SEEDS = (0, 1, 2)
+# Per-dataset settings over the --config (image size at the data's own resolution,
+# levels, gt slots); other datasets train with the config as it is.
+DATASET_SETTINGS: dict[str, dict[str, Any]] = {
+    "ota_shapes/coco_like": {
+        "dataset.image_size": (384, 384),
+        "dataset.max_gt": 16,
+        "model.overrides.strides": (8, 16, 32, 64, 128),  # P3-P7, as COCO's FCOS/OTA.
+    },
+    "ota_shapes/crowd": {"dataset.image_size": (256, 256), "dataset.max_gt": 56},
+}
+# Object-size buckets of the report, sqrt(area) in original pixels.
+SIZE_BUCKETS = {
+    "<12": (0.0, 12.0),
+    "12-16": (12.0, 16.0),
+    "16-24": (16.0, 24.0),
+    "24-32": (24.0, 32.0),
+    "32+": (32.0, 1e5),
+}
 RESULT_FILE = "study_run.json"
 # The report's columns: (key in a run's result, header, digits).
 COLUMNS = (
@@ -46,6 +72,7 @@ COLUMNS = (
     ("APs", "APs", 3),
     ("pos_per_gt", "positives / gt", 1),
     ("assign_ms", "assignment ms / batch", 1),
+    ("step_ms", "ms / training step", 1),
 )
 
 logger = logging.getLogger(__name__)
@@ -70,7 +97,42 @@ def run_config(base, run: Run):
         config.dataset.name = run.dataset
         config.loss.assigner = run.assigner
         config.seed = run.seed
+        for path, value in DATASET_SETTINGS.get(run.dataset, {}).items():
+            *parents, leaf = path.split(".")
+            node = config
+            for parent in parents:
+                node = node[parent]
+            node[leaf] = value
     return config
+
+
+def coco_size_ranges(dataset: str) -> dict[str, tuple[float, float]]:
+    """COCO's S/M/L in ``sqrt(area)`` pixels of ``dataset``'s images: for ``ota_shapes``
+    variants scaled to the image as COCO's 32 and 96 are to its 640-pixel long side
+    (``ota_jax.data.shapes.COCO_RELATIVE_LIMITS``); COCO's own 32 and 96 otherwise."""
+    from ota_jax.data import shapes
+
+    small, large = 32.0, 96.0
+    if dataset.startswith("ota_shapes"):
+        name = dataset.split("/", 1)[1] if "/" in dataset else "default"
+        size = next(c for c in shapes.OtaShapes.BUILDER_CONFIGS if c.name == name).image_size
+        small, large = (limit * size for limit in shapes.COCO_RELATIVE_LIMITS)
+    return {"S": (0.0, small), "M": (small, large), "L": (large, 1e5)}
+
+
+def size_ranges(dataset: str) -> dict[str, tuple[float, float]]:
+    """The report's buckets: ``SIZE_BUCKETS`` and COCO's S/M/L (``coco_size_ranges``)."""
+    return {**SIZE_BUCKETS, **coco_size_ranges(dataset)}
+
+
+def step_ms(workdir: str) -> float:
+    """Median training step time in milliseconds from the logged ``train/steps_per_sec``
+    (the first record, which holds the compilation, left out when there are others)."""
+    from ota_train.metrics_writer import read_metrics
+
+    rates = [r["train/steps_per_sec"] for r in read_metrics(workdir) if "train/steps_per_sec" in r]
+    rates = rates[1:] or rates
+    return 1e3 / statistics.median(rates) if rates else float("nan")
 
 
 def positives_per_gt(workdir: str, *, last_fraction: float = 0.25) -> float:
@@ -86,14 +148,9 @@ def positives_per_gt(workdir: str, *, last_fraction: float = 0.25) -> float:
     return statistics.fmean(r["train/pos_per_gt"] for r in tail)
 
 
-def assignment_ms(config, workdir: str, *, repeats: int = 20) -> float:
-    """Median wall time of the assigner on one training batch with the trained model's
-    predictions (the run's final checkpoint), compiled, in milliseconds."""
-    import jax
-    import numpy as np
-
-    from ota_jax.detector.losses import assign_targets
-    from ota_train import input_data, trainer
+def _trained_state(config, workdir: str):
+    """The run's final train state (its newest checkpoint) and the data mesh."""
+    from ota_train import trainer
     from ota_train.checkpoints import Checkpoints
     from ota_train.trainer import CHECKPOINT_DIR
 
@@ -104,6 +161,68 @@ def assignment_ms(config, workdir: str, *, repeats: int = 20) -> float:
         state = checkpoints.restore(state)
     finally:
         checkpoints.close()
+    return state, mesh
+
+
+def size_metrics(config, workdir: str) -> dict[str, float]:
+    """One pass over the evaluation split with the trained model: COCO ``AP_<bucket>`` and
+    ``AP50_<bucket>`` for every bucket of ``size_ranges`` (gt ``area`` as COCO reads it),
+    and ``pos_per_gt_<bucket>``, the positives the run's assigner gives each gt of that
+    size (``sqrt`` of its box area in original pixels) given the trained model's
+    predictions; NaN for a bucket without gts."""
+    import jax
+    import numpy as np
+
+    from ota_jax.detector import eval_step
+    from ota_jax.detector.losses import assign_targets
+    from ota_jax.evaluation import CocoEvaluator
+    from ota_train import builders, input_data
+
+    state, _ = _trained_state(config, workdir)
+    ranges = size_ranges(config.dataset.name)
+    evaluator = CocoEvaluator.from_dataset(
+        config.dataset.name, config.dataset.eval_split, data_dir=config.dataset.data_dir
+    )
+    postprocess = builders.postprocess_config(config)
+    detect = jax.jit(lambda s, x: eval_step(s, x, postprocess))
+    forward = jax.jit(lambda s, x: s.model()(x))
+    assign = jax.jit(partial(assign_targets, config=state.loss_config))
+    positives = {label: [] for label in ranges}
+    for batch in input_data.eval_batches(config):
+        images = jax.numpy.asarray(batch["image"])
+        detections = jax.device_get(detect(state, images))
+        evaluator.add_batch(
+            batch, detections.boxes, detections.scores, detections.classes, detections.valid
+        )
+        points, strides = state.model().anchors(tuple(images.shape[1:3]))
+        gts = {key: batch[key] for key in ("gt_boxes", "gt_labels", "gt_mask")}
+        gt_index = np.asarray(assign(forward(state, images), points, strides, gts).gt_index)
+        num_gt = batch["gt_mask"].shape[1]
+        counts = (gt_index[:, :, None] == np.arange(num_gt)).sum(axis=1)  # [B, M]
+        boxes = np.asarray(batch["gt_boxes"], np.float64)
+        scale = np.sqrt(np.prod(np.asarray(batch["scale"], np.float64), axis=-1))[:, None]
+        sizes = np.sqrt(np.prod(np.clip(boxes[..., 2:] - boxes[..., :2], 0, None), -1)) / scale
+        real = np.asarray(batch["gt_mask"], bool) & np.asarray(batch["valid"], bool)[:, None]
+        for label, (low, high) in ranges.items():
+            positives[label] += counts[real & (sizes >= low) & (sizes < high)].tolist()
+    metrics = evaluator.evaluate(ranges)
+    by_size = {key: metrics[key] for label in ranges for key in (f"AP_{label}", f"AP50_{label}")}
+    for label, values in positives.items():
+        by_size[f"pos_per_gt_{label}"] = float(np.mean(values)) if values else float("nan")
+        by_size[f"num_gt_{label}"] = len(values)
+    return by_size
+
+
+def assignment_ms(config, workdir: str, *, repeats: int = 20) -> float:
+    """Median wall time of the assigner on one training batch with the trained model's
+    predictions (the run's final checkpoint), compiled, in milliseconds."""
+    import jax
+    import numpy as np
+
+    from ota_jax.detector.losses import assign_targets
+    from ota_train import input_data
+
+    state, _ = _trained_state(config, workdir)
     batch = next(input_data.train_batches(config))
     images = jax.numpy.asarray(batch["image"])
     model = state.model()
@@ -143,6 +262,8 @@ def run_once(base, run: Run, root: str) -> dict:
         **metrics,
         "pos_per_gt": positives_per_gt(workdir),
         "assign_ms": assignment_ms(config, workdir),
+        "step_ms": step_ms(workdir),
+        **size_metrics(config, workdir),
         "train_seconds": time.perf_counter() - start,
     }
     with open(path, "w") as f:
@@ -152,6 +273,8 @@ def run_once(base, run: Run, root: str) -> dict:
 
 def _mean_std(values: Sequence[float], digits: int) -> str:
     """``mean ± sample std`` (``mean`` alone for one value)."""
+    if any(math.isnan(v) for v in values):  # A diverged run, or a bucket without gts.
+        return "n/a"
     mean = statistics.fmean(values)
     if len(values) < 2:
         return f"{mean:.{digits}f}"
@@ -177,7 +300,38 @@ def summarise(results: Sequence[Mapping]) -> str:
             cells = [_mean_std([r[key] for r in runs], digits) for key, _, digits in COLUMNS]
             lines.append(f"| {assigner} | " + " | ".join(cells) + " |")
         lines.append("")
+        lines += _size_tables(rows, assigners)
     return "\n".join(lines)
+
+
+def _size_labels(rows: Sequence[Mapping]) -> list[str]:
+    """The size buckets the runs of one dataset were scored on, in report order."""
+    return [key[len("AP50_") :] for key in rows[0] if key.startswith("AP50_")]
+
+
+def _size_tables(rows: Sequence[Mapping], assigners: Sequence[str]) -> list[str]:
+    """AP, AP50 and positives / gt by object size (``sqrt(area)`` pixels), one row per
+    assigner; empty for runs scored without size buckets."""
+    labels = _size_labels(rows)
+    if not labels:
+        return []
+    counts = ", ".join(f"{label}: {rows[0].get(f'num_gt_{label}', '?')}" for label in labels)
+    lines = [f"By object size, sqrt(area) in pixels (validation gts: {counts})", ""]
+    for prefix, title, digits in (
+        ("AP_", "AP", 3),
+        ("AP50_", "AP50", 3),
+        ("pos_per_gt_", "positives / gt", 1),
+    ):
+        lines += [
+            f"| {title} | " + " | ".join(labels) + " |",
+            "|---|" + "---:|" * len(labels),
+        ]
+        for assigner in assigners:
+            runs = [r for r in rows if r["assigner"] == assigner]
+            cells = [_mean_std([r[prefix + label] for r in runs], digits) for label in labels]
+            lines.append(f"| {assigner} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 def plot(results: Sequence[Mapping], path: str) -> None:
@@ -186,8 +340,26 @@ def plot(results: Sequence[Mapping], path: str) -> None:
     from matplotlib.figure import Figure
 
     datasets = list(dict.fromkeys(r["dataset"] for r in results))
-    figure = Figure(figsize=(4.5 * len(datasets), 3.6), layout="constrained")
-    axes = figure.subplots(1, len(datasets), squeeze=False)[0]
+    figure = Figure(figsize=(4.5 * len(datasets), 7.2), layout="constrained")
+    axes, size_axes = figure.subplots(2, len(datasets), squeeze=False)
+    for ax, dataset in zip(size_axes, datasets, strict=True):
+        rows = [r for r in results if r["dataset"] == dataset]
+        labels = _size_labels(rows)
+        if not labels:
+            ax.set_axis_off()
+            continue
+        assigners = list(dict.fromkeys(r["assigner"] for r in rows))
+        width = 0.8 / len(assigners)
+        for i, assigner in enumerate(assigners):
+            runs = [r for r in rows if r["assigner"] == assigner]
+            values = np.array([[r["AP_" + label] for label in labels] for r in runs])
+            stds = values.std(axis=0, ddof=1) if len(runs) > 1 else None
+            x = np.arange(len(labels)) + (i - (len(assigners) - 1) / 2) * width
+            ax.bar(x, values.mean(axis=0), width, yerr=stds, capsize=2, label=assigner)
+        ax.set_xticks(np.arange(len(labels)), labels, rotation=30)
+        ax.set_xlabel("object size, sqrt(area) px (S/M/L: COCO's, scaled)")
+        ax.set_ylabel("AP by size (val)")
+        ax.legend(fontsize=7, ncols=2)
     for ax, dataset in zip(axes, datasets, strict=True):
         rows = [r for r in results if r["dataset"] == dataset]
         assigners = list(dict.fromkeys(r["assigner"] for r in rows))
@@ -216,7 +388,11 @@ def write_report(results: Sequence[Mapping], root: str, command: str, seconds: f
         f"Device: {device}, {os.cpu_count()} CPU cores; {len(results)} runs, "
         f"{seconds / 60:.0f} min of training and evaluation.  \n"
         "Positives / gt: mean over the last quarter of training; assignment time: one "
-        "training batch with the trained model, median of 20 compiled calls.\n"
+        "training batch with the trained model, median of 20 compiled calls; ms / training "
+        "step: median of the logged rates. By size: gts bucketed by sqrt(area) in original "
+        "pixels; S/M/L are COCO's limits scaled to the image (sqrt(area) < 0.05 and < 0.15 "
+        "of the image side, as 32 and 96 are of COCO's 640) for ota_shapes; positives / gt "
+        "by size: the run's assigner on the validation images with the trained model.\n"
     )
     with open(os.path.join(root, "study.md"), "w") as f:
         f.write(header + "\n" + summarise(results))
@@ -244,7 +420,9 @@ def _define_flags() -> _Flags:
         ),
         workdir=flags.DEFINE_string("workdir", "runs/study", "Study directory; reruns resume."),
         assigners=flags.DEFINE_list(
-            "assigners", None, "Assigners to compare (default: every one in ota_jax.assigners)."
+            "assigners",
+            list(DEFAULT_ASSIGNERS),
+            "Assigners to compare (names in ota_jax.assigners).",
         ),
         datasets=flags.DEFINE_list("datasets", list(DEFAULT_DATASETS), "Registry names."),
         seeds=flags.DEFINE_list("seeds", [str(s) for s in DEFAULT_SEEDS], "Seeds of each setting."),

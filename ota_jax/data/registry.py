@@ -153,7 +153,7 @@ def resolve(name: str) -> tuple[DatasetSpec, str]:
     """The table entry and TFDS name for ``name``.
 
     ``name`` is a key of ``DATASETS`` or, for the synthetic set, ``ota_shapes/<config>``
-    (``ota_shapes/tiny``, ``ota_shapes/crowded``).
+    (``ota_shapes/coco_like``, ``ota_shapes/crowd``, ``ota_shapes/tiny_objects``, ...).
     """
     if name in DATASETS:
         return DATASETS[name], DATASETS[name].tfds_name

@@ -12,6 +12,27 @@ would hide more than ``1 - min_visible_fraction`` of an earlier one is rejected
 and another is drawn, so every painted shape is labelled and none is mostly
 hidden. Everything is a pure function of ``(config.seed, split, index)``.
 
+Configs (issue 24: OTA's claims are about crowded scenes and objects of every size):
+
+* ``tiny_objects`` (alias ``default``, the same data): 128x128, 1-8 objects of
+  8-64 px log-uniform; half the objects are under 16 px (two P3 strides), so OTA's
+  centre-square candidates leave most gts about one candidate.
+* ``coco_like``: 384x384 (``ota-study`` trains it with P3-P7), 1-14 objects whose
+  side is log-normal (median 36 px, log-std 2, in 6-345 px). COCO's small/medium/large
+  (area < 32^2, < 96^2 in images of long side ~640) are taken relative to the image:
+  ``sqrt(area) / 640 < 0.05, < 0.15``, here ``sqrt(area) / 384``, i.e. 19.2 and
+  57.6 px; over 200 scenes the shares are about 40/35/26 % against COCO's 41/34/24 %
+  (``COCO_SIZE_SHARES``). Relative to the strides the objects are 384/800 of COCO's
+  at its 800-pixel training scale with the same P3 stride.
+* ``crowd``: 256x256, 20-50 tall ellipses (width/height 0.35-0.7) of two classes,
+  80% of them centred next to an earlier one, shapes may be 70% hidden: about 35
+  objects per image, mean max-IoU between an object's box and another's about 0.23,
+  in the spirit of CrowdHuman.
+* ``crowded`` (15-40 objects up to 32 px in 128x128) and ``tiny`` (64x64, tests).
+
+``docs/ota_shapes_sizes.png`` (``docs/make_ota_shapes_sizes.py``, through
+``object_size_histogram``) shows each variant's object sizes beside COCO's.
+
 Usage::
 
     import tensorflow_datasets as tfds
@@ -32,12 +53,16 @@ from etils import epath
 
 __all__ = [
     "CLASS_NAMES",
+    "COCO_SIZE_SHARES",
     "OtaShapes",
     "OtaShapesConfig",
     "Scene",
     "example_rng",
+    "object_size_histogram",
+    "object_sizes",
     "render_example",
     "render_scene",
+    "size_shares",
 ]
 
 SHAPE_KINDS = ("rectangle", "ellipse", "triangle")
@@ -47,6 +72,13 @@ COLOURS = {
 }
 # Class index = colour index * len(SHAPE_KINDS) + kind index.
 CLASS_NAMES = tuple(f"{colour}_{kind}" for colour in COLOURS for kind in SHAPE_KINDS)
+
+# COCO's share of small (area < 32^2), medium (< 96^2) and large instances, in its
+# native images (long side 640): "approximately 41% of objects are small, 34% are
+# medium, and 24% are large", https://cocodataset.org/#detection-eval. Relative to
+# the long side the limits are sqrt(area) < 0.05 and < 0.15.
+COCO_SIZE_SHARES = {"small": 0.41, "medium": 0.34, "large": 0.24}
+COCO_RELATIVE_LIMITS = (32 / 640, 96 / 640)
 
 # image/id offsets keep ids unique across splits (handy when debugging eval).
 _SPLIT_CODES = {"train": 0, "validation": 1}
@@ -72,6 +104,19 @@ class OtaShapesConfig(tfds.core.BuilderConfig):
     max_object_size: int = 64
     min_visible_fraction: float = 0.6
     seed: int = 0
+    # Side length (sqrt of the box, before clipping and occlusion): "log_uniform" on
+    # [min_object_size, max_object_size], or "lognormal" with median
+    # ``object_size_median`` and log-std ``object_size_log_std``, redrawn until it lies
+    # in that range.
+    object_size_distribution: str = "log_uniform"
+    object_size_median: float = 0.0
+    object_size_log_std: float = 0.0
+    # Width / height, log-uniform in this range.
+    aspect_range: tuple[float, float] = (0.5, 2.0)
+    # Class indices (into CLASS_NAMES) objects are drawn from; empty: all of them.
+    class_subset: tuple[int, ...] = ()
+    # Chance that an object is centred next to an earlier one (crowds, queues).
+    cluster_probability: float = 0.0
 
 
 class Scene(NamedTuple):
@@ -146,6 +191,47 @@ def _local_mask(rng: np.random.Generator, kind: str, height: int, width: int) ->
     return inside_ccw | inside_cw
 
 
+def _draw_extent(
+    rng: np.random.Generator, config: OtaShapesConfig, log_min: float, log_max: float
+) -> float:
+    """One object's side length in pixels (see ``OtaShapesConfig.object_size_distribution``)."""
+    if config.object_size_distribution == "log_uniform":
+        return float(np.exp(rng.uniform(log_min, log_max)))
+    if config.object_size_distribution != "lognormal":
+        raise ValueError(f"unknown object_size_distribution {config.object_size_distribution!r}")
+    log_median = np.log(config.object_size_median)
+    for _ in range(100):
+        log_extent = rng.normal(log_median, config.object_size_log_std)
+        if log_min <= log_extent <= log_max:
+            return float(np.exp(log_extent))
+    return float(np.exp(np.clip(log_median, log_min, log_max)))
+
+
+def _draw_corner(
+    rng: np.random.Generator,
+    config: OtaShapesConfig,
+    height: int,
+    width: int,
+    instance_map: np.ndarray,
+    num_objects: int,
+) -> tuple[int, int]:
+    """Top-left corner of a ``height x width`` shape; up to a quarter may hang off."""
+    size = config.image_size
+    low_y, high_y = -(height // 4), size - height + height // 4
+    low_x, high_x = -(width // 4), size - width + width // 4
+    if config.cluster_probability > 0 and num_objects and rng.random() < config.cluster_probability:
+        # Next to an earlier object: centre within about one object size of its centre.
+        rows, cols = np.nonzero(instance_map == int(rng.integers(num_objects)))
+        if rows.size:
+            centre_y = (rows.min() + rows.max()) / 2 + rng.normal(0.0, 0.35) * height
+            centre_x = (cols.min() + cols.max()) / 2 + rng.normal(0.0, 0.35) * width
+            return (
+                int(np.clip(round(centre_y - height / 2), low_y, high_y)),
+                int(np.clip(round(centre_x - width / 2), low_x, high_x)),
+            )
+    return int(rng.integers(low_y, high_y + 1)), int(rng.integers(low_x, high_x + 1))
+
+
 def render_scene(rng: np.random.Generator, config: OtaShapesConfig) -> Scene:
     """Draws one image and its objects from ``rng``.
 
@@ -166,15 +252,18 @@ def render_scene(rng: np.random.Generator, config: OtaShapesConfig) -> Scene:
     for _ in range(8 * target):
         if len(labels) == target:
             break
-        kind_index = int(rng.integers(len(SHAPE_KINDS)))
-        colour_index = int(rng.integers(len(COLOURS)))
-        extent = np.exp(rng.uniform(log_min, log_max))
-        aspect = np.exp(rng.uniform(np.log(0.5), np.log(2.0)))
+        if config.class_subset:
+            label = config.class_subset[int(rng.integers(len(config.class_subset)))]
+            colour_index, kind_index = divmod(label, len(SHAPE_KINDS))
+        else:
+            kind_index = int(rng.integers(len(SHAPE_KINDS)))
+            colour_index = int(rng.integers(len(COLOURS)))
+        extent = _draw_extent(rng, config, log_min, log_max)
+        aspect_low, aspect_high = config.aspect_range
+        aspect = np.exp(rng.uniform(np.log(aspect_low), np.log(aspect_high)))
         height = int(np.clip(round(extent / np.sqrt(aspect)), 4, size))
         width = int(np.clip(round(extent * np.sqrt(aspect)), 4, size))
-        # Up to a quarter of a shape may hang off the image; its box is clipped.
-        y0 = int(rng.integers(-(height // 4), size - height + height // 4 + 1))
-        x0 = int(rng.integers(-(width // 4), size - width + width // 4 + 1))
+        y0, x0 = _draw_corner(rng, config, height, width, instance_map, len(labels))
         local = _local_mask(rng, SHAPE_KINDS[kind_index], height, width)
         colour = np.asarray(list(COLOURS.values())[colour_index]) * rng.uniform(0.8, 1.1)
 
@@ -236,7 +325,46 @@ class OtaShapes(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Initial release."}
     BUILDER_CONFIGS: ClassVar[list[OtaShapesConfig]] = [
-        OtaShapesConfig(name="default", description="2000/200 images, 1-8 objects each."),
+        OtaShapesConfig(
+            name="default",
+            description="Alias of tiny_objects (the same data), kept for existing configs.",
+        ),
+        OtaShapesConfig(
+            name="tiny_objects",
+            description="2000/200 images of 128x128, 1-8 objects each, small for the strides.",
+        ),
+        OtaShapesConfig(
+            name="coco_like",
+            description=(
+                "2000/200 images of 384x384, 1-14 objects each; COCO's small/medium/large "
+                "shares relative to the image size."
+            ),
+            image_size=384,
+            max_objects=14,
+            min_object_size=6,
+            max_object_size=345,
+            min_visible_fraction=0.5,
+            object_size_distribution="lognormal",
+            object_size_median=36.0,
+            object_size_log_std=2.0,
+        ),
+        OtaShapesConfig(
+            name="crowd",
+            description=(
+                "1000/200 images of 256x256, 20-50 tall ellipses of two classes each, "
+                "clustered and heavily overlapping (in the spirit of CrowdHuman)."
+            ),
+            image_size=256,
+            num_train=1000,
+            min_objects=20,
+            max_objects=50,
+            min_object_size=16,
+            max_object_size=80,
+            min_visible_fraction=0.3,
+            aspect_range=(0.35, 0.7),
+            class_subset=(1, 4),  # red_ellipse, blue_ellipse
+            cluster_probability=0.8,
+        ),
         OtaShapesConfig(
             name="crowded",
             description="2000/200 images, 15-40 mostly small objects each.",
@@ -300,3 +428,94 @@ class OtaShapes(tfds.core.GeneratorBasedBuilder):
         for index in range(num_examples):
             scene = render_example(self.builder_config, split, index)
             yield index, _to_tfds_example(scene, image_id(split, index))
+
+
+def object_sizes(config: OtaShapesConfig, *, split: str = "train", num_images: int = 200):
+    """``[N]`` float64 ``sqrt(visible area)`` in pixels of every object of the first
+    ``num_images`` examples of ``split`` (rendered, no TFDS build)."""
+    sizes = [np.sqrt(render_example(config, split, i).areas) for i in range(num_images)]
+    return np.concatenate(sizes).astype(np.float64)
+
+
+def size_shares(sizes: np.ndarray, image_size: int) -> dict[str, float]:
+    """Shares of COCO's small/medium/large, with COCO's limits scaled to the image:
+    ``sqrt(area) / image_size`` below 0.05, below 0.15, and above (see ``COCO_SIZE_SHARES``)."""
+    relative = np.asarray(sizes, np.float64) / image_size
+    small, large = COCO_RELATIVE_LIMITS
+    return {
+        "small": float(np.mean(relative < small)),
+        "medium": float(np.mean((relative >= small) & (relative < large))),
+        "large": float(np.mean(relative >= large)),
+    }
+
+
+def _coco_lognormal() -> tuple[float, float]:
+    """``(mu, sigma)`` of the log-normal ``sqrt(area) / long side`` that has COCO's
+    published shares (a reference curve drawn from three numbers, not COCO's data)."""
+    from statistics import NormalDist
+
+    small, large = COCO_RELATIVE_LIMITS
+    z_small = NormalDist().inv_cdf(COCO_SIZE_SHARES["small"])
+    z_large = NormalDist().inv_cdf(1 - COCO_SIZE_SHARES["large"])
+    sigma = (np.log(large) - np.log(small)) / (z_large - z_small)
+    return float(np.log(small) - z_small * sigma), float(sigma)
+
+
+def object_size_histogram(
+    configs: list[OtaShapesConfig], path: str, *, num_images: int = 200
+) -> dict[str, dict[str, float]]:
+    """Draws each config's object-size histogram beside COCO's, saved at ``path`` (PNG).
+
+    One row per config: ``sqrt(visible area)`` in pixels (with the study's size
+    buckets), and relative to the image size with COCO's small/medium/large limits,
+    the log-normal that has COCO's published shares and both sets of shares.
+    ``docs/ota_shapes_sizes.png`` is made by ``docs/make_ota_shapes_sizes.py``.
+
+    Returns:
+      ``{config name: size_shares}``.
+    """
+    from matplotlib.figure import Figure
+
+    mu, sigma = _coco_lognormal()
+    figure = Figure(figsize=(10, 2.8 * len(configs)), layout="constrained")
+    axes = figure.subplots(len(configs), 2, squeeze=False)
+    shares = {}
+    for (ax_px, ax_rel), config in zip(axes, configs, strict=True):
+        sizes = object_sizes(config, num_images=num_images)
+        shares[config.name] = size_shares(sizes, config.image_size)
+        bins = np.geomspace(2, config.image_size, 40)
+        ax_px.hist(sizes, bins=bins, color="#8fb3d9")
+        for edge in (12, 16, 24, 32):
+            ax_px.axvline(edge, color="#888888", lw=0.8, ls=":")
+        ax_px.set_xscale("log")
+        ax_px.set_xlabel("sqrt(area), pixels (dotted: 12, 16, 24, 32)")
+        ax_px.set_ylabel("objects")
+        ax_px.set_title(
+            f"ota_shapes/{config.name}: {config.image_size} px, {len(sizes)} objects "
+            f"in {num_images} images",
+            fontsize=9,
+        )
+        relative_bins = np.geomspace(2 / 640, 1.0, 40)
+        ax_rel.hist(
+            sizes / config.image_size,
+            bins=relative_bins,
+            density=True,
+            color="#8fb3d9",
+            label=f"ota_shapes/{config.name}",
+        )
+        x = np.geomspace(relative_bins[0], 1.0, 200)
+        pdf = np.exp(-((np.log(x) - mu) ** 2) / (2 * sigma**2)) / (x * sigma * np.sqrt(2 * np.pi))
+        ax_rel.plot(x, pdf, color="#c0392b", label="COCO (log-normal with its S/M/L shares)")
+        for limit in COCO_RELATIVE_LIMITS:
+            ax_rel.axvline(limit, color="#c0392b", lw=0.8, ls="--")
+        ours = shares[config.name]
+        text = "S/M/L here {:.0%}/{:.0%}/{:.0%}\nCOCO {:.0%}/{:.0%}/{:.0%}".format(
+            *ours.values(), *COCO_SIZE_SHARES.values()
+        )
+        ax_rel.text(0.98, 0.95, text, transform=ax_rel.transAxes, ha="right", va="top", fontsize=8)
+        ax_rel.set_xscale("log")
+        ax_rel.set_xlabel("sqrt(area) / image size (COCO: / 640, its long side)")
+        ax_rel.set_ylabel("density")
+        ax_rel.legend(loc="upper left", fontsize=7)
+    figure.savefig(path, dpi=110)
+    return shares
