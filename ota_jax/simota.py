@@ -91,6 +91,20 @@ def _pair_geometry(points, strides, gt_boxes, gt_mask, config: SimOTAConfig):
     return in_box | in_centre, in_box & in_centre
 
 
+def _cost(part: AssignInputs, background: Array, config: SimOTAConfig) -> Array:
+    """``[G, A]`` SimOTA's cost of the gts of ``part`` (cleaned inputs, a slice of gts)
+    with its anchors, whose `bce_background_cost` is ``background [A]``: BCE of the
+    class score against the one-hot label + iou_weight * -log IoU + the penalty off
+    the prior, finite."""
+    _, allowed = _pair_geometry(part.points, part.strides, part.gt_boxes, part.gt_mask, config)
+    class_cost = bce_class_cost(
+        part.cls_logits, part.obj_logits, part.gt_labels, background=background
+    )
+    return finite_cost(
+        class_cost - config.iou_weight * jnp.log(part.ious + 1e-8) + config.penalty * (~allowed)
+    )
+
+
 def _assign_dense(args: AssignArgs, config: SimOTAConfig) -> Assignment:
     """The batch on all anchors at its padded size (``sizes="off"``, or a small problem)."""
     prefilter = _prefilter_args(args, config)
@@ -167,14 +181,7 @@ def _simota_one_image(
     background = bce_background_cost(inputs.cls_logits, inputs.obj_logits)
 
     def votes_of(part: AssignInputs, first_gt):  # ``part``: the inputs with a slice of gts
-        _, allowed = _pair_geometry(part.points, part.strides, part.gt_boxes, part.gt_mask, config)
-        # Cost: BCE of the class score vs one-hot + iou_weight * -log IoU + penalty.
-        class_cost = bce_class_cost(
-            part.cls_logits, part.obj_logits, part.gt_labels, background=background
-        )
-        cost = finite_cost(
-            class_cost - config.iou_weight * jnp.log(part.ious + 1e-8) + config.penalty * (~allowed)
-        )
+        cost = _cost(part, background, config)
         # Each gt takes its k cheapest prefiltered anchors, conflicts to the cheapest gt.
         k = dynamic_k(part.ious, prefilter, part.gt_mask, topk=topk)
         return k, matching_votes(cost, k, prefilter, part.gt_mask, topk=topk, first_gt=first_gt)
@@ -204,11 +211,15 @@ def _simota_one_image(
         cheapest_gt=jnp.zeros(num_anchors, jnp.int32),  # argmax's answer when all are -inf
     )
     votes, ks = jax.lax.scan(step, no_votes, (*slices, firsts))
-    gt_index = resolve_votes(votes)
-    # The [M, A] IoUs were never built whole: each anchor's IoU with its gt, anew.
+    return _assignment_of(resolve_votes(votes), inputs, ks.reshape(-1)[:num_gt])
+
+
+def _assignment_of(gt_index: Array, inputs: AssignInputs, dynamic_k: Array) -> Assignment:
+    """`make_assignment` where the ``[M, A]`` IoUs were never built whole (gt slices,
+    tiles): each anchor's IoU with its gt, anew; ``inputs.ious`` is then dead code."""
     ious = elementwise_iou(inputs.gt_boxes[jnp.maximum(gt_index, 0)], inputs.pred_boxes)
     ious = jnp.where(jnp.isfinite(ious), ious, 0.0)
-    return make_assignment(gt_index, inputs, ks.reshape(-1)[:num_gt], anchor_ious=ious)
+    return make_assignment(gt_index, inputs, dynamic_k, anchor_ious=ious)
 
 
 # ------------------------------------------------------------ in tiles
@@ -242,13 +253,7 @@ def _tile_scores(
     ``background [C]`` cost) with a slice of G gts. Returns ``[G, C]`` IoUs (0 off
     ``in_use``) and scores, -cost (-inf off ``in_use`` and for invalid gts)."""
     part = prepare_inputs(*columns)
-    _, allowed = _pair_geometry(part.points, part.strides, part.gt_boxes, part.gt_mask, config)
-    class_cost = bce_class_cost(
-        part.cls_logits, part.obj_logits, part.gt_labels, background=background
-    )
-    cost = finite_cost(
-        class_cost - config.iou_weight * jnp.log(part.ious + 1e-8) + config.penalty * (~allowed)
-    )
+    cost = _cost(part, background, config)
     ious = jnp.where(in_use, part.ious, 0.0)
     return ious, jnp.where(in_use & part.gt_mask[:, None], -cost, -jnp.inf)
 
@@ -356,8 +361,7 @@ def _assign_in_tiles(args: AssignArgs, config: SimOTAConfig) -> Assignment:
     kept, best_score, cheapest_gt = jax.lax.fori_loop(1, steps, tile_step, first)
 
     # Each gt takes its k cheapest anchors; an anchor taken by several, the cheapest gt.
-    k = jnp.maximum(jnp.floor(kept.ious.sum(axis=-1)), 1.0).astype(jnp.int32)
-    k = jnp.where(gt_valid, k, 0)
+    k = dynamic_k(kept.ious, True, gt_valid, topk=q)  # the q kept are the q largest
     chosen = (jnp.arange(q) < k[..., None]) & (kept.scores > -jnp.inf)
 
     def one_image(anchors, chosen, best_score, cheapest_gt, k, order, image):
@@ -366,31 +370,13 @@ def _assign_in_tiles(args: AssignArgs, config: SimOTAConfig) -> Assignment:
         last = jnp.full(num_anchors, -1, jnp.int32).at[anchors].max(jnp.where(chosen, choosers, -1))
         gt = resolve_votes(Votes(times, last, best_score, cheapest_gt))
         gt = jnp.where(gt >= 0, order[jnp.clip(gt, 0, num_gt - 1)], -1)
-        dynamic_k = buckets.scatter_gt_rows(k[:num_gt], order, num_gt)
-        return _targets(gt, dynamic_k, image)
+        return _assignment_of(
+            gt, prepare_inputs(*image), buckets.scatter_gt_rows(k[:num_gt], order, num_gt)
+        )
 
     in_axes = (0, 0, 0, 0, 0, 0, args.image_axes())
     return jax.vmap(one_image, in_axes=in_axes)(
         kept.anchors, chosen, best_score, cheapest_gt, k, order, args
-    )
-
-
-def _targets(gt_index: Array, dynamic_k: Array, image: AssignArgs) -> Assignment:
-    """One image's `Assignment` from its anchors' ``gt_index [A]`` (-1: background)."""
-    num_anchors = image.points.shape[0]
-    fg_mask = gt_index >= 0
-    safe = jnp.maximum(gt_index, 0)
-    gt_boxes = jnp.asarray(image.gt_boxes, jnp.float32)[safe]
-    ious = elementwise_iou(gt_boxes, jnp.asarray(image.pred_boxes, jnp.float32))
-    return Assignment(
-        gt_index=gt_index,
-        fg_mask=fg_mask,
-        labels=jnp.where(fg_mask, image.gt_labels[safe].astype(jnp.int32), -1),
-        box_targets=jnp.where(fg_mask[:, None], gt_boxes, 0.0),
-        ious=jnp.where(fg_mask & jnp.isfinite(ious), ious, 0.0),
-        num_fg=fg_mask.sum(dtype=jnp.int32),
-        dynamic_k=dynamic_k,
-        ignore_mask=jnp.zeros((num_anchors,), bool),
     )
 
 
