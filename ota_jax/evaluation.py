@@ -249,6 +249,7 @@ class CocoEvaluator:
             coco_dt = self._coco_gt.loadRes(detections)
             coco_eval = COCOeval(self._coco_gt, coco_dt, iouType="bbox")
             # Appended after COCO's all/small/medium/large, which summarize() reads.
+            first_size = len(coco_eval.params.areaRng)
             for label, (low, high) in size_ranges.items():
                 coco_eval.params.areaRng.append([float(low) ** 2, float(high) ** 2])
                 coco_eval.params.areaRngLbl.append(label)
@@ -262,7 +263,7 @@ class CocoEvaluator:
         }
         # precision: [IoU thresholds, recall points, classes, area ranges, max dets].
         precision = coco_eval.eval["precision"][..., -1]
-        for index, label in enumerate(size_ranges, start=4):
+        for index, label in enumerate(size_ranges, start=first_size):
             for name, p in (
                 (f"AP_{label}", precision[..., index]),
                 (f"AP50_{label}", precision[0, ..., index]),

@@ -19,8 +19,6 @@ from ota_jax.detector import load_torchvision_resnet
 from ota_jax.detector.model import FCOS, ResNet, fcos_config
 from ota_jax.detector.pretrained import read_state_dict
 
-jax.config.update("jax_disable_most_optimizations", True)
-
 # torchvision's block type and blocks per stage.
 _ARCH = {
     "resnet18": (False, (2, 2, 2, 2)),
@@ -139,7 +137,8 @@ def _flat(module) -> dict:
 )
 def test_features_equal_torchvision_forward(name, size, via_file, tmp_path):
     """Even and odd input sizes: the stem and pool paddings are torchvision's."""
-    torch = pytest.importorskip("torch")
+    import torch  # the torch marker skips this test without it
+
     sd = random_state_dict(name, seed=1)
     images = np.random.default_rng(2).normal(size=(2, *size, 3)).astype(np.float32)
     source = {key: torch.from_numpy(value) for key, value in sd.items()}
@@ -165,14 +164,10 @@ def test_npz_and_safetensors_load_like_a_mapping(tmp_path):
     )
     want = _flat(reference)
     np.savez(tmp_path / "w.npz", **sd)
-    sources = [tmp_path / "w.npz"]
-    try:
-        from safetensors.numpy import save_file
-    except ImportError:
-        pass
-    else:
-        save_file(sd, str(tmp_path / "w.safetensors"))
-        sources.append(tmp_path / "w.safetensors")
+    from safetensors.numpy import save_file  # in the train extra
+
+    save_file(sd, str(tmp_path / "w.safetensors"))
+    sources = [tmp_path / "w.npz", tmp_path / "w.safetensors"]
     for source in sources:
         resnet = ResNet("resnet18", norm="frozen_batch", rngs=nnx.Rngs(1))
         got = _flat(load_torchvision_resnet(resnet, source))

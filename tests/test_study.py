@@ -71,7 +71,7 @@ def test_study_trains_every_setting_writes_the_report_and_resumes(tmp_path):
         for label in labels:
             for key in (f"AP_{label}", f"AP50_{label}"):  # NaN: no gt of that size.
                 assert np.isnan(r[key]) or 0.0 <= r[key] <= 1.0
-            assert r[f"num_gt_{label}"] == 0 or r[f"pos_per_gt_{label}"] >= 0
+            assert (r[f"num_gt_{label}"] == 0) == np.isnan(r[f"pos_per_gt_{label}"])
         assert sum(r[f"num_gt_{label}"] for label in study.SIZE_BUCKETS) > 0
     for title in ("| AP | ", "| AP50 | ", "| positives / gt | "):
         assert title + " | ".join(labels) + " |" in report

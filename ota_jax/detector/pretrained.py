@@ -52,7 +52,7 @@ def read_state_dict(source: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
         if "state_dict" in loaded and isinstance(loaded["state_dict"], Mapping):
             loaded = loaded["state_dict"]
-        return {name: tensor.detach().cpu().numpy() for name, tensor in loaded.items()}
+        return {name: _to_numpy(tensor) for name, tensor in loaded.items()}
     if suffix == ".safetensors":
         try:
             from safetensors.numpy import load_file
