@@ -8,8 +8,9 @@ default actions. A watcher thread learns of a signal at once through
 - while the training loop runs (`enter_loop` .. `leave_loop`), the loop sees `requested`
   after its current step, saves a checkpoint of that step and raises
   `Interrupted`; if the loop has not taken the request within ``grace``
-  seconds (compiling, loading data), the process exits without a new
-  checkpoint: no step finished since the newest one that would be lost;
+  seconds (compiling, loading data, an evaluation), the process exits without
+  a new checkpoint: a rerun resumes from the newest one and runs the steps
+  after it again;
 - anywhere else (start-up, the final evaluation) the process exits at once;
 - a second signal exits at once.
 """

@@ -16,8 +16,11 @@ the newest checkpoint there, and compiled programs come from JAX's persistent
 compilation cache (``--compilation_cache``).
 
 SIGTERM (preemption) and SIGINT (Ctrl-C) save a checkpoint of the current step
-and exit with status 143 and 130; a rerun resumes from it. A bad flag or config
-value exits with status 2, a failed run with status 1, each with one line.
+and exit with status 143 and 130; a rerun resumes from it. Not under
+``--distributed``, where ``jax.distributed.initialize`` lets JAX's preemption
+notifier take SIGTERM (hosts would also have to agree on the step to save at).
+A bad flag or config value exits with status 2, a failed run with status 1, each
+with one line.
 """
 
 from __future__ import annotations
