@@ -233,7 +233,7 @@ def run_cli(args: list[str]) -> int:
         ("--config.train.steps=abc", "--config.train.steps=abc: invalid literal"),
         ("--config.loss.ota.num_iters=0", "config.loss.ota: candidate_topk and num_iters"),
         ("--config.dataset.name=nope", "config.dataset.name: Unknown dataset 'nope'"),
-        ("--config.dataset.name=ota_shapes/nope", "unknown ota_shapes config"),
+        ("--config.dataset.name=ota_shapes/nope", "Unknown ota_shapes config"),
         ("--config.optimizer.name=rmsprop", "config.optimizer: unknown optimizer 'rmsprop'"),
         ("--config.train.checkpoint_every=0", "config.train.checkpoint_every must be"),
         ("--no_such_flag", "Unknown command line flag 'no_such_flag'"),

@@ -183,20 +183,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         value = config[branch][name]
         if not isinstance(value, int) or value < least:
             raise ConfigError(f"config.{path} must be an integer >= {least}, got {value!r}")
-    name = config.dataset.name
     try:
-        spec, tfds_name = registry.resolve(name)
+        spec, _ = registry.resolve(config.dataset.name)
     except ValueError as error:
         raise ConfigError(f"config.dataset.name: {error}") from None
-    if "/" in tfds_name and tfds_name.split("/", 1)[0] == "ota_shapes":
-        from ota_jax.data.shapes import OtaShapes
-
-        known = [c.name for c in OtaShapes.BUILDER_CONFIGS]
-        if tfds_name.split("/", 1)[1] not in known:
-            raise ConfigError(
-                f"config.dataset.name: unknown ota_shapes config {name!r}; known: "
-                f"{['ota_shapes/' + k for k in known]}"
-            )
     height, width = image_size(config)
     if min(height, width) < 1:
         raise ConfigError(f"config.dataset.image_size must be positive, got {(height, width)}")

@@ -168,12 +168,9 @@ def _with_pretrained_backbone(state: TrainState, path: str, mesh: Mesh) -> Train
 
 
 def _check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
-    """Clear errors for settings the loop cannot run with."""
-    for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
-        if config.train[name] < 1:
-            raise builders.ConfigError(
-                f"config.train.{name} must be at least 1, got {config.train[name]}"
-            )
+    """Clear errors for settings the loop cannot run with (`builders.validate`, and
+    batches that the devices divide)."""
+    builders.validate(config)
     for name, size in (("train", config.train.batch_size), ("eval", config.eval.batch_size)):
         if size % mesh.size:
             raise builders.ConfigError(
@@ -370,7 +367,6 @@ def _train(
             log_now = step % train.log_every == 0 or step == total or bool(stop)
             save_now = step % train.checkpoint_every == 0 or step == total or bool(stop)
             eval_now = bool(train.eval_every) and step % train.eval_every == 0 and step < total
-            eval_now = eval_now and not stop
             if not (log_now or save_now or eval_now):
                 continue
             for values in _fetch_finite(pending, checkpoints):

@@ -157,8 +157,13 @@ def resolve(name: str) -> tuple[DatasetSpec, str]:
     """
     if name in DATASETS:
         return DATASETS[name], DATASETS[name].tfds_name
-    base = name.split("/", 1)[0]
+    base, _, config = name.partition("/")
     if base == "ota_shapes":
+        known = [c.name for c in shapes.OtaShapes.BUILDER_CONFIGS]
+        if config not in known:
+            raise ValueError(
+                f"Unknown ota_shapes config {name!r}; known: {['ota_shapes/' + k for k in known]}"
+            )
         return DATASETS[base], name
     raise ValueError(
         f"Unknown dataset {name!r}; known: {sorted(DATASETS)} and ota_shapes/<config>."
