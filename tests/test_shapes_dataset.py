@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import pathlib
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -125,7 +127,7 @@ def test_crowded_config_has_many_objects():
 
 
 def _config(name: str) -> shapes.OtaShapesConfig:
-    return next(c for c in shapes.OtaShapes.BUILDER_CONFIGS if c.name == name)
+    return shapes.OtaShapes.builder_configs[name]
 
 
 def _max_iou(boxes: np.ndarray) -> np.ndarray:
@@ -161,12 +163,29 @@ def test_default_is_tiny_objects_with_the_same_data():
     np.testing.assert_array_equal(a.boxes, b.boxes)
 
 
-def test_coco_like_has_cocos_size_shares_relative_to_the_image():
+def test_coco_like_has_cocos_size_shares_relative_to_the_strides():
     config = _config("coco_like")
     sizes = shapes.object_sizes(config, num_images=200)
-    shares = shapes.size_shares(sizes, config.image_size)
+    shares = shapes.size_shares(sizes)
     for bucket, target in shapes.COCO_SIZE_SHARES.items():
         assert abs(shares[bucket] - target) < 0.04, (bucket, shares)
+
+
+def test_size_shares_counts_each_size_once_at_cocos_limits():
+    small, large = shapes.COCO_STRIDE_LIMITS
+    assert (small, large) == pytest.approx((32 * 800 / 480, 96 * 800 / 480))
+    sizes = np.array([1.0, small - 1e-9, small, large - 1e-9, large, 1e4])
+    assert shapes.size_shares(sizes) == {"small": 2 / 6, "medium": 2 / 6, "large": 2 / 6}
+
+
+def test_largest_first_paints_large_objects_at_the_back():
+    config = _config("coco_like")
+    for index in range(6):
+        scene = shapes.render_example(config, "train", index)
+        box_areas = np.prod(scene.boxes[:, 2:] - scene.boxes[:, :2], axis=1)
+        # Painting order is back to front; the first object is the largest drawn, and
+        # however the later ones cover it, its box keeps most of its size.
+        assert box_areas[0] >= 0.5 * box_areas.max(), index
 
 
 def test_crowd_is_crowded_overlapping_and_has_two_classes():
@@ -187,10 +206,20 @@ def test_tiny_objects_are_small_for_the_strides():
 
 def test_object_size_histogram_draws_every_variant(tmp_path):
     pytest.importorskip("matplotlib")
+    path = pathlib.Path(__file__).resolve().parents[1] / "docs" / "make_ota_shapes_sizes.py"
+    spec = importlib.util.spec_from_file_location("make_ota_shapes_sizes", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
     configs = [_config("tiny"), _config("crowd")]
-    shares = shapes.object_size_histogram(configs, str(tmp_path / "sizes.png"), num_images=4)
+    shares = script.object_size_histogram(configs, str(tmp_path / "sizes.png"), num_images=4)
     assert set(shares) == {"tiny", "crowd"}
     for config in configs:  # the shares it prints are those of the sizes it draws
         sizes = shapes.object_sizes(config, num_images=4)
-        assert shares[config.name] == shapes.size_shares(sizes, config.image_size)
+        assert shares[config.name] == shapes.size_shares(sizes)
     assert (tmp_path / "sizes.png").stat().st_size > 1000
+    # The reference curve has COCO's shares at COCO's limits.
+    mu, sigma = script.coco_lognormal()
+    below = [NormalDist(mu, sigma).cdf(np.log(limit)) for limit in shapes.COCO_STRIDE_LIMITS]
+    assert below == pytest.approx(
+        [shapes.COCO_SIZE_SHARES["small"], 1 - shapes.COCO_SIZE_SHARES["large"]]
+    )

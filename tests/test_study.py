@@ -30,6 +30,7 @@ def _command(workdir, data_dir, cache) -> list[str]:
         f"--assigners={','.join(ASSIGNERS)}",
         f"--seeds={','.join(map(str, SEEDS))}",
         "--config.train.steps=4",
+        "--config.train.eval_every=2",
         f"--config.dataset.data_dir={data_dir}",
         f"--compilation_cache={cache}",
     ]
@@ -76,6 +77,12 @@ def test_study_trains_every_setting_writes_the_report_and_resumes(tmp_path):
     for title in ("| AP | ", "| AP50 | ", "| positives / gt | "):
         assert title + " | ".join(labels) + " |" in report
     assert "ms / training step" in report
+    # Learning curves: every run's AP at each evaluation, and the ranking at each.
+    for r in results:
+        assert [step for step, _ in r["curve"]] == [2, 4]
+        assert r["curve"][-1][1] == pytest.approx(r["AP"])
+    assert "| assigner | step 2 | step 4 |" in report
+    assert report.count("| ranking | ") == 1
 
     # A rerun reads the finished runs back instead of training them again.
     stamps = {p: p.stat().st_mtime_ns for p in workdir.rglob(study.RESULT_FILE)}
@@ -131,3 +138,33 @@ def test_evaluator_scores_size_buckets():
     assert metrics["AP50_32+"] == 0.0  # Missed.
     assert np.isnan(metrics["AP_24-32"]) and np.isnan(metrics["AP50_24-32"])  # No gts.
     assert 0.0 < metrics["AP"] < 1.0
+
+
+def test_learning_curve_table_ranks_the_assigners_at_each_evaluation():
+    curves = {"ota": [(10, 0.1), (20, 0.5)], "atss": [(10, 0.2), (20, 0.4)]}
+    results = [
+        {"dataset": "d", "assigner": a, "seed": s, "curve": [(step, ap + s / 100) for step, ap in c]}
+        | {key: 0.5 for key, _, _ in study.COLUMNS}
+        for a, c in curves.items()
+        for s in (0, 2)
+    ]
+    table = study.summarise(results)
+    assert "| ota | 0.110 | 0.510 |" in table  # The mean over seeds at each step.
+    assert "| ranking | atss > ota | ota > atss |" in table
+
+
+def test_each_shapes_variant_trains_at_its_own_size_with_room_for_its_objects():
+    from ota_jax.data import shapes
+
+    settings = study.dataset_settings("ota_shapes/coco_like")
+    assert settings == {
+        "dataset.image_size": (384, 384),
+        "dataset.max_gt": 16,
+        "model.overrides.strides": (8, 16, 32, 64, 128),
+    }
+    crowd = study.dataset_settings("ota_shapes/crowd")
+    assert crowd["dataset.image_size"] == (256, 256)
+    assert crowd["dataset.max_gt"] >= shapes.OtaShapes.builder_configs["crowd"].max_objects
+    assert study.dataset_settings("voc/2007") == {}
+    assert study.coco_size_ranges("voc/2007")["M"] == (32.0, 96.0)
+    assert study.coco_size_ranges("ota_shapes/crowd")["M"] == shapes.COCO_STRIDE_LIMITS

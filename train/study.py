@@ -2,7 +2,7 @@ r"""``ota-study``: the same FCOS trained with each assigner, same data, budget a
 
 The default compares OTA, SimOTA, FCOS and ATSS on ``ota_shapes/coco_like`` (COCO's
 object-size shares, P3-P7) and ``ota_shapes/crowd`` (crowded, overlapping): the
-settings of OTA's claims. ``DATASET_SETTINGS`` sets their image size, levels and gt
+settings of OTA's claims. ``dataset_settings`` sets their image size, levels and gt
 slots. Besides AP, the report gives AP, AP50 and positives / gt by object size
 (``SIZE_BUCKETS`` and COCO's S/M/L, see ``size_metrics``) and time per step.
 
@@ -46,16 +46,9 @@ __all__ = ["Run", "main", "summarise"]
 DEFAULT_DATASETS = ("ota_shapes/coco_like", "ota_shapes/crowd")
 DEFAULT_ASSIGNERS = ("ota", "simota", "fcos", "atss")
 DEFAULT_SEEDS = (0, 1, 2)
-# Per-dataset settings over the --config (image size at the data's own resolution,
-# levels, gt slots); other datasets train with the config as it is.
-DATASET_SETTINGS: dict[str, dict[str, Any]] = {
-    "ota_shapes/coco_like": {
-        "dataset.image_size": (384, 384),
-        "dataset.max_gt": 16,
-        "model.overrides.strides": (8, 16, 32, 64, 128),  # P3-P7, as COCO's FCOS/OTA.
-    },
-    "ota_shapes/crowd": {"dataset.image_size": (256, 256), "dataset.max_gt": 56},
-}
+# Levels of the ota_shapes variants that need more than the config's: P3-P7, as COCO's
+# FCOS and OTA, for objects sized like COCO's relative to the strides.
+SHAPES_STRIDES: dict[str, tuple[int, ...]] = {"coco_like": (8, 16, 32, 64, 128)}
 # Object-size buckets of the report, sqrt(area) in original pixels.
 SIZE_BUCKETS = {
     "<12": (0.0, 12.0),
@@ -97,7 +90,7 @@ def run_config(base, run: Run):
         config.dataset.name = run.dataset
         config.loss.assigner = run.assigner
         config.seed = run.seed
-        for path, value in DATASET_SETTINGS.get(run.dataset, {}).items():
+        for path, value in dataset_settings(run.dataset).items():
             *parents, leaf = path.split(".")
             node = config
             for parent in parents:
@@ -106,17 +99,39 @@ def run_config(base, run: Run):
     return config
 
 
-def coco_size_ranges(dataset: str) -> dict[str, tuple[float, float]]:
-    """COCO's S/M/L in ``sqrt(area)`` pixels of ``dataset``'s images: for ``ota_shapes``
-    variants scaled to the image as COCO's 32 and 96 are to its 640-pixel long side
-    (``ota_jax.data.shapes.COCO_RELATIVE_LIMITS``); COCO's own 32 and 96 otherwise."""
+def _shapes_config(dataset: str):
+    """The ``OtaShapesConfig`` of an ``ota_shapes[/name]`` registry name."""
     from ota_jax.data import shapes
 
-    small, large = 32.0, 96.0
+    name = dataset.split("/", 1)[1] if "/" in dataset else "default"
+    return shapes.OtaShapes.builder_configs[name]
+
+
+def dataset_settings(dataset: str) -> dict[str, Any]:
+    """Settings over the ``--config`` for ``dataset``: an ``ota_shapes`` variant trains at
+    its own image size, with gt slots for its most objects (a multiple of 8) and the
+    levels of ``SHAPES_STRIDES``; other datasets train with the config as it is."""
+    if not dataset.startswith("ota_shapes"):
+        return {}
+    config = _shapes_config(dataset)
+    settings = {
+        "dataset.image_size": (config.image_size, config.image_size),
+        "dataset.max_gt": 8 * math.ceil(config.max_objects / 8),
+    }
+    if config.name in SHAPES_STRIDES:
+        settings["model.overrides.strides"] = SHAPES_STRIDES[config.name]
+    return settings
+
+
+def coco_size_ranges(dataset: str) -> dict[str, tuple[float, float]]:
+    """COCO's S/M/L in ``sqrt(area)`` pixels of ``dataset``'s images: relative to the
+    strides for ``ota_shapes`` (``ota_jax.data.shapes.COCO_STRIDE_LIMITS``, COCO's 32
+    and 96 at its training scale); COCO's own 32 and 96 otherwise."""
+    from ota_jax.data import shapes
+
+    small, large = shapes.COCO_SIZE_LIMITS
     if dataset.startswith("ota_shapes"):
-        name = dataset.split("/", 1)[1] if "/" in dataset else "default"
-        size = next(c for c in shapes.OtaShapes.BUILDER_CONFIGS if c.name == name).image_size
-        small, large = (limit * size for limit in shapes.COCO_RELATIVE_LIMITS)
+        small, large = shapes.COCO_STRIDE_LIMITS
     return {"S": (0.0, small), "M": (small, large), "L": (large, 1e5)}
 
 
@@ -146,6 +161,13 @@ def positives_per_gt(workdir: str, *, last_fraction: float = 0.25) -> float:
     last_step = records[-1]["step"]
     tail = [r for r in records if r["step"] > (1 - last_fraction) * last_step] or records[-1:]
     return statistics.fmean(r["train/pos_per_gt"] for r in tail)
+
+
+def learning_curve(workdir: str) -> list[tuple[int, float]]:
+    """``[(step, AP)]`` of the run's evaluations (``train.eval_every`` and the last step)."""
+    from ota_train.metrics_writer import read_metrics
+
+    return [(r["step"], r["eval/AP"]) for r in read_metrics(workdir) if "eval/AP" in r]
 
 
 def _trained_state(config, workdir: str):
@@ -263,6 +285,7 @@ def run_once(base, run: Run, root: str) -> dict:
         "pos_per_gt": positives_per_gt(workdir),
         "assign_ms": assignment_ms(config, workdir),
         "step_ms": step_ms(workdir),
+        "curve": learning_curve(workdir),
         **size_metrics(config, workdir),
         "train_seconds": time.perf_counter() - start,
     }
@@ -300,8 +323,41 @@ def summarise(results: Sequence[Mapping]) -> str:
             cells = [_mean_std([r[key] for r in runs], digits) for key, _, digits in COLUMNS]
             lines.append(f"| {assigner} | " + " | ".join(cells) + " |")
         lines.append("")
+        lines += _curve_table(rows, assigners)
         lines += _size_tables(rows, assigners)
     return "\n".join(lines)
+
+
+def _mean_curves(rows: Sequence[Mapping], assigners: Sequence[str]) -> tuple[list[int], dict]:
+    """The evaluation steps every run has, and each assigner's mean AP at them."""
+    curves = [dict(map(tuple, r.get("curve", []))) for r in rows]
+    steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+    means = {}
+    for assigner in assigners:
+        runs = [c for c, r in zip(curves, rows, strict=True) if r["assigner"] == assigner]
+        means[assigner] = [statistics.fmean(c[step] for c in runs) for step in steps]
+    return steps, means
+
+
+def _curve_table(rows: Sequence[Mapping], assigners: Sequence[str]) -> list[str]:
+    """AP at each evaluation during training (mean over seeds) and the assigners ranked
+    by it: whether the ranking has settled by the end of the budget."""
+    steps, means = _mean_curves(rows, assigners)
+    if len(steps) < 2:
+        return []
+    lines = [
+        "AP during training (mean over seeds) and the ranking at each evaluation",
+        "",
+        "| assigner | " + " | ".join(f"step {step}" for step in steps) + " |",
+        "|---|" + "---:|" * len(steps),
+    ]
+    for assigner in assigners:
+        lines.append(f"| {assigner} | " + " | ".join(f"{v:.3f}" for v in means[assigner]) + " |")
+    rankings = [
+        " > ".join(sorted(assigners, key=lambda a, i=i: -means[a][i])) for i in range(len(steps))
+    ]
+    lines += ["| ranking | " + " | ".join(rankings) + " |", ""]
+    return lines
 
 
 def _size_labels(rows: Sequence[Mapping]) -> list[str]:
@@ -340,8 +396,17 @@ def plot(results: Sequence[Mapping], path: str) -> None:
     from matplotlib.figure import Figure
 
     datasets = list(dict.fromkeys(r["dataset"] for r in results))
-    figure = Figure(figsize=(4.5 * len(datasets), 7.2), layout="constrained")
-    axes, size_axes = figure.subplots(2, len(datasets), squeeze=False)
+    figure = Figure(figsize=(4.5 * len(datasets), 10.8), layout="constrained")
+    axes, curve_axes, size_axes = figure.subplots(3, len(datasets), squeeze=False)
+    for ax, dataset in zip(curve_axes, datasets, strict=True):
+        rows = [r for r in results if r["dataset"] == dataset]
+        assigners = list(dict.fromkeys(r["assigner"] for r in rows))
+        steps, means = _mean_curves(rows, assigners)
+        for assigner in assigners:
+            ax.plot(steps, means[assigner], "o-", markersize=3, label=assigner)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("AP (val), mean over seeds")
+        ax.legend(fontsize=7)
     for ax, dataset in zip(size_axes, datasets, strict=True):
         rows = [r for r in results if r["dataset"] == dataset]
         labels = _size_labels(rows)
@@ -357,7 +422,7 @@ def plot(results: Sequence[Mapping], path: str) -> None:
             x = np.arange(len(labels)) + (i - (len(assigners) - 1) / 2) * width
             ax.bar(x, values.mean(axis=0), width, yerr=stds, capsize=2, label=assigner)
         ax.set_xticks(np.arange(len(labels)), labels, rotation=30)
-        ax.set_xlabel("object size, sqrt(area) px (S/M/L: COCO's, scaled)")
+        ax.set_xlabel("object size, sqrt(area) px (S/M/L: COCO's relative to strides)")
         ax.set_ylabel("AP by size (val)")
         ax.legend(fontsize=7, ncols=2)
     for ax, dataset in zip(axes, datasets, strict=True):
@@ -389,10 +454,11 @@ def write_report(results: Sequence[Mapping], root: str, command: str, seconds: f
         f"{seconds / 60:.0f} min of training and evaluation.  \n"
         "Positives / gt: mean over the last quarter of training; assignment time: one "
         "training batch with the trained model, median of 20 compiled calls; ms / training "
-        "step: median of the logged rates. By size: gts bucketed by sqrt(area) in original "
-        "pixels; S/M/L are COCO's limits scaled to the image (sqrt(area) < 0.05 and < 0.15 "
-        "of the image side, as 32 and 96 are of COCO's 640) for ota_shapes; positives / gt "
-        "by size: the run's assigner on the validation images with the trained model.\n"
+        "step: median of the logged rates. By size: AP buckets gts by sqrt(visible area), "
+        "positives / gt by sqrt(box area), in original pixels; S/M/L are COCO's 32 and 96 at "
+        "its 800-pixel training scale, 53 and 160 px, for ota_shapes (the same limits "
+        "relative to the strides); positives / gt by size: the run's assigner on the "
+        "validation images with the trained model.\n"
     )
     with open(os.path.join(root, "study.md"), "w") as f:
         f.write(header + "\n" + summarise(results))

@@ -15,23 +15,23 @@ hidden. Everything is a pure function of ``(config.seed, split, index)``.
 Configs (issue 24: OTA's claims are about crowded scenes and objects of every size):
 
 * ``tiny_objects`` (alias ``default``, the same data): 128x128, 1-8 objects of
-  8-64 px log-uniform; half the objects are under 16 px (two P3 strides), so OTA's
-  centre-square candidates leave most gts about one candidate.
-* ``coco_like``: 384x384 (``ota-study`` trains it with P3-P7), 1-14 objects whose
-  side is log-normal (median 36 px, log-std 2, in 6-345 px). COCO's small/medium/large
-  (area < 32^2, < 96^2 in images of long side ~640) are taken relative to the image:
-  ``sqrt(area) / 640 < 0.05, < 0.15``, here ``sqrt(area) / 384``, i.e. 19.2 and
-  57.6 px; over 200 scenes the shares are about 40/35/26 % against COCO's 41/34/24 %
-  (``COCO_SIZE_SHARES``). Relative to the strides the objects are 384/800 of COCO's
-  at its 800-pixel training scale with the same P3 stride.
+  8-64 px log-uniform; half the objects are under 16 px (two P3 strides) and a third
+  under 12 px, so OTA's centre-square candidates leave many gts about one candidate.
+* ``coco_like``: 384x384 with P3-P7 (``ota-study``), 1-11 objects whose side is
+  log-normal (median 100 px, log-std 1.7), largest painted first. COCO's
+  small/medium/large are taken *relative to the strides*: FCOS and OTA train COCO at
+  about 800/480 of its native size with a P3 stride of 8 px, as ours, so COCO's
+  ``sqrt(area)`` limits 32 and 96 become 53.3 and 160 px (``COCO_STRIDE_LIMITS``).
+  Over 200 scenes the shares are about 42/37/21 % against COCO's 41/34/24 %
+  (``COCO_SIZE_SHARES``); large objects are bounded by the 384-px image.
 * ``crowd``: 256x256, 20-50 tall ellipses (width/height 0.35-0.7) of two classes,
   80% of them centred next to an earlier one, shapes may be 70% hidden: about 35
   objects per image, mean max-IoU between an object's box and another's about 0.23,
   in the spirit of CrowdHuman.
 * ``crowded`` (15-40 objects up to 32 px in 128x128) and ``tiny`` (64x64, tests).
 
-``docs/ota_shapes_sizes.png`` (``docs/make_ota_shapes_sizes.py``, through
-``object_size_histogram``) shows each variant's object sizes beside COCO's.
+``docs/ota_shapes_sizes.png`` (``docs/make_ota_shapes_sizes.py``) shows each
+variant's object sizes beside COCO's.
 
 Usage::
 
@@ -53,12 +53,13 @@ from etils import epath
 
 __all__ = [
     "CLASS_NAMES",
+    "COCO_SIZE_LIMITS",
     "COCO_SIZE_SHARES",
+    "COCO_STRIDE_LIMITS",
     "OtaShapes",
     "OtaShapesConfig",
     "Scene",
     "example_rng",
-    "object_size_histogram",
     "object_sizes",
     "render_example",
     "render_scene",
@@ -74,11 +75,15 @@ COLOURS = {
 CLASS_NAMES = tuple(f"{colour}_{kind}" for colour in COLOURS for kind in SHAPE_KINDS)
 
 # COCO's share of small (area < 32^2), medium (< 96^2) and large instances, in its
-# native images (long side 640): "approximately 41% of objects are small, 34% are
-# medium, and 24% are large", https://cocodataset.org/#detection-eval. Relative to
-# the long side the limits are sqrt(area) < 0.05 and < 0.15.
+# native images: "approximately 41% of objects are small, 34% are medium, and 24% are
+# large", https://cocodataset.org/#detection-eval.
 COCO_SIZE_SHARES = {"small": 0.41, "medium": 0.34, "large": 0.24}
-COCO_RELATIVE_LIMITS = (32 / 640, 96 / 640)
+COCO_SIZE_LIMITS = (32.0, 96.0)
+# FCOS and OTA resize COCO's short side to 800; most COCO images are 640x480, so its
+# objects grow by about 800/480 while the P3 stride stays 8 px, as in ota_shapes. The
+# limits relative to the strides are therefore these many pixels of ota_shapes.
+COCO_TRAINING_SCALE = 800 / 480
+COCO_STRIDE_LIMITS = tuple(limit * COCO_TRAINING_SCALE for limit in COCO_SIZE_LIMITS)
 
 # image/id offsets keep ids unique across splits (handy when debugging eval).
 _SPLIT_CODES = {"train": 0, "validation": 1}
@@ -117,6 +122,10 @@ class OtaShapesConfig(tfds.core.BuilderConfig):
     class_subset: tuple[int, ...] = ()
     # Chance that an object is centred next to an earlier one (crowds, queues).
     cluster_probability: float = 0.0
+    # Draw the image's object sizes first and paint the largest at the back, as large
+    # things are in photos; otherwise a large object painted late would hide earlier
+    # ones and be rejected, and large objects would be rare whatever the distribution.
+    largest_first: bool = False
 
 
 class Scene(NamedTuple):
@@ -249,6 +258,9 @@ def render_scene(rng: np.random.Generator, config: OtaShapesConfig) -> Scene:
     labels: list[int] = []
     target = int(rng.integers(config.min_objects, config.max_objects + 1))
     log_min, log_max = np.log(config.min_object_size), np.log(config.max_object_size)
+    extents = []
+    if config.largest_first:
+        extents = sorted((_draw_extent(rng, config, log_min, log_max) for _ in range(target)))
     for _ in range(8 * target):
         if len(labels) == target:
             break
@@ -258,7 +270,8 @@ def render_scene(rng: np.random.Generator, config: OtaShapesConfig) -> Scene:
         else:
             kind_index = int(rng.integers(len(SHAPE_KINDS)))
             colour_index = int(rng.integers(len(COLOURS)))
-        extent = _draw_extent(rng, config, log_min, log_max)
+        # A rejected object of a largest-first image is tried again elsewhere.
+        extent = extents[-1 - len(labels)] if extents else _draw_extent(rng, config, log_min, log_max)
         aspect_low, aspect_high = config.aspect_range
         aspect = np.exp(rng.uniform(np.log(aspect_low), np.log(aspect_high)))
         height = int(np.clip(round(extent / np.sqrt(aspect)), 4, size))
@@ -336,17 +349,20 @@ class OtaShapes(tfds.core.GeneratorBasedBuilder):
         OtaShapesConfig(
             name="coco_like",
             description=(
-                "2000/200 images of 384x384, 1-14 objects each; COCO's small/medium/large "
-                "shares relative to the image size."
+                "2000/200 images of 384x384, 1-11 objects each; COCO's small/medium/large "
+                "shares relative to P3-P7 strides."
             ),
+            # 1.1.0: sizes relative to the strides, not to the image (1.0.0).
+            version="1.1.0",
             image_size=384,
-            max_objects=14,
+            max_objects=11,
             min_object_size=6,
-            max_object_size=345,
+            max_object_size=1152,  # Sides beyond the image are clipped to it.
             min_visible_fraction=0.5,
             object_size_distribution="lognormal",
-            object_size_median=36.0,
-            object_size_log_std=2.0,
+            object_size_median=100.0,
+            object_size_log_std=1.7,
+            largest_first=True,
         ),
         OtaShapesConfig(
             name="crowd",
@@ -437,85 +453,13 @@ def object_sizes(config: OtaShapesConfig, *, split: str = "train", num_images: i
     return np.concatenate(sizes).astype(np.float64)
 
 
-def size_shares(sizes: np.ndarray, image_size: int) -> dict[str, float]:
-    """Shares of COCO's small/medium/large, with COCO's limits scaled to the image:
-    ``sqrt(area) / image_size`` below 0.05, below 0.15, and above (see ``COCO_SIZE_SHARES``)."""
-    relative = np.asarray(sizes, np.float64) / image_size
-    small, large = COCO_RELATIVE_LIMITS
+def size_shares(sizes: np.ndarray) -> dict[str, float]:
+    """Shares of COCO's small/medium/large relative to the strides: ``sqrt(area)``
+    pixels below and above ``COCO_STRIDE_LIMITS`` (see ``COCO_SIZE_SHARES``)."""
+    sizes = np.asarray(sizes, np.float64)
+    small, large = COCO_STRIDE_LIMITS
     return {
-        "small": float(np.mean(relative < small)),
-        "medium": float(np.mean((relative >= small) & (relative < large))),
-        "large": float(np.mean(relative >= large)),
+        "small": float(np.mean(sizes < small)),
+        "medium": float(np.mean((sizes >= small) & (sizes < large))),
+        "large": float(np.mean(sizes >= large)),
     }
-
-
-def _coco_lognormal() -> tuple[float, float]:
-    """``(mu, sigma)`` of the log-normal ``sqrt(area) / long side`` that has COCO's
-    published shares (a reference curve drawn from three numbers, not COCO's data)."""
-    from statistics import NormalDist
-
-    small, large = COCO_RELATIVE_LIMITS
-    z_small = NormalDist().inv_cdf(COCO_SIZE_SHARES["small"])
-    z_large = NormalDist().inv_cdf(1 - COCO_SIZE_SHARES["large"])
-    sigma = (np.log(large) - np.log(small)) / (z_large - z_small)
-    return float(np.log(small) - z_small * sigma), float(sigma)
-
-
-def object_size_histogram(
-    configs: list[OtaShapesConfig], path: str, *, num_images: int = 200
-) -> dict[str, dict[str, float]]:
-    """Draws each config's object-size histogram beside COCO's, saved at ``path`` (PNG).
-
-    One row per config: ``sqrt(visible area)`` in pixels (with the study's size
-    buckets), and relative to the image size with COCO's small/medium/large limits,
-    the log-normal that has COCO's published shares and both sets of shares.
-    ``docs/ota_shapes_sizes.png`` is made by ``docs/make_ota_shapes_sizes.py``.
-
-    Returns:
-      ``{config name: size_shares}``.
-    """
-    from matplotlib.figure import Figure
-
-    mu, sigma = _coco_lognormal()
-    figure = Figure(figsize=(10, 2.8 * len(configs)), layout="constrained")
-    axes = figure.subplots(len(configs), 2, squeeze=False)
-    shares = {}
-    for (ax_px, ax_rel), config in zip(axes, configs, strict=True):
-        sizes = object_sizes(config, num_images=num_images)
-        shares[config.name] = size_shares(sizes, config.image_size)
-        bins = np.geomspace(2, config.image_size, 40)
-        ax_px.hist(sizes, bins=bins, color="#8fb3d9")
-        for edge in (12, 16, 24, 32):
-            ax_px.axvline(edge, color="#888888", lw=0.8, ls=":")
-        ax_px.set_xscale("log")
-        ax_px.set_xlabel("sqrt(area), pixels (dotted: 12, 16, 24, 32)")
-        ax_px.set_ylabel("objects")
-        ax_px.set_title(
-            f"ota_shapes/{config.name}: {config.image_size} px, {len(sizes)} objects "
-            f"in {num_images} images",
-            fontsize=9,
-        )
-        relative_bins = np.geomspace(2 / 640, 1.0, 40)
-        ax_rel.hist(
-            sizes / config.image_size,
-            bins=relative_bins,
-            density=True,
-            color="#8fb3d9",
-            label=f"ota_shapes/{config.name}",
-        )
-        x = np.geomspace(relative_bins[0], 1.0, 200)
-        pdf = np.exp(-((np.log(x) - mu) ** 2) / (2 * sigma**2)) / (x * sigma * np.sqrt(2 * np.pi))
-        ax_rel.plot(x, pdf, color="#c0392b", label="COCO (log-normal with its S/M/L shares)")
-        for limit in COCO_RELATIVE_LIMITS:
-            ax_rel.axvline(limit, color="#c0392b", lw=0.8, ls="--")
-        ours = shares[config.name]
-        text = "S/M/L here {:.0%}/{:.0%}/{:.0%}\nCOCO {:.0%}/{:.0%}/{:.0%}".format(
-            *ours.values(), *COCO_SIZE_SHARES.values()
-        )
-        ax_rel.text(0.98, 0.95, text, transform=ax_rel.transAxes, ha="right", va="top", fontsize=8)
-        ax_rel.set_xscale("log")
-        ax_rel.set_xlabel("sqrt(area) / image size (COCO: / 640, its long side)")
-        ax_rel.set_ylabel("density")
-        ax_rel.legend(loc="upper left", fontsize=7)
-    figure.savefig(path, dpi=110)
-    return shares
