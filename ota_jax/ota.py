@@ -59,6 +59,10 @@ from ota_jax.transport import solve_transport
 __all__ = ["OTAConfig", "ota_assign", "ota_assign_batch"]
 
 
+# OTAConfig.prior's candidate rules, the official one first.
+PRIORS = ("box_and_clipped_center", "center")
+
+
 @assigner_config
 class OTAConfig:
     """OTA hyperparameters; the defaults are the official code's.
@@ -67,7 +71,13 @@ class OTAConfig:
     the others fix shapes or control flow.
 
     Attributes:
-      center_radius: half-width of the centre region, in strides (clipped to the box).
+      center_radius: half-width of the centre region, in strides.
+      prior: the candidate rule. ``"box_and_clipped_center"`` (the official code's):
+        the anchor lies inside the gt box and inside its centre region clipped to the
+        box. ``"center"`` (opt-in, SimOTA's centre prior, not OTA's): the anchor lies
+        inside the unclipped centre region, in the box or not; a gt smaller than a few
+        strides then has several candidates instead of about one, so dynamic k can
+        give it more than one positive (see ``docs/study.md``).
       candidate_topk: q, the number of top IoUs summed for dynamic k.
       reg_weight: weight of the ``-log IoU`` regression cost.
       epsilon: absolute entropic regularisation of Sinkhorn.
@@ -92,6 +102,7 @@ class OTAConfig:
     """
 
     center_radius: float = 2.5
+    prior: str = "box_and_clipped_center"
     candidate_topk: int = 20
     reg_weight: float = 1.5
     epsilon: float = 0.1
@@ -113,13 +124,19 @@ class OTAConfig:
             raise ValueError("max_columns must be positive or None")
         if not (self.epsilon > 0 and self.center_radius > 0 and self.iou_eps > 0):
             raise ValueError("epsilon, center_radius and iou_eps must be positive")
+        if self.prior not in PRIORS:
+            raise ValueError(f"prior must be one of {PRIORS}, got {self.prior!r}")
 
 
 # ------------------------------------------------------------ the five steps
 
 
 def _candidates(points, strides, gt_boxes, gt_mask, config: OTAConfig) -> Array:
-    """Step 1, ``[M, A]`` candidate pairs: inside the box and its clipped centre region."""
+    """Step 1, ``[M, A]`` candidate pairs (``OTAConfig.prior``): by default inside the
+    box and its clipped centre region."""
+    if config.prior == "center":
+        centre = inside_centre_regions(points, strides, gt_boxes, config.center_radius)
+        return centre & gt_mask[:, None]
     return (
         inside_boxes(points, gt_boxes, margin=config.in_box_margin)
         & inside_centre_regions(points, strides, gt_boxes, config.center_radius, clip_to_box=True)

@@ -154,12 +154,14 @@ def sigmoid_focal_loss_prob(prob, targets, alpha, gamma):
     return -alpha_t * (1.0 - p_t) ** gamma * log_p_t
 
 
-def ota_candidate_mask(points, strides, gt_boxes, center_radius):
+def ota_candidate_mask(points, strides, gt_boxes, center_radius, prior="box_and_clipped_center"):
     """OTA pair candidate mask ``[M, A]``: inside the gt box AND inside the clipped centre square.
 
     In box: all four distances of the anchor centre to the gt box > 0.01.
     Centre square: half-width ``center_radius * stride`` around the gt centre,
     clipped to the gt box, all four distances > 0.
+    ``prior="center"`` (our opt-in, not the official rule): inside the unclipped centre
+    square, all four distances > 0, in the box or not.
     """
     num_gt = gt_boxes.shape[0]
     num_anchors = points.shape[0]
@@ -170,6 +172,12 @@ def ota_candidate_mask(points, strides, gt_boxes, center_radius):
         cx = (x1 + x2) / 2.0
         cy = (y1 + y2) / 2.0
         radius = center_radius * strides
+        if prior == "center":
+            mask[i] = (
+                min_distance_to_box(points, cx - radius, cy - radius, cx + radius, cy + radius)
+                > 0.0
+            )
+            continue
         c_x1 = np.maximum(cx - radius, x1)
         c_y1 = np.maximum(cy - radius, y1)
         c_x2 = np.minimum(cx + radius, x2)
@@ -277,6 +285,7 @@ def ota_reference(
     *,
     obj_logits=None,
     center_radius=2.5,
+    prior="box_and_clipped_center",
     candidate_topk=20,
     reg_weight=1.5,
     epsilon=0.1,
@@ -311,7 +320,7 @@ def ota_reference(
     num_gt = gt_boxes.shape[0]
     num_anchors = pred_boxes.shape[0]
 
-    candidate_mask = ota_candidate_mask(points, strides, gt_boxes, center_radius)
+    candidate_mask = ota_candidate_mask(points, strides, gt_boxes, center_radius, prior)
     ious = box_iou(gt_boxes, pred_boxes)
     cost_fg, cost_bg = ota_costs(
         cls_logits,

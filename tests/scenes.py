@@ -107,6 +107,7 @@ def reference_kwargs(config) -> dict:
     if isinstance(config, ota_jax.OTAConfig):
         return dict(
             center_radius=config.center_radius,
+            prior=config.prior,
             candidate_topk=config.candidate_topk,
             reg_weight=config.reg_weight,
             epsilon=config.epsilon,

@@ -92,6 +92,7 @@ def _agreement(ours_gt_index, slots, want_gt_index):
 OTA_CASES = [
     ("no_obj", False, ota_jax.OTAConfig()),
     ("obj", True, ota_jax.OTAConfig()),
+    ("center_prior", True, ota_jax.OTAConfig(prior="center")),  # The opt-in small-object rule.
 ]
 SIMOTA_CASES = [
     ("center", True, ota_jax.SimOTAConfig()),
