@@ -1,4 +1,4 @@
-"""Every GPU measurement the README quotes, in one command for a machine held for minutes.
+"""Every GPU measurement docs/performance.md quotes, in one command for a machine held for minutes.
 
 A GPU is often lent for a quarter of an hour, start and transfers included, so
 this runs the measurements in order of what they decide, each in its own
@@ -6,9 +6,9 @@ process under its own time limit (a slow step cannot starve the next), and
 leaves what each step finished in ``--out-dir`` even when a later one fails:
 
 1. ``alone``: OTA and SimOTA on yolox640 and fcos1024, each assigner in a
-   process without the loops (`bucket_ablation.py`), the README's GPU targets.
+   process without the loops (`bucket_ablation.py`), the GPU targets of docs/performance.md.
 2. ``assign``: the assignment tables against the PyTorch loops, crowded images
-   and memory included (`suite.py`), the README's "On a GPU" table.
+   and memory included (`suite.py`), the "On a GPU" tables of docs/performance.md.
 3. ``train_step``: the assignment's share of an FCOS-R50 bfloat16 train step
    (`train_step_bench.py`); its compile with XLA's autotuning takes about three
    minutes on an H200, so it has a step of its own.

@@ -51,7 +51,7 @@ import workloads as wl  # noqa: E402
 STEPS = ("assign", "scaling", "train_step")
 WORKLOADS = (*wl.DEFAULT_WORKLOADS, "crowd500", "crowd1000")
 QUICK_WORKLOADS = (*wl.QUICK_WORKLOADS, "tinycrowd")
-# train_step_bench's default is the GPU setting; on a CPU the tiny model of the README.
+# train_step_bench's default is the GPU setting; on a CPU the tiny model of docs/performance.md.
 TRAIN_STEP_CPU = ("--preset", "tiny", "--image-size", "128", "128", "--batch", "8")
 
 

@@ -122,7 +122,7 @@ def test_steps_must_be_known():
 
 def test_the_steps_fit_the_time_a_gpu_is_lent():
     """A lent GPU may have 15 minutes for start, transfers and the run together, and
-    one command may run 10 minutes: the default steps fit the 9 minutes the README
+    one command may run 10 minutes: the default steps fit the 9 minutes docs/performance.md
     names, and every step together one command."""
     limits = {step.name: step.seconds for step in gpu_run.STEPS}
     assert sum(limits[name] for name in gpu_run.DEFAULT_STEPS) <= 9 * 60

@@ -73,15 +73,16 @@ print("OK")
 """
 
 
-# Runs the README's "Many devices" snippet as printed, then the same call on one device.
-README_SNIPPET = """
+# Runs the "Many devices" snippet of docs/assigners.md as printed, then the same call on one
+# device.
+DOCS_SNIPPET = """
 import jax, numpy as np
 jax.config.update("jax_disable_most_optimizations", True)
 import ota_jax
 
 assert jax.device_count() == 8, jax.devices()
 namespace = {}
-exec(compile(SNIPPET, "README.md", "exec"), namespace)
+exec(compile(SNIPPET, "docs/assigners.md", "exec"), namespace)
 mesh, result = namespace["mesh"], namespace["result"]
 assert mesh.axis_types == (jax.sharding.AxisType.Explicit,), mesh.axis_types
 assert len(result.gt_index.sharding.device_set) == 8
@@ -94,11 +95,11 @@ print("OK")
 """
 
 
-def readme_snippet() -> str:
-    """The fenced python block under the README's "### Many devices" heading."""
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
-        readme = f.read()
-    section = readme.split("\n### Many devices\n", 1)[1]
+def many_devices_snippet() -> str:
+    """The fenced python block under the "## Many devices" heading of docs/assigners.md."""
+    with open(os.path.join(ROOT, "docs", "assigners.md"), encoding="utf-8") as f:
+        page = f.read()
+    section = page.split("\n## Many devices\n", 1)[1]
     block = re.search(r"```python\n(.*?)```", section, re.S)
     assert block and not re.search(r"\n#+ ", section[: block.start()]), "no snippet there"
     return block.group(1)
@@ -127,5 +128,5 @@ def test_every_assigner_sharded_matches_single_device():
     run_on_8_devices(EVERY_ASSIGNER)
 
 
-def test_readme_many_devices_snippet_matches_single_device():
-    run_on_8_devices(f"SNIPPET = {readme_snippet()!r}\n" + README_SNIPPET)
+def test_docs_many_devices_snippet_matches_single_device():
+    run_on_8_devices(f"SNIPPET = {many_devices_snippet()!r}\n" + DOCS_SNIPPET)

@@ -29,7 +29,7 @@ def test_step_args():
     assert assign[assign.index("--workloads") + 1] == ",".join(suite.WORKLOADS)
     assert assign[-4:] == ["--assigners", "ota", "--repeats", "3"]
     assert {"crowd500", "crowd1000", "yolox640", "fcos1024", "crowd100"} <= set(suite.WORKLOADS)
-    # The train step's GPU default on a GPU, the README's tiny CPU setting on a CPU.
+    # The train step's GPU default on a GPU, the tiny CPU setting of docs/performance.md on a CPU.
     assert suite.step_args(args, "train_step", cpu=False) == []
     assert suite.step_args(args, "train_step", cpu=True) == list(suite.TRAIN_STEP_CPU)
     quick = suite.parse_args(["--quick"])

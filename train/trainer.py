@@ -150,8 +150,8 @@ def create_state(config: ml_collections.ConfigDict, mesh: Mesh) -> TrainState:
     elif model_config.backbone != "tiny":
         logger.warning(
             "The %s backbone starts from random weights (config.model.pretrained is not "
-            "set); the paper's recipe starts from ImageNet weights: see the README's "
-            "'Pretrained backbone'.",
+            "set); the paper's recipe starts from ImageNet weights: see "
+            "'Pretrained backbone' in docs/training.md.",
             model_config.backbone,
         )
     return state

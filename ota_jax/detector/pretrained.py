@@ -6,7 +6,8 @@ copies a torchvision ResNet-18/34/50/101 ``state_dict`` into the backbone of an
 and BatchNorm affines and running statistics. With the ImageNet input
 normalisation of `ota_jax.data.pipeline` (RGB / 255, torchvision's mean and
 std) the backbone's C3-C5 equal torchvision's. Nothing is downloaded: save the
-file once on a machine with internet (see the README), then pass its path.
+file once on a machine with internet (see "Pretrained backbone" in
+docs/training.md), then pass its path.
 
 Files: ``.pth``/``.pt`` need PyTorch; ``.safetensors`` need the ``safetensors``
 package (no PyTorch); ``.npz`` need only NumPy. All three hold torchvision's
@@ -47,7 +48,7 @@ def read_state_dict(source: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         except ImportError as error:
             raise ImportError(
                 f"{path}: reading a .pth needs PyTorch; or convert it once to .safetensors "
-                "or .npz (see the README), which need no PyTorch"
+                "or .npz (see docs/training.md), which need no PyTorch"
             ) from error
         loaded = torch.load(path, map_location="cpu", weights_only=True)
         if "state_dict" in loaded and isinstance(loaded["state_dict"], Mapping):

@@ -8,7 +8,7 @@ parameter but the GroupNorms' (cvpods' ``D2SGD``: ``WEIGHT_DECAY_NORM=0``, conv
 biases and the per-level scales decayed, ``BIAS_LR_FACTOR=1``), the official
 HEAD's losses, OTA's default assigner settings, random horizontal flips.
 
-Pass the weights (nothing is downloaded at run time; the README shows the
+Pass the weights (nothing is downloaded at run time; docs/training.md shows the
 torchvision line that saves them):
 
     ota-train --config coco_fcos_r50_ota_1x --config.dataset.data_dir=/data/tfds \
