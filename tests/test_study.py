@@ -143,7 +143,12 @@ def test_evaluator_scores_size_buckets():
 def test_learning_curve_table_ranks_the_assigners_at_each_evaluation():
     curves = {"ota": [(10, 0.1), (20, 0.5)], "atss": [(10, 0.2), (20, 0.4)]}
     results = [
-        {"dataset": "d", "assigner": a, "seed": s, "curve": [(step, ap + s / 100) for step, ap in c]}
+        {
+            "dataset": "d",
+            "assigner": a,
+            "seed": s,
+            "curve": [(step, ap + s / 100) for step, ap in c],
+        }
         | {key: 0.5 for key, _, _ in study.COLUMNS}
         for a, c in curves.items()
         for s in (0, 2)

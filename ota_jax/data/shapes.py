@@ -260,7 +260,7 @@ def render_scene(rng: np.random.Generator, config: OtaShapesConfig) -> Scene:
     log_min, log_max = np.log(config.min_object_size), np.log(config.max_object_size)
     extents = []
     if config.largest_first:
-        extents = sorted((_draw_extent(rng, config, log_min, log_max) for _ in range(target)))
+        extents = sorted(_draw_extent(rng, config, log_min, log_max) for _ in range(target))
     for _ in range(8 * target):
         if len(labels) == target:
             break
@@ -271,7 +271,9 @@ def render_scene(rng: np.random.Generator, config: OtaShapesConfig) -> Scene:
             kind_index = int(rng.integers(len(SHAPE_KINDS)))
             colour_index = int(rng.integers(len(COLOURS)))
         # A rejected object of a largest-first image is tried again elsewhere.
-        extent = extents[-1 - len(labels)] if extents else _draw_extent(rng, config, log_min, log_max)
+        extent = (
+            extents[-1 - len(labels)] if extents else _draw_extent(rng, config, log_min, log_max)
+        )
         aspect_low, aspect_high = config.aspect_range
         aspect = np.exp(rng.uniform(np.log(aspect_low), np.log(aspect_high)))
         height = int(np.clip(round(extent / np.sqrt(aspect)), 4, size))
