@@ -13,28 +13,19 @@ where it and ota_jax differ.
 
 Example::
 
-    python benchmarks/agreement_float64.py --workload crowd500 --images 2
+    python -m benchmarks.agreement_float64 --workload crowd500 --images 2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-_HERE = Path(__file__).resolve().parent
-for _path in (str(_HERE), str(_HERE.parent)):
-    if _path in sys.path:
-        sys.path.remove(_path)
-    sys.path.insert(0, _path)
-
-import assign_bench  # noqa: E402
-import run_info  # noqa: E402
-import workloads as wl  # noqa: E402
+from . import assign_bench, run_info
+from . import workloads as wl
 
 
 def compare(reference: np.ndarray, test: np.ndarray) -> dict:
@@ -48,10 +39,10 @@ def compare(reference: np.ndarray, test: np.ndarray) -> dict:
 
 
 def run(workload: str, images: int) -> list[dict]:
-    import torch_loops
-
     import ota_jax
     from tests.reference import ota_reference
+
+    from . import torch_loops
 
     work = wl.make_workload(workload, 16).first_images(images)
     arrays = work.arrays()

@@ -61,10 +61,10 @@ process instead: quicker, and on a CPU it may under-report):
 
 Examples::
 
-    python benchmarks/assign_bench.py                       # the three BENCHMARKS.md workloads
-    python benchmarks/assign_bench.py --quick --out /tmp/q.json
-    python benchmarks/assign_bench.py --workloads crowd500 --batch 4 --skip-torch
-    python benchmarks/assign_bench.py --assigners ota,simota --torch-budget-s 30
+    python -m benchmarks.assign_bench                       # the three BENCHMARKS.md workloads
+    python -m benchmarks.assign_bench --quick --out /tmp/q.json
+    python -m benchmarks.assign_bench --workloads crowd500 --batch 4 --skip-torch
+    python -m benchmarks.assign_bench --assigners ota,simota --torch-budget-s 30
 """
 
 from __future__ import annotations
@@ -83,19 +83,10 @@ from pathlib import Path
 
 import numpy as np
 
-_HERE = Path(__file__).resolve().parent
-_ROOT = _HERE.parent
-# Run as a script, only benchmarks/ is on sys.path; put the repository root first
-# so that ``import ota_jax`` finds the working tree's package.
-for _path in (str(_HERE), str(_ROOT)):
-    if _path in sys.path:
-        sys.path.remove(_path)
-    sys.path.insert(0, _path)
+import ota_jax
 
-import run_info  # noqa: E402
-import workloads as wl  # noqa: E402
-
-import ota_jax  # noqa: E402
+from . import run_info
+from . import workloads as wl
 
 # The assigners with a PyTorch reference loop in torch_loops.py, and those whose
 # cost uses objectness (YOLOX's head has it; the others' heads do not).
@@ -170,7 +161,7 @@ def jax_call(assigner: str, arrays: dict, config) -> Callable[[], object]:
 
 
 def _torch_call(assigner: str, tensors: dict, kwargs: dict) -> Callable[[], object]:
-    import torch_loops
+    from . import torch_loops
 
     args = tuple(tensors[key] for key in ARG_KEYS)
     if assigner == "ota":
@@ -396,23 +387,13 @@ def _probe(spec: str, args) -> dict:
 
 def measure_memory(side: str, assigner: str, name: str, args, images: int | None = None) -> dict:
     """`measure_peak` in a fresh subprocess, on the first ``images`` images (default all)."""
-    cmd = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--probe",
-        f"{side}:{assigner}:{name}:{images or args.batch}",
-        "--batch",
-        str(args.batch),
-        "--seed",
-        str(args.seed),
-        "--device",
-        args.device,
-        "--simota-variant",
-        args.simota_variant,
-    ]
+    probe = f"{side}:{assigner}:{name}:{images or args.batch}"
+    argv = ["--probe", probe, "--batch", str(args.batch), "--seed", str(args.seed)]
+    argv += ["--device", args.device, "--simota-variant", args.simota_variant]
     if args.torch_threads:
-        cmd += ["--torch-threads", str(args.torch_threads)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        argv += ["--torch-threads", str(args.torch_threads)]
+    cmd, env = run_info.module_command("assign_bench", *argv)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout)[-500:]

@@ -15,9 +15,9 @@ OTA took 1.5x to 2.4x as long (SimOTA 1.0x to 1.4x).
 
 Examples::
 
-    python benchmarks/bucket_ablation.py                    # yolox640, fcos1024; OTA, SimOTA
-    python benchmarks/bucket_ablation.py --variants auto,off --workloads tiny320 --quick
-    python benchmarks/bucket_ablation.py --variants "auto,off,off:--xla_gpu_enable_command_buffer="
+    python -m benchmarks.bucket_ablation                    # yolox640, fcos1024; OTA, SimOTA
+    python -m benchmarks.bucket_ablation --variants auto,off --workloads tiny320 --quick
+    python -m benchmarks.bucket_ablation --variants "auto,off,off:--xla_gpu_enable_command_buffer="
 """
 
 from __future__ import annotations
@@ -28,18 +28,10 @@ import os
 import re
 import statistics
 import subprocess
-import sys
 import time
-from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent
-for _path in (str(_HERE), str(_HERE.parent)):
-    if _path in sys.path:
-        sys.path.remove(_path)
-    sys.path.insert(0, _path)
-
-import run_info  # noqa: E402
-import workloads as wl  # noqa: E402
+from . import run_info
+from . import workloads as wl
 
 CPU_VARIANTS = ("auto", "accelerator", "off")
 _NO_COMMAND_BUFFERS = "--xla_gpu_enable_command_buffer="
@@ -82,7 +74,7 @@ def _child(args: argparse.Namespace) -> None:
 
     if args.quick:
         jax.config.update("jax_disable_most_optimizations", True)
-    import assign_bench
+    from . import assign_bench
 
     rows = []
     configs = assign_bench.configs()
@@ -128,11 +120,12 @@ def run_variant(variant: str, args: argparse.Namespace) -> list[dict]:
     env = dict(os.environ, OTA_JAX_BUCKETS=buckets)
     if flags:
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flags}".strip()
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", variant]
+    argv = ["--child", variant]
     for key in ("workloads", "assigners", "batch", "warmup", "repeats"):
-        command += [f"--{key}", str(getattr(args, key))]
+        argv += [f"--{key}", str(getattr(args, key))]
     if args.quick:
-        command.append("--quick")
+        argv.append("--quick")
+    command, env = run_info.module_command("bucket_ablation", *argv, env=env)
     proc = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"variant {variant!r} failed:\n{proc.stderr[-3000:]}")

@@ -24,9 +24,9 @@ fields, ``key=value`` joined by ``+`` (``gt_start=16+column_start=512+max_pairs=
 
 Examples::
 
-    python benchmarks/compile_bench.py                       # ota, simota on yolox640: auto, off
-    python benchmarks/compile_bench.py --targets step --policies fixed,auto,off
-    python benchmarks/compile_bench.py --workload tiny320 --batch 2 --repeats 3 --quick
+    python -m benchmarks.compile_bench                       # ota, simota on yolox640: auto, off
+    python -m benchmarks.compile_bench --targets step --policies fixed,auto,off
+    python -m benchmarks.compile_bench --workload tiny320 --batch 2 --repeats 3 --quick
 """
 
 from __future__ import annotations
@@ -36,17 +36,9 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import time
-from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent
-for _path in (str(_HERE), str(_HERE.parent)):
-    if _path in sys.path:
-        sys.path.remove(_path)
-    sys.path.insert(0, _path)
-
-import run_info  # noqa: E402
+from . import run_info
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -112,8 +104,8 @@ def _timed(call, warmup: int, repeats: int) -> dict:
 def _assigner_call(args: argparse.Namespace, assigner: str, policy: str):
     import dataclasses
 
-    import assign_bench
-    import workloads as wl
+    from . import assign_bench
+    from . import workloads as wl
 
     arrays = wl.make_workload(args.workload, args.batch).to_jax()
     config = assign_bench.configs()[assigner][0]
@@ -126,7 +118,6 @@ def _step_call(args: argparse.Namespace, policy: str):
 
     import jax
     import jax.numpy as jnp
-    import train_step_bench
     from flax import nnx
 
     from ota_jax.assigners import get_assigner
@@ -139,6 +130,8 @@ def _step_call(args: argparse.Namespace, policy: str):
         fcos_config,
         make_optimizer,
     )
+
+    from . import train_step_bench
 
     host = train_step_bench.make_batch(args.batch, 256, 256, 16, 20, seed=0)
     batch = {key: jnp.asarray(value) for key, value in host.items()}
@@ -182,11 +175,12 @@ def run_child(target: str, policy: str, args: argparse.Namespace) -> dict:
     """One target and policy in a fresh subprocess, without a compilation cache."""
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
     env["JAX_ENABLE_COMPILATION_CACHE"] = "false"
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", target, policy]
+    argv = ["--child", target, policy]
     for key in ("workload", "batch", "step_assigner", "warmup", "repeats"):
-        command += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+        argv += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
     if args.quick:
-        command.append("--quick")
+        argv.append("--quick")
+    command, env = run_info.module_command("compile_bench", *argv, env=env)
     proc = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{target} {policy!r} failed:\n{proc.stderr[-3000:]}")

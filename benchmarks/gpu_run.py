@@ -6,7 +6,7 @@ process under its own time limit (a slow step cannot starve the next), and
 leaves what each step finished in ``--out-dir`` even when a later one fails:
 
 1. ``alone``: OTA and SimOTA on yolox640 and fcos1024, each assigner in a
-   process without the loops (`bucket_ablation.py`), the GPU targets of docs/performance.md.
+   process without the loops (`benchmarks.bucket_ablation`), the GPU targets of docs/performance.md.
 2. ``assign``: the assignment tables against the PyTorch loops, crowded images
    and memory included (`suite.py`), the "On a GPU" tables of docs/performance.md.
 3. ``train_step``: the assignment's share of an FCOS-R50 bfloat16 train step
@@ -24,7 +24,7 @@ times mean nothing).
 
 Example::
 
-    python benchmarks/gpu_run.py --out-dir /tmp/gpu_run
+    python -m benchmarks.gpu_run --out-dir /tmp/gpu_run
 """
 
 from __future__ import annotations
@@ -41,19 +41,19 @@ import tempfile
 import time
 from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent
+from . import run_info
 
 
 @dataclasses.dataclass(frozen=True)
 class Step:
-    """One script run: ``name``, its time limit, the script (beside this one) and its
+    """One script run: ``name``, its time limit, the module run with ``python -m`` and its
     arguments, in which ``{out}`` is the output folder, ``{tmp}`` a scratch folder and
     ``{device}`` the device; ``quick_args`` replace ``args`` under ``--quick``, and
     ``outputs`` (where the script writes) follow either."""
 
     name: str
     seconds: int
-    script: str
+    module: str
     args: tuple[str, ...]
     quick_args: tuple[str, ...]
     outputs: tuple[str, ...]
@@ -67,7 +67,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "alone",
         90,
-        "bucket_ablation.py",
+        "benchmarks.bucket_ablation",
         ("--variants", "auto", "--repeats", "30"),
         ("--quick", "--workloads", "tiny320", "--variants", "auto"),
         ("--out", "{out}/buckets.json"),
@@ -75,7 +75,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "assign",
         210,
-        "suite.py",
+        "benchmarks.suite",
         (
             "--device", "{device}", "--steps", "assign", "--torch-budget-s", "8",
             "--assign-args", "--assigners ota,simota --memory inline",
@@ -86,7 +86,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "train_step",
         240,
-        "train_step_bench.py",
+        "benchmarks.train_step_bench",
         ("--dtype", "bfloat16", "--repeats", "3"),
         ("--quick",),
         ("--out", "{out}/train_step.json"),
@@ -94,7 +94,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "trace",
         50,
-        "trace_assign.py",
+        "benchmarks.trace_assign",
         ("--assigner", "ota", "--workload", "yolox640", "--calls", "5"),
         ("--assigner", "ota", "--workload", "tiny320", "--calls", "1", "--batch", "2"),
         ("--out-dir", "{tmp}/trace"),
@@ -132,7 +132,7 @@ def command(step: Step, *, out: Path, tmp: Path, device: str, quick: bool) -> li
     """The step's command line, placeholders filled in."""
     fill = {"out": str(out), "tmp": str(tmp), "device": device}
     args = (*(step.quick_args if quick else step.args), *step.outputs)
-    return [sys.executable, str(_HERE / step.script), *(a.format(**fill) for a in args)]
+    return [sys.executable, "-m", step.module, *(a.format(**fill) for a in args)]
 
 
 def run(args: argparse.Namespace) -> dict[str, int]:
@@ -142,7 +142,10 @@ def run(args: argparse.Namespace) -> dict[str, int]:
     status = {}
     # Only the suite takes a device argument; the other steps use JAX's default
     # device, which is a GPU wherever there is one.
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"} if args.device == "cpu" else None
+    # The repository root on PYTHONPATH: ``-m benchmarks.<name>`` from any directory.
+    _, env = run_info.module_command("suite")
+    if args.device == "cpu":
+        env["JAX_PLATFORMS"] = "cpu"
     with tempfile.TemporaryDirectory() as scratch, open(out / "gpu_run.log", "a") as log:
         tmp = Path(scratch)
         for step in args.steps:

@@ -9,26 +9,19 @@ reports of a panel hold the same workload and assigner, the last one wins.
 
 Example::
 
-    python benchmarks/plot_speedups.py                      # docs/speedups.png
-    python benchmarks/plot_speedups.py --panel "H100=h100/suite.json" --out /tmp/h100.png
+    python -m benchmarks.plot_speedups                      # docs/speedups.png
+    python -m benchmarks.plot_speedups --panel "H100=h100/suite.json" --out /tmp/h100.png
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import NamedTuple
 
-_HERE = Path(__file__).resolve().parent
-for _path in (str(_HERE), str(_HERE.parent)):
-    if _path in sys.path:
-        sys.path.remove(_path)
-    sys.path.insert(0, _path)
-
-import run_info  # noqa: E402
-import workloads as wl  # noqa: E402
+from . import run_info
+from . import workloads as wl
 
 DEFAULT_PANELS = (
     "NVIDIA H100=nvidia-h100-80gb-hbm3/suite.json",

@@ -30,6 +30,7 @@ __all__ = [
     "load_average",
     "log",
     "markdown_header",
+    "module_command",
     "report_header",
     "versions",
     "write_report",
@@ -96,6 +97,16 @@ def git_dirty() -> bool | None:
     return None
 
 
+def module_command(module: str, *args: str, env=None) -> tuple[list[str], dict]:
+    """The command line running ``python -m benchmarks.<module> args`` with this
+    interpreter, and ``env`` (default this process's environment) with the repository
+    root first on ``PYTHONPATH``: the child imports ``benchmarks`` and ``ota_jax`` from
+    the tree this process runs, whatever its working directory."""
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(_ROOT), env.get("PYTHONPATH"))))
+    return [sys.executable, "-m", f"benchmarks.{module}", *args], env
+
+
 def load_average() -> list[float] | None:
     with contextlib.suppress(OSError, AttributeError):
         return [round(x, 2) for x in os.getloadavg()]
@@ -120,8 +131,16 @@ def report_header(name: str, slug: str, device, load_before, *optional_versions:
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "load_average_before": load_before,
         "load_average_after": load_average(),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": " ".join([_program(), *sys.argv[1:]]),
     }
+
+
+def _program() -> str:
+    """How this process was started: ``python -m benchmarks.<name>``, else the script's name."""
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    if spec is not None and spec.name.startswith("benchmarks."):
+        return f"python -m {spec.name}"
+    return Path(sys.argv[0]).name
 
 
 def markdown_header(report: dict) -> str:

@@ -25,9 +25,9 @@ log(factor). Prints a markdown table and writes JSON and markdown.
 
 Examples::
 
-    python benchmarks/scaling.py                 # the default points (minutes on a CPU)
-    python benchmarks/scaling.py --quick --out /tmp/scaling.json
-    python benchmarks/scaling.py --batches 1,4,16 --images 640 --gts 20
+    python -m benchmarks.scaling                 # the default points (minutes on a CPU)
+    python -m benchmarks.scaling --quick --out /tmp/scaling.json
+    python -m benchmarks.scaling --batches 1,4,16 --images 640 --gts 20
 """
 
 from __future__ import annotations
@@ -36,22 +36,13 @@ import argparse
 import dataclasses
 import math
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-_HERE = Path(__file__).resolve().parent
-_ROOT = _HERE.parent
-for _path in (str(_HERE), str(_ROOT)):
-    if _path in sys.path:
-        sys.path.remove(_path)
-    sys.path.insert(0, _path)
-
-import assign_bench  # noqa: E402
-import run_info  # noqa: E402
-import workloads as wl  # noqa: E402
+from . import assign_bench, run_info
+from . import workloads as wl
 
 ASSIGNERS = ("ota", "simota")  # the default; any registered assigner can be named
 FACTORS = ("batch", "anchors", "gts")

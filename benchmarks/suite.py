@@ -22,31 +22,21 @@ most of a tiny run): about a minute on a 2-core CPU, and its times mean nothing.
 
 Examples::
 
-    python benchmarks/suite.py                     # the full suite (hours on a 2-core CPU)
-    python benchmarks/suite.py --quick --out-dir /tmp/suite
-    python benchmarks/suite.py --device cuda --steps assign --assign-args "--assigners ota,simota"
+    python -m benchmarks.suite                     # the full suite (hours on a 2-core CPU)
+    python -m benchmarks.suite --quick --out-dir /tmp/suite
+    python -m benchmarks.suite --device cuda --steps assign --assign-args "--assigners ota,simota"
 """
 
 from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent
-for _path in (str(_HERE), str(_HERE.parent)):
-    if _path in sys.path:
-        sys.path.remove(_path)
-    sys.path.insert(0, _path)
-
-import assign_bench  # noqa: E402
-import run_info  # noqa: E402
-import scaling  # noqa: E402
-import train_step_bench  # noqa: E402
-import workloads as wl  # noqa: E402
+from . import assign_bench, run_info, scaling, train_step_bench
+from . import workloads as wl
 
 STEPS = ("assign", "scaling", "train_step")
 WORKLOADS = (*wl.DEFAULT_WORKLOADS, "crowd500", "crowd1000")

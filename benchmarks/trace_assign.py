@@ -13,7 +13,7 @@ idle gaps with the kernels on either side. The whole trace stays in ``--out-dir`
 
 Example::
 
-    python benchmarks/trace_assign.py --assigner simota --workload fcos1024
+    python -m benchmarks.trace_assign --assigner simota --workload fcos1024
 """
 
 from __future__ import annotations
@@ -22,19 +22,11 @@ import argparse
 import collections
 import gzip
 import json
-import sys
 import time
 from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent
-for _path in (str(_HERE), str(_HERE.parent)):
-    if _path in sys.path:
-        sys.path.remove(_path)
-    sys.path.insert(0, _path)
-
-import assign_bench  # noqa: E402
-import run_info  # noqa: E402
-import workloads as wl  # noqa: E402
+from . import assign_bench, run_info
+from . import workloads as wl
 
 
 def parse_args(argv=None) -> argparse.Namespace:

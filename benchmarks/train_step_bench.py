@@ -34,26 +34,20 @@ inputs, batch 16, gts padded to 100. Synthetic batch: random normal images and
 
 Examples::
 
-    python benchmarks/train_step_bench.py                  # FCOS-R50 800x1344 batch 16 (GPU)
-    python benchmarks/train_step_bench.py --quick --out /tmp/q.json
-    python benchmarks/train_step_bench.py --preset tiny --image-size 128 128 --batch 8
+    python -m benchmarks.train_step_bench                  # FCOS-R50 800x1344 batch 16 (GPU)
+    python -m benchmarks.train_step_bench --quick --out /tmp/q.json
+    python -m benchmarks.train_step_bench --preset tiny --image-size 128 128 --batch 8
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-_ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT / "benchmarks") not in sys.path:  # run_info, when imported from elsewhere
-    sys.path.insert(0, str(_ROOT / "benchmarks"))
-
-import run_info  # noqa: E402
+from . import run_info
 
 ASSIGNER_NAMES = ("ota", "simota")  # the default; any registered assigner can be named
 

@@ -14,19 +14,12 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
-if str(BENCH_DIR) not in sys.path:
-    sys.path.insert(0, str(BENCH_DIR))
-
-import workloads  # noqa: E402
-
-from tests.reference import ota_reference, simota_reference  # noqa: E402
+from benchmarks import workloads
+from tests.reference import ota_reference, simota_reference
 
 
 def _agreement(reference: np.ndarray, test: np.ndarray) -> float:
@@ -117,7 +110,7 @@ def _torch_image(image: dict):
 @pytest.mark.torch
 @pytest.mark.parametrize("shift_rows", [True, False])
 def test_torch_ota_loop_matches_reference(shift_rows):
-    import torch_loops
+    from benchmarks import torch_loops
 
     for image in _images():
         t = _torch_image(image)
@@ -157,7 +150,7 @@ def test_torch_ota_loop_matches_reference(shift_rows):
 @pytest.mark.parametrize("variant", ["2023", "2021"])
 @pytest.mark.parametrize("with_obj", [True, False])
 def test_torch_simota_loop_matches_reference(variant, with_obj):
-    import torch_loops
+    from benchmarks import torch_loops
 
     reference_kwargs = (
         {"prior": "center", "center_radius": 1.5, "penalty": 1e6}
@@ -192,7 +185,8 @@ def test_torch_simota_loop_matches_reference(variant, with_obj):
 @pytest.mark.torch
 def test_torch_loops_batch_indices_are_padded_slots():
     import torch
-    import torch_loops
+
+    from benchmarks import torch_loops
 
     work = workloads.make_workload("tiny320", 2, seed=3)
     t = work.to_torch()
@@ -281,7 +275,7 @@ def test_time_sides_releases_each_timed_result_before_the_next_call():
     H100 that coincided with SimOTA taking twice as long); the first warm-up's is kept."""
     import weakref
 
-    import assign_bench
+    from benchmarks import assign_bench
 
     class Result:
         pass
@@ -304,8 +298,7 @@ def test_time_sides_releases_each_timed_result_before_the_next_call():
 
 @pytest.mark.torch
 def test_bench_quick_writes_complete_json(tmp_path, capsys):
-    import assign_bench
-
+    from benchmarks import assign_bench
     from ota_jax.assigners import ASSIGNERS
 
     out = tmp_path / "quick.json"
@@ -349,9 +342,8 @@ def test_bench_quick_writes_complete_json(tmp_path, capsys):
 
 @pytest.mark.torch
 def test_bench_torch_budget_times_fewer_images(tmp_path):
-    import assign_bench
-
     import ota_jax
+    from benchmarks import assign_bench
 
     out = tmp_path / "budget.json"
     argv = ["--quick", "--workloads", "tinycrowd", "--assigners", "ota", "--memory", "none"]
@@ -374,7 +366,7 @@ def test_bench_torch_budget_times_fewer_images(tmp_path):
 @pytest.mark.torch
 @pytest.mark.slow
 def test_bench_memory_probe_subprocess():
-    import assign_bench
+    from benchmarks import assign_bench
 
     args = assign_bench.parse_args(["--quick"])
     for side in ("jax", "torch"):
@@ -387,7 +379,7 @@ def test_bench_memory_probe_subprocess():
 
 
 def test_trace_assign_sums_the_recorded_ops(tmp_path):
-    import trace_assign
+    from benchmarks import trace_assign
 
     argv = "--assigner simota --workload tiny320 --batch 2 --calls 2 --top 5 --out-dir"
     summary = trace_assign.main([*argv.split(), str(tmp_path)])
@@ -403,7 +395,7 @@ def test_trace_assign_sums_the_recorded_ops(tmp_path):
 
 @pytest.mark.torch
 def test_agreement_float64_on_small_images():
-    import agreement_float64
+    from benchmarks import agreement_float64
 
     rows = agreement_float64.main(["--workload", "tiny320", "--images", "2"])
     assert [row["image"] for row in rows] == [0, 1]
@@ -414,7 +406,7 @@ def test_agreement_float64_on_small_images():
 
 
 def test_bucket_ablation_variants_may_carry_xla_flags_with_commas():
-    import bucket_ablation
+    from benchmarks import bucket_ablation
 
     flags = "off:--xla_gpu_enable_command_buffer=FUSION,CUBLAS --xla_dump_to=a,b"
     assert bucket_ablation.split_variants(f"auto,{flags},cpu:--x=1,accelerator") == [
@@ -426,7 +418,7 @@ def test_bucket_ablation_variants_may_carry_xla_flags_with_commas():
 
 
 def test_bucket_ablation_runs_each_variant_in_its_own_process(tmp_path):
-    import bucket_ablation
+    from benchmarks import bucket_ablation
 
     out = tmp_path / "buckets.json"
     argv = "--workloads tiny320 --assigners simota --variants auto,off --batch 2 --repeats 2"
@@ -439,7 +431,7 @@ def test_bucket_ablation_runs_each_variant_in_its_own_process(tmp_path):
 
 
 def test_bucket_ablation_keeps_the_variants_finished_before_one_fails(tmp_path):
-    import bucket_ablation
+    from benchmarks import bucket_ablation
 
     out = tmp_path / "buckets.json"
     argv = "--workloads tiny320 --assigners simota --batch 2 --repeats 2 --quick"
@@ -454,7 +446,7 @@ def test_bucket_ablation_keeps_the_variants_finished_before_one_fails(tmp_path):
 
 
 def test_plot_speedups_takes_the_last_report_and_draws_a_png(tmp_path):
-    import plot_speedups
+    from benchmarks import plot_speedups
 
     def report(name, commit, rows, nest=False):
         body = {"jax_backend": "cpu", "git_commit": commit, "results": rows}
@@ -494,7 +486,7 @@ def test_plot_speedups_takes_the_last_report_and_draws_a_png(tmp_path):
 
 def test_git_commit_falls_back_to_the_environment(tmp_path, monkeypatch):
     """A copy of the tree without .git (a device machine, some CI) names its commit."""
-    import run_info
+    from benchmarks import run_info
 
     assert run_info.git_commit()  # this checkout
     monkeypatch.setattr(run_info, "_ROOT", tmp_path)
@@ -508,7 +500,7 @@ def test_git_commit_falls_back_to_the_environment(tmp_path, monkeypatch):
 def test_a_report_says_when_its_files_differ_from_its_commit(tmp_path, monkeypatch):
     import subprocess
 
-    import run_info
+    from benchmarks import run_info
 
     git = lambda *args: subprocess.run(["git", *args], cwd=tmp_path, check=True)
     (tmp_path / "benchmarks" / "results").mkdir(parents=True)
@@ -535,7 +527,7 @@ def test_a_report_says_when_its_files_differ_from_its_commit(tmp_path, monkeypat
 def test_reports_go_to_their_device_folder_and_quick_ones_stay_out_of_git():
     import subprocess
 
-    import run_info
+    from benchmarks import run_info
 
     real = run_info.default_out("assign", "cpu-2core", quick=False)
     quick = run_info.default_out("assign", "cpu-2core", quick=True)
@@ -549,7 +541,7 @@ def test_reports_go_to_their_device_folder_and_quick_ones_stay_out_of_git():
 
 
 def test_idle_gaps_sums_the_gaps_inside_calls_and_names_their_kernels():
-    import trace_assign
+    from benchmarks import trace_assign
 
     def kernel(name, start, duration):
         return {"name": name, "ts": start, "dur": duration}

@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
-
-BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
-if str(BENCH_DIR) not in sys.path:
-    sys.path.insert(0, str(BENCH_DIR))
 
 
 def test_compile_bench_reports_first_and_later_calls_per_policy(tmp_path):
-    import compile_bench
-
+    from benchmarks import compile_bench
     from ota_jax import Sizes
 
     assert compile_bench.parse_policy("off") == "off"

@@ -13,32 +13,26 @@ from pathlib import Path
 
 import pytest
 
-BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
-if str(BENCH_DIR) not in sys.path:
-    sys.path.insert(0, str(BENCH_DIR))
-
-import gpu_run  # noqa: E402
+from benchmarks import gpu_run
 
 
 @pytest.mark.parametrize("quick", [False, True])
 def test_every_step_runs_a_script_with_arguments_it_accepts(tmp_path, quick):
-    import bucket_ablation
-    import suite
-
+    from benchmarks import bucket_ablation, suite
     from ota_jax._src import buckets
 
     for step in gpu_run.STEPS:
         cmd = gpu_run.command(step, out=tmp_path, tmp=tmp_path / "t", device="cuda", quick=quick)
-        assert cmd[0] == sys.executable and Path(cmd[1]).is_file()
-        script = importlib.import_module(Path(cmd[1]).stem)
-        parsed = script.parse_args(cmd[2:])  # exits on an unknown or malformed argument
+        assert cmd[:2] == [sys.executable, "-m"] and cmd[2].startswith("benchmarks.")
+        script = importlib.import_module(cmd[2])
+        parsed = script.parse_args(cmd[3:])  # exits on an unknown or malformed argument
         assert not any("{" in arg for arg in cmd), cmd
         if script is suite:
             # The suite hands each of its steps more arguments; those must parse too.
             scripts = {"assign": "assign_bench", "train_step": "train_step_bench"}
             assert parsed.device == "cuda"
             for name in parsed.steps:
-                nested = importlib.import_module(scripts[name])
+                nested = importlib.import_module(f"benchmarks.{scripts[name]}")
                 nested.parse_args(suite.step_args(parsed, name, cpu=False))
         if script is bucket_ablation:
             variants = bucket_ablation.split_variants(parsed.variants)
@@ -46,8 +40,9 @@ def test_every_step_runs_a_script_with_arguments_it_accepts(tmp_path, quick):
             assert {v.partition(":")[0] for v in variants} <= {"auto", *buckets.CHOICES}
 
 
-def test_a_step_past_its_limit_is_ended_with_its_children(tmp_path):
-    script = tmp_path / "slow.py"
+def test_a_step_past_its_limit_is_ended_with_its_children(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # -m slow_step
+    script = tmp_path / "slow_step.py"
     grandchild_pid = tmp_path / "grandchild.pid"
     script.write_text(
         textwrap.dedent(
@@ -63,7 +58,7 @@ def test_a_step_past_its_limit_is_ended_with_its_children(tmp_path):
         )
     )
     step = gpu_run.Step(
-        "slow", 5, str(script), (), (), ("{tmp}", "two words"),
+        "slow", 5, "slow_step", (), (), ("{tmp}", "two words"),
         keep=(("partial.json", "kept.json"),),
     )  # fmt: skip
     out = tmp_path / "out"
@@ -75,7 +70,7 @@ def test_a_step_past_its_limit_is_ended_with_its_children(tmp_path):
     # The log quotes the command: pasted into a shell it is the same command.
     logged = (out / "gpu_run.log").read_text().split("$ ", 1)[1].splitlines()[0]
     words = shlex.split(logged)
-    assert (words[1], words[-1], len(words)) == (str(script), "two words", 4)
+    assert (words[1:3], words[-1], len(words)) == (["-m", "slow_step"], "two words", 5)
     pid = int(grandchild_pid.read_text())
     for _ in range(50):  # the kill is asynchronous
         if not _running(pid):
@@ -87,6 +82,7 @@ def test_a_step_past_its_limit_is_ended_with_its_children(tmp_path):
 
 def test_device_cpu_keeps_every_step_off_a_gpu(tmp_path, monkeypatch):
     """Only the suite takes ``--device``; the other steps see JAX_PLATFORMS."""
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # -m platforms
     script = tmp_path / "platforms.py"
     script.write_text(
         "import os, sys\nopen(sys.argv[1], 'w').write(os.environ.get('JAX_PLATFORMS', 'unset'))\n"
@@ -94,7 +90,7 @@ def test_device_cpu_keeps_every_step_off_a_gpu(tmp_path, monkeypatch):
     monkeypatch.delenv("JAX_PLATFORMS", raising=False)
     seen = {}
     for device in ("cpu", "cuda"):
-        step = gpu_run.Step("platforms", 30, str(script), (), (), ("{out}/seen.txt",))
+        step = gpu_run.Step("platforms", 30, "platforms", (), (), ("{out}/seen.txt",))
         out = tmp_path / device
         args = argparse.Namespace(out_dir=str(out), steps=[step], device=device, quick=False)
         assert gpu_run.run(args) == {"platforms": 0}

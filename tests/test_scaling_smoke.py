@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
-
-BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
-if str(BENCH_DIR) not in sys.path:
-    sys.path.insert(0, str(BENCH_DIR))
 
 
 def test_fit_slope_recovers_power_law():
-    import scaling
+    from benchmarks import scaling
 
     xs = [1, 2, 4, 8]
     assert math.isclose(scaling.fit_slope(xs, [3.0 * x**1.5 for x in xs]), 1.5, rel_tol=1e-9)
@@ -21,7 +15,7 @@ def test_fit_slope_recovers_power_law():
 
 
 def test_scaling_quick_writes_json_and_markdown(tmp_path, capsys):
-    import scaling
+    from benchmarks import scaling
 
     out = tmp_path / "scaling.json"
     scaling.main(["--quick", "--out", str(out)])

@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
-if str(BENCH_DIR) not in sys.path:
-    sys.path.insert(0, str(BENCH_DIR))
-
-import suite  # noqa: E402
+from benchmarks import suite
 
 HEADER = {"device", "device_slug", "jax_backend", "versions", "git_commit", "date", "command"}
 
