@@ -19,12 +19,11 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
 
-from . import assign_bench, run_info
+from . import assign_bench, harness
 from . import workloads as wl
 
 
@@ -71,28 +70,53 @@ def run(workload: str, images: int) -> list[dict]:
             "torch_loop_vs_float64": compare(reference, loop_index[i]),
             "ota_jax_vs_torch_loop": compare(loop_index[i], jax_index[i]),
         }
-        run_info.log(f"image {i}: {time.perf_counter() - start:.0f} s for the float64 loop")
+        harness.log(f"image {i}: {time.perf_counter() - start:.0f} s for the float64 loop")
         rows.append(row)
     return rows
 
 
-def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workload", default="crowd500", choices=sorted(wl.WORKLOADS))
-    parser.add_argument("--images", type=int, default=2, help="first images of the batch")
-    args = parser.parse_args(argv)
-    rows = run(args.workload, args.images)
-    print("| image | gts | positives | ota_jax vs float64 | loop vs float64 | ota_jax vs loop |")
-    print("|---|---|---|---|---|---|")
+def markdown_table(rows: list[dict]) -> str:
     cell = lambda c: f"{100 * c['agreement']:.3f}% ({c['different']} differ, {c['extra']} extra)"
+    lines = [
+        "| image | gts | positives | ota_jax vs float64 | loop vs float64 | ota_jax vs loop |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in rows:
-        print(
+        lines.append(
             f"| {row['image']} | {row['gts']} | {row['reference_positives']} "
             f"| {cell(row['ota_jax_vs_float64'])} | {cell(row['torch_loop_vs_float64'])} "
             f"| {cell(row['ota_jax_vs_torch_loop'])} |"
         )
-    print(json.dumps(rows))
-    return rows
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workload", default="crowd500", choices=sorted(wl.WORKLOADS))
+    parser.add_argument("--images", type=int, default=2, help="first images of the batch")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="JSON path (default benchmarks/results/<device>/agreement_float64_<workload>.json)",
+    )
+    args = parser.parse_args(argv)
+    import jax
+
+    device = jax.devices()[0]
+    name, slug = harness.device_name_and_slug(device)
+    load_before = harness.load_average()
+    rows = run(args.workload, args.images)
+    report = {
+        **harness.report_header(name, slug, device, load_before, "torch"),
+        "benchmark": "agreement_float64",
+        "settings": {"workload": args.workload, "images": args.images, "batch": 16},
+        "results": rows,
+    }
+    markdown = f"{harness.markdown_header(report)}\n\n{markdown_table(rows)}\n"
+    out = args.out or harness.default_out(f"agreement_float64_{args.workload}", slug, False)
+    report = harness.write_report(out, report, markdown)
+    print(markdown)
+    return report
 
 
 if __name__ == "__main__":

@@ -74,7 +74,6 @@ import contextlib
 import ctypes
 import dataclasses
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -85,7 +84,7 @@ import numpy as np
 
 import ota_jax
 
-from . import run_info
+from . import harness
 from . import workloads as wl
 
 # The assigners with a PyTorch reference loop in torch_loops.py, and those whose
@@ -128,7 +127,7 @@ def pick_devices(requested: str) -> Devices:
         jax_device = jax.devices()[0]
         if requested in ("cuda", "gpu") and jax_device.platform != "gpu":
             raise SystemExit("--device cuda: JAX sees no GPU")
-    name, slug = run_info.device_name_and_slug(jax_device)
+    name, slug = harness.device_name_and_slug(jax_device)
     if torch_cuda:
         import torch
 
@@ -207,58 +206,24 @@ def _sync_torch(kind: str) -> None:
         torch.cuda.synchronize()
 
 
-@dataclasses.dataclass
-class _Timed:
-    call: Callable[[], object]
-    finish: Callable[[object], object]
-    repeats: int
-    times: list = dataclasses.field(default_factory=list)
-    first_ms: float | None = None
-    result: object = None
+def _torch_blocking(call: Callable[[], object], kind: str) -> Callable[[], object]:
+    """``call`` ended by ``torch.cuda.synchronize`` on a GPU."""
 
-    def once(self, keep: bool = False) -> float:
-        """One call's milliseconds; its result is kept as ``result`` only if ``keep``."""
-        start = time.perf_counter()
-        result = self.finish(self.call())
-        elapsed = (time.perf_counter() - start) * 1e3
-        if keep:
-            self.result = result
-        return elapsed
+    def blocking():
+        result = call()
+        _sync_torch(kind)
+        return result
 
-    def summary(self) -> dict:
-        return {
-            "ms": statistics.median(self.times),
-            "ms_min": min(self.times),
-            "ms_all": [round(t, 3) for t in self.times],
-            "first_call_ms": self.first_ms,
-        }
+    return blocking
 
 
-def time_sides(sides: dict[str, _Timed], warmup: int, prefix: str = "") -> None:
-    """Times every side: ``warmup`` untimed calls each (the first one's time and
-    result are kept apart), then rounds that interleave the sides, so that a
-    change in machine load during the run hits both sides alike. The side with
-    the most repeats is spread evenly over the rounds of the one with the fewest.
-    A timed call's result is released before the next call starts, as by a
-    caller that consumes it (see the module's "Timing")."""
-    if not sides:
-        return
-    for name, side in sides.items():
-        run_info.log(f"{prefix}{name}: warm-up ...")
-        for i in range(max(warmup, 1)):
-            elapsed = side.once(keep=i == 0)
-            if i == 0:
-                side.first_ms = elapsed
-    rounds = min(side.repeats for side in sides.values())
-    for r in range(rounds):
-        for side in sides.values():
-            # This round's share of the side's repeats.
-            count = (r + 1) * side.repeats // rounds - r * side.repeats // rounds
-            side.times.extend(side.once() for _ in range(count))
-        run_info.log(
-            f"{prefix}round {r + 1}/{rounds}: "
-            + ", ".join(f"{n} {statistics.median(s.times):.1f} ms" for n, s in sides.items())
-        )
+def _summary(timing: harness.Timing) -> dict:
+    return {
+        "ms": timing.median_ms,
+        "ms_min": timing.min_ms,
+        "ms_all": [round(t, 3) for t in timing.times_ms],
+        "first_call_ms": timing.first_ms,
+    }
 
 
 def agreement(reference: np.ndarray, test: np.ndarray) -> dict:
@@ -392,7 +357,7 @@ def measure_memory(side: str, assigner: str, name: str, args, images: int | None
     argv += ["--device", args.device, "--simota-variant", args.simota_variant]
     if args.torch_threads:
         argv += ["--torch-threads", str(args.torch_threads)]
-    cmd, env = run_info.module_command("assign_bench", *argv)
+    cmd, env = harness.module_command("assign_bench", *argv)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -417,17 +382,13 @@ def _fmt_bytes(value) -> str:
     return "n/a"
 
 
-def _fmt_ms(value) -> str:
-    return "n/a" if value is None else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
-
-
 def _torch_cells(row: dict) -> list[str]:
     """torch ms, torch images, speed-up, agreement, torch peak memory."""
     if not row.get("torch_loop", True):
         return [NO_LOOP] * 5
     speedup, agree, images = row.get("speedup"), row.get("agreement"), row.get("torch_images")
     return [
-        _fmt_ms(row.get("torch_ms")),
+        harness.fmt_ms(row.get("torch_ms")),
         "n/a" if images is None else f"{images}/{row['batch']}",
         "n/a" if speedup is None else f"{speedup:.1f}x",
         "n/a" if agree is None else f"{100 * agree:.3f}%",
@@ -445,7 +406,8 @@ def markdown_table(rows: list[dict]) -> str:
         torch_ms, images, speedup, agree, torch_mem = _torch_cells(row)
         jax_mem = f"{_fmt_bytes(row.get('jax_peak_bytes'))} "
         jax_mem += f"({_fmt_bytes(row.get('jax_xla_temp_bytes'))})"
-        cells = [row["workload"], row["assigner"], torch_ms, images, _fmt_ms(row.get("jax_ms"))]
+        jax_ms = harness.fmt_ms(row.get("jax_ms"))
+        cells = [row["workload"], row["assigner"], torch_ms, images, jax_ms]
         lines.append("| " + " | ".join([*cells, speedup, agree, torch_mem, jax_mem]) + " |")
     return "\n".join(lines)
 
@@ -467,7 +429,7 @@ def markdown_notes(rows: list[dict]) -> str:
 def markdown_report(report: dict) -> str:
     """The printed table under a header line naming the device, date, commit and command."""
     rows = report["results"]
-    header = f"{run_info.markdown_header(report)}; batch {report['settings']['batch']}"
+    header = f"{harness.markdown_header(report)}; batch {report['settings']['batch']}"
     notes = markdown_notes(rows)
     return f"{header}\n\n{markdown_table(rows)}\n" + (f"\n{notes}\n" if notes else "")
 
@@ -620,7 +582,6 @@ def bench_row(
     assigner: str, workload: wl.Workload, arrays, devices: Devices, args, limit_gb: float
 ) -> dict:
     """Times, checks and measures one assigner on one workload (``arrays``: its JAX arrays)."""
-    import jax
 
     config, torch_kwargs = configs(args.simota_variant)[assigner]
     name, batch = workload.name, workload.batch_size
@@ -634,10 +595,10 @@ def bench_row(
         "max_gt": int(workload.gt_mask.shape[1]),
         "torch_loop": torch_kwargs is not None,
     }
-    sides: dict[str, _Timed] = {}
+    sides: dict[str, Callable[[], object]] = {}
+    repeats = {"jax": args.repeats, "torch": args.torch_repeats}
     if not args.skip_jax:
-        call = jax_call(assigner, arrays, config)
-        sides["jax"] = _Timed(call, jax.block_until_ready, args.repeats)
+        sides["jax"] = harness.blocking(jax_call(assigner, arrays, config))
     tensors = None
     if args.skip_torch or torch_kwargs is None:
         pass
@@ -645,47 +606,47 @@ def bench_row(
         row["torch_skipped"] = (
             f"estimated peak {estimate / 2**30:.1f} GiB > --torch-mem-limit-gb {limit_gb}"
         )
-        run_info.log(f"{prefix}torch skipped: {row['torch_skipped']}")
+        harness.log(f"{prefix}torch skipped: {row['torch_skipped']}")
     else:
         calls = max(args.warmup, 1) + args.torch_repeats
         count = torch_image_count(
             assigner, workload, torch_kwargs, devices, calls, args.torch_budget_s
         )
         if count < batch:
-            run_info.log(f"{prefix}torch on {count}/{batch} images (--torch-budget-s)")
+            harness.log(f"{prefix}torch on {count}/{batch} images (--torch-budget-s)")
         row["torch_images"] = count
         tensors = workload.first_images(count).to_torch(devices.torch_device)
-
-        def finish(result):
-            _sync_torch(devices.kind)
-            return result
-
         call = _torch_call(assigner, tensors, torch_kwargs)
-        sides["torch"] = _Timed(call, finish, args.torch_repeats)
-    time_sides(sides, args.warmup, prefix)
-    for side_name, side in sides.items():
-        row.update({f"{side_name}_{k}": v for k, v in side.summary().items()})
+        sides["torch"] = _torch_blocking(call, devices.kind)
+    # At least one untimed call, the first (whose result is kept): see "Timing".
+    warmup = max(args.warmup, 1) - 1
+    timings = harness.time_calls(
+        sides, repeats=repeats, warmup=warmup, keep_first=True, label=prefix
+    )
+    for side_name, timing in timings.items():
+        row.update({f"{side_name}_{k}": v for k, v in _summary(timing).items()})
     jax_index = None
-    if "jax" in sides:
-        jax_index = np.asarray(sides["jax"].result.gt_index)
+    if "jax" in timings:
+        jax_index = np.asarray(timings["jax"].result.gt_index)
         xla_memory = _xla_memory(assigner, arrays, config)
         row["jax_xla_temp_bytes"] = xla_memory.get("temp_bytes")
-    if "torch" in sides:
+    if "torch" in timings:
         count = row["torch_images"]
         row["torch_ms_measured"] = row["torch_ms"]
         row["torch_ms"] *= batch / count
         if jax_index is not None:
             jax_index = jax_index[:count]
-            row.update(agreement(sides["torch"].result.cpu().numpy(), jax_index))
+            row.update(agreement(timings["torch"].result.cpu().numpy(), jax_index))
             row["speedup"] = row["torch_ms"] / row["jax_ms"]
-            run_info.log(f"{prefix}agreement {100 * row['agreement']:.3f}%")
+            harness.log(f"{prefix}agreement {100 * row['agreement']:.3f}%")
             if assigner == "ota" and not args.no_row_shift_check:
                 shifted = _torch_call(assigner, tensors, {**torch_kwargs, "shift_rows": True})
                 row["vs_row_shifted_loop"] = agreement(shifted().cpu().numpy(), jax_index)
-    timed = list(sides)
-    sides.clear()  # free the results before measuring memory
+    timed = list(timings)
+    timings.clear()  # free the results before measuring memory
+    sides.clear()
     for side in timed if args.memory != "none" else ():
-        run_info.log(f"{prefix}{side} memory ({args.memory}) ...")
+        harness.log(f"{prefix}{side} memory ({args.memory}) ...")
         if args.memory == "subprocess":
             images = row["torch_images"] if side == "torch" else batch
             probe = measure_memory(side, assigner, name, args, images)
@@ -728,8 +689,8 @@ def run(args, progress: Callable[[str], None] | None = None) -> dict:
     if limit_gb is None:
         limit_gb = 60.0 if devices.kind == "cuda" else 8.0
     torch_threads = None
-    load_before = run_info.load_average()
-    run_info.log(
+    load_before = harness.load_average()
+    harness.log(
         f"device: {devices.name} (torch on {devices.torch_device}, jax on {devices.jax_device})"
     )
     rows, workload_info = [], []
@@ -744,7 +705,7 @@ def run(args, progress: Callable[[str], None] | None = None) -> dict:
             start = time.perf_counter()
             workload = wl.make_workload(name, args.batch, seed=args.seed)
             workload_info.append(workload.summary())
-            run_info.log(
+            harness.log(
                 f"[{name}] batch {workload.batch_size}, {workload.num_anchors} anchors, "
                 f"{workload.gt_mask.sum()} gts (made in {time.perf_counter() - start:.1f} s)"
             )
@@ -756,7 +717,7 @@ def run(args, progress: Callable[[str], None] | None = None) -> dict:
             jax.clear_caches()
 
     return {
-        **run_info.report_header(
+        **harness.report_header(
             devices.name, devices.slug, devices.jax_device, load_before, "torch"
         ),
         "torch_device": None if args.skip_torch else devices.torch_device,
@@ -795,9 +756,9 @@ def main(argv=None) -> dict:
         print(json.dumps(result))
         return result
     report = run(args)
-    out = Path(args.out or run_info.default_out("assign", report["device_slug"], args.quick))
+    out = Path(args.out or harness.default_out("assign", report["device_slug"], args.quick))
     markdown = Path(args.markdown) if args.markdown else out.with_suffix(".md")
-    report = run_info.write_report(out, report, markdown_report(report), markdown)
+    report = harness.write_report(out, report, markdown_report(report), markdown)
     print(markdown_table(report["results"]))
     print(f"\n{report['device']}; batch {args.batch}; JSON: {out}; markdown: {markdown}")
     return report

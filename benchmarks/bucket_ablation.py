@@ -26,11 +26,9 @@ import argparse
 import json
 import os
 import re
-import statistics
 import subprocess
-import time
 
-from . import run_info
+from . import harness
 from . import workloads as wl
 
 CPU_VARIANTS = ("auto", "accelerator", "off")
@@ -82,23 +80,16 @@ def _child(args: argparse.Namespace) -> None:
         arrays = wl.make_workload(name, args.batch).to_jax()
         for assigner in args.assigners.split(","):
             call = assign_bench.jax_call(assigner, arrays, configs[assigner][0])
-            start = time.perf_counter()
-            jax.block_until_ready(call())
-            first_s = time.perf_counter() - start
-            for _ in range(args.warmup):
-                jax.block_until_ready(call())
-            times = []
-            for _ in range(args.repeats):
-                start = time.perf_counter()
-                jax.block_until_ready(call())
-                times.append((time.perf_counter() - start) * 1e3)
+            timing = harness.time_calls(
+                {assigner: harness.blocking(call)}, repeats=args.repeats, warmup=args.warmup
+            )[assigner]
             rows.append(
                 {
                     "workload": name,
                     "assigner": assigner,
-                    "first_call_s": first_s,
-                    "ms": statistics.median(times),
-                    "ms_min": min(times),
+                    "first_call_s": timing.first_ms / 1e3,
+                    "ms": timing.median_ms,
+                    "ms_min": timing.min_ms,
                 }
             )
             jax.clear_caches()
@@ -125,7 +116,7 @@ def run_variant(variant: str, args: argparse.Namespace) -> list[dict]:
         argv += [f"--{key}", str(getattr(args, key))]
     if args.quick:
         argv.append("--quick")
-    command, env = run_info.module_command("bucket_ablation", *argv, env=env)
+    command, env = harness.module_command("bucket_ablation", *argv, env=env)
     proc = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"variant {variant!r} failed:\n{proc.stderr[-3000:]}")
@@ -160,15 +151,15 @@ def run(argv=None) -> dict:
     device = jax.devices()[0]
     default = CPU_VARIANTS if device.platform == "cpu" else ACCELERATOR_VARIANTS
     variants = split_variants(args.variants) if args.variants else list(default)
-    load_before = run_info.load_average()
-    name, slug = run_info.device_name_and_slug(device)
-    out = args.out or run_info.default_out("buckets", slug, args.quick)
+    load_before = harness.load_average()
+    name, slug = harness.device_name_and_slug(device)
+    out = args.out or harness.default_out("buckets", slug, args.quick)
     rows = []
     for i, variant in enumerate(variants):
-        run_info.log(f"variant {i + 1}/{len(variants)}: {variant} ...")
+        harness.log(f"variant {i + 1}/{len(variants)}: {variant} ...")
         rows += run_variant(variant, args)
         report = {
-            **run_info.report_header(name, slug, device, load_before),
+            **harness.report_header(name, slug, device, load_before),
             "batch": args.batch,
             "warmup": args.warmup,
             "repeats": args.repeats,
@@ -179,8 +170,8 @@ def run(argv=None) -> dict:
         }
         # After every variant: a run stopped later keeps the variants it finished.
         so_far = "" if report["complete"] else " (incomplete: the variants run so far)"
-        markdown = f"{run_info.markdown_header(report)}{so_far}\n\n{markdown_table(rows)}\n"
-        run_info.write_report(out, report, markdown)
+        markdown = f"{harness.markdown_header(report)}{so_far}\n\n{markdown_table(rows)}\n"
+        harness.write_report(out, report, markdown)
     print(markdown)
     return report
 

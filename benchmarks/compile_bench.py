@@ -36,9 +36,8 @@ import json
 import os
 import statistics
 import subprocess
-import time
 
-from . import run_info
+from . import harness
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -79,25 +78,15 @@ def parse_policy(text: str):
 
 
 def _timed(call, warmup: int, repeats: int) -> dict:
-    import jax
-
-    start, start_cpu = time.perf_counter(), time.process_time()
-    jax.block_until_ready(call())
-    first_s = time.perf_counter() - start
-    # CPU seconds of all threads: less moved than wall time by other processes' load.
-    first_cpu_s = time.process_time() - start_cpu
-    for _ in range(warmup):
-        jax.block_until_ready(call())
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(call())
-        times.append((time.perf_counter() - start) * 1e3)
+    """The first call (wall, and CPU seconds of all threads: less moved than wall time by
+    other processes' load) and the median of the later calls."""
+    timing = harness.time_calls({"call": harness.blocking(call)}, repeats=repeats, warmup=warmup)
+    timing = timing["call"]
     return {
-        "first_call_s": first_s,
-        "first_call_cpu_s": first_cpu_s,
-        "ms": statistics.median(times),
-        "ms_min": min(times),
+        "first_call_s": timing.first_ms / 1e3,
+        "first_call_cpu_s": timing.first_cpu_s,
+        "ms": timing.median_ms,
+        "ms_min": timing.min_ms,
     }
 
 
@@ -180,7 +169,7 @@ def run_child(target: str, policy: str, args: argparse.Namespace) -> dict:
         argv += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
     if args.quick:
         argv.append("--quick")
-    command, env = run_info.module_command("compile_bench", *argv, env=env)
+    command, env = harness.module_command("compile_bench", *argv, env=env)
     proc = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{target} {policy!r} failed:\n{proc.stderr[-3000:]}")
@@ -252,9 +241,9 @@ def run(argv=None) -> dict:
     import jax
 
     device = jax.devices()[0]
-    load_before = run_info.load_average()
-    name, slug = run_info.device_name_and_slug(device)
-    out = args.out or run_info.default_out("compile", slug, args.quick)
+    load_before = harness.load_average()
+    name, slug = harness.device_name_and_slug(device)
+    out = args.out or harness.default_out("compile", slug, args.quick)
     targets = args.targets.split(",")
     policies = args.policies.split(",")
     runs = []
@@ -262,13 +251,13 @@ def run(argv=None) -> dict:
     for round_ in range(args.rounds):
         for target in targets:
             for policy in policies:
-                run_info.log(f"{len(runs) + 1}/{total}: {target} sizes={policy} ...")
+                harness.log(f"{len(runs) + 1}/{total}: {target} sizes={policy} ...")
                 result = run_child(target, policy, args)
                 runs.append({"round": round_, "target": target, "policy": policy, **result})
-                run_info.log(f"  first {result['first_call_s']:.2f} s, {result['ms']:.3g} ms")
+                harness.log(f"  first {result['first_call_s']:.2f} s, {result['ms']:.3g} ms")
     rows = summarize(runs)
     report = {
-        **run_info.report_header(name, slug, device, load_before),
+        **harness.report_header(name, slug, device, load_before),
         "benchmark": "compile",
         "workload": args.workload,
         "batch": args.batch,
@@ -287,8 +276,8 @@ def run(argv=None) -> dict:
         "rows": rows,
         "runs": runs,
     }
-    markdown = f"{run_info.markdown_header(report)}\n\n{markdown_table(rows)}\n"
-    run_info.write_report(out, report, markdown)
+    markdown = f"{harness.markdown_header(report)}\n\n{markdown_table(rows)}\n"
+    harness.write_report(out, report, markdown)
     print(markdown)
     return report
 

@@ -41,7 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import run_info
+from . import harness
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> dict[str, int]:
     # Only the suite takes a device argument; the other steps use JAX's default
     # device, which is a GPU wherever there is one.
     # The repository root on PYTHONPATH: ``-m benchmarks.<name>`` from any directory.
-    _, env = run_info.module_command("suite")
+    _, env = harness.module_command("suite")
     if args.device == "cpu":
         env["JAX_PLATFORMS"] = "cpu"
     with tempfile.TemporaryDirectory() as scratch, open(out / "gpu_run.log", "a") as log:

@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import NamedTuple
 
-from . import run_info
+from . import harness
 from . import workloads as wl
 
 DEFAULT_PANELS = (
@@ -69,7 +69,7 @@ def parse_panel(spec: str) -> tuple[str, list[Path]]:
     title, sep, files = spec.partition("=")
     if not sep or not files:
         raise ValueError(f"--panel wants TITLE=FILE[,FILE...], got {spec!r}")
-    return title, [run_info.RESULTS / f for f in files.split(",")]
+    return title, [harness.RESULTS / f for f in files.split(",")]
 
 
 def plot(panels: list[tuple[str, Runs]], out: Path) -> Path:

@@ -35,13 +35,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 
-from . import assign_bench, run_info
+from . import assign_bench, harness
 from . import workloads as wl
 
 ASSIGNERS = ("ota", "simota")  # the default; any registered assigner can be named
@@ -156,42 +154,9 @@ def first_gts(work: wl.Workload, count: int) -> wl.Workload:
     )
 
 
-def _timed_call(assigner: str, work: wl.Workload):
-    import jax
-
+def _call(assigner: str, work: wl.Workload):
     config = assign_bench.configs()[assigner][0]
-    call = assign_bench.jax_call(assigner, work.to_jax(), config)
-
-    def once() -> float:
-        start = time.perf_counter()
-        jax.block_until_ready(call())
-        return 1e3 * (time.perf_counter() - start)
-
-    return once
-
-
-def time_points(calls: dict, repeats: int, warmup: int) -> dict:
-    """Times every call: first call and warm-up each, then ``repeats`` rounds over
-    all calls (interleaved, so that a change of machine load hits every point alike)."""
-    first = {}
-    for key, once in calls.items():
-        run_info.log(f"[scaling] compile + warm-up {key} ...")
-        first[key] = once()
-        for _ in range(warmup):
-            once()
-    times: dict = {key: [] for key in calls}
-    for round_ in range(repeats):
-        run_info.log(f"[scaling] round {round_ + 1}/{repeats}")
-        for key, once in calls.items():
-            times[key].append(once())
-    return {
-        key: {
-            "median_ms": statistics.median(times[key]),
-            "ms_all": times[key],
-            "first_call_ms": first[key],
-        }
-        for key in calls
-    }
+    return harness.blocking(assign_bench.jax_call(assigner, work.to_jax(), config))
 
 
 def fit_slope(xs, ys) -> float:
@@ -211,8 +176,8 @@ def run(args) -> dict:
     import jax
 
     device = jax.devices()[0]
-    name, slug = run_info.device_name_and_slug(device)
-    load_before = run_info.load_average()
+    name, slug = harness.device_name_and_slug(device)
+    load_before = harness.load_average()
     calls: dict[tuple, object] = {}
     info = []
     for point in points(args):
@@ -221,12 +186,18 @@ def run(args) -> dict:
         for assigner in args.assigners:
             key = (assigner, point["batch"], point["image"], point["gts"])
             if key not in calls:
-                calls[key] = _timed_call(assigner, work)
+                calls[key] = _call(assigner, work)
             extra = {"num_anchors": work.num_anchors, "max_gt": args.max_gt}
             extra["mean_gt"] = float(work.gt_mask.sum(axis=1).mean())
             info.append((key, {**point, "assigner": assigner, **extra}))
-    timings = time_points(calls, args.repeats, args.warmup)
-    rows = [{**row, **timings[key]} for key, row in info]
+    timings = harness.time_calls(
+        calls, repeats=args.repeats, warmup=args.warmup, label="[scaling] "
+    )
+    times = {
+        key: {"median_ms": t.median_ms, "ms_all": t.times_ms, "first_call_ms": t.first_ms}
+        for key, t in timings.items()
+    }
+    rows = [{**row, **times[key]} for key, row in info]
     slopes = {
         assigner: {
             factor: fit_slope(
@@ -242,7 +213,7 @@ def run(args) -> dict:
         for assigner in args.assigners
     }
     return {
-        **run_info.report_header(name, slug, device, load_before),
+        **harness.report_header(name, slug, device, load_before),
         "settings": {
             "quick": args.quick,
             "base": {"batch": args.base_batch, "image": args.base_image, "gts": args.base_gts},
@@ -280,7 +251,7 @@ def markdown_table(report: dict) -> str:
         key = (row["factor"], row["batch"], row["image"], row["num_anchors"], row["gts"])
         by_point.setdefault(key, {})[row["assigner"]] = row["median_ms"]
     for key, times in by_point.items():
-        cells = [str(v) for v in key] + [assign_bench._fmt_ms(times.get(a)) for a in assigners]
+        cells = [str(v) for v in key] + [harness.fmt_ms(times.get(a)) for a in assigners]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -294,16 +265,16 @@ def markdown_table(report: dict) -> str:
 
 
 def markdown_report(report: dict) -> str:
-    return f"{run_info.markdown_header(report)}\n\n{markdown_table(report)}\n"
+    return f"{harness.markdown_header(report)}\n\n{markdown_table(report)}\n"
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     report = run(args)
-    out = Path(args.out or run_info.default_out("scaling", report["device_slug"], args.quick))
+    out = Path(args.out or harness.default_out("scaling", report["device_slug"], args.quick))
     markdown = Path(args.markdown) if args.markdown else out.with_suffix(".md")
     # Strict JSON: a slope that cannot be fitted is written as null.
-    clean = run_info.write_report(out, report, markdown_report(report), markdown)
+    clean = harness.write_report(out, report, markdown_report(report), markdown)
     print(markdown_table(report))
     print(f"\n{report['device']}; JSON: {out}; markdown: {markdown}")
     return clean

@@ -11,7 +11,7 @@ On whatever device JAX has (``--device``) it runs, through the scripts' own
 3. ``train_step_bench``: the assignment's share of an FCOS train step, FCOS-R50
    at 800x1344, batch 16 on a GPU; the tiny FCOS at 128x128, batch 8 on a CPU.
 
-It writes ``suite.json`` (a ``run_info`` header, the settings, each step's time
+It writes ``suite.json`` (the run header of ``harness``, the settings, each step's time
 and the three reports) and ``suite.md`` (their tables, each under a line naming
 the device) to ``--out-dir`` (default ``benchmarks/results/<device-slug>/``;
 ``--quick``: ``benchmarks/results/<device-slug>-quick/``), after every step:
@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import assign_bench, run_info, scaling, train_step_bench
+from . import assign_bench, harness, scaling, train_step_bench
 from . import workloads as wl
 
 STEPS = ("assign", "scaling", "train_step")
@@ -58,11 +58,11 @@ class Progress:
         now = time.perf_counter()
         if self.label is not None:
             self.seconds[self.label] = round(now - self.step_start, 1)
-            run_info.log(f"[suite] {self.label}: {self.seconds[self.label]:.0f} s")
+            harness.log(f"[suite] {self.label}: {self.seconds[self.label]:.0f} s")
         self.label, self.step_start = label, now
         if label is not None:
             self.done += 1
-            run_info.log(f"[suite {self.done}/{self.total}, {now - self.start:.0f} s] {label}")
+            harness.log(f"[suite {self.done}/{self.total}, {now - self.start:.0f} s] {label}")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -130,7 +130,7 @@ def run(args, checkpoint: Callable[[dict], None] | None = None) -> dict:
         jax.config.update("jax_disable_most_optimizations", True)
     devices = assign_bench.pick_devices(args.device)
     cpu = devices.jax_device.platform == "cpu"
-    load_before = run_info.load_average()
+    load_before = harness.load_average()
     scripts = {"assign": assign_bench, "scaling": scaling, "train_step": train_step_bench}
     parsed = {s: scripts[s].parse_args(step_args(args, s, cpu)) for s in args.steps}
     num_workloads = len(parsed["assign"].workloads) if "assign" in parsed else 0
@@ -144,7 +144,7 @@ def run(args, checkpoint: Callable[[dict], None] | None = None) -> dict:
         return {
             "benchmark": "suite",
             "complete": complete,
-            **run_info.report_header(
+            **harness.report_header(
                 devices.name,
                 devices.slug,
                 devices.jax_device,
@@ -180,7 +180,7 @@ def markdown_report(report: dict) -> str:
     so_far = "" if report.get("complete", True) else " (incomplete: the steps run so far)"
     parts = [
         f"# Benchmark suite on {report['device']}{so_far}",
-        f"{run_info.markdown_header(report)}; {report['seconds']['total']:.0f} s in all",
+        f"{harness.markdown_header(report)}; {report['seconds']['total']:.0f} s in all",
     ]
     titles = {
         "assign": ("Assignment, ota_jax vs PyTorch loops", assign_bench),
@@ -199,10 +199,10 @@ def main(argv=None) -> dict:
 
     def write(report: dict) -> dict:
         slug = report["device_slug"] + ("-quick" if args.quick else "")
-        out = Path(args.out_dir) if args.out_dir else run_info.RESULTS / slug
-        written = run_info.write_report(out / "suite.json", report, markdown_report(report))
+        out = Path(args.out_dir) if args.out_dir else harness.RESULTS / slug
+        written = harness.write_report(out / "suite.json", report, markdown_report(report))
         state = "" if report["complete"] else " (so far)"
-        run_info.log(f"[suite] wrote {out / 'suite.json'} and {out / 'suite.md'}{state}")
+        harness.log(f"[suite] wrote {out / 'suite.json'} and {out / 'suite.md'}{state}")
         return written
 
     report = write(run(args, checkpoint=write))

@@ -8,8 +8,9 @@ on a CPU they are the host's XLA thunks. On a device it also reports the idle
 time inside each call, when the device waited for the host (a ``lax.switch``
 reads its branch on the host; launches outside CUDA graphs), and the longest
 idle gaps with the kernels on either side. The whole trace stays in ``--out-dir``
-(open the ``*.trace.json.gz`` in https://ui.perfetto.dev) next to
-``summary.json``.
+(open the ``*.trace.json.gz`` in https://ui.perfetto.dev), the summary (a report
+with the run header) next to it in ``summary.json`` and ``summary.md`` (``--out``:
+elsewhere).
 
 Example::
 
@@ -25,7 +26,7 @@ import json
 import time
 from pathlib import Path
 
-from . import assign_bench, run_info
+from . import assign_bench, harness
 from . import workloads as wl
 
 
@@ -36,7 +37,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--calls", type=int, default=3, help="calls recorded")
     parser.add_argument("--top", type=int, default=20, help="ops printed")
-    parser.add_argument("--out-dir", default="/tmp/ota_jax_trace")
+    parser.add_argument(
+        "--out-dir", default="/tmp/ota_jax_trace", help="the profiler's trace goes here"
+    )
+    parser.add_argument(
+        "--out", default=None, help="the summary's JSON path (default: <out-dir>/summary.json)"
+    )
     return parser.parse_args(argv)
 
 
@@ -96,10 +102,44 @@ def summarize(trace_file: Path, calls: int, top: int) -> dict:
     }
 
 
+def markdown_report(report: dict) -> str:
+    """The header line, the ops per call and the top ops (and idle gaps on a device)."""
+    lines = [
+        f"{harness.markdown_header(report)}; {report['assigner']} on {report['workload']} "
+        f"x{report['batch']}",
+        "",
+        f"Per call: {report['ops_per_call']:.0f} {report['where']} ops, "
+        f"{report['op_us_per_call'] / 1e3:.2f} ms in them.",
+        "",
+        "| us per call | count per call | op |",
+        "|---|---|---|",
+        *(
+            f"| {r['us_per_call']:.1f} | {r['count_per_call']:.0f} | `{r['name']}` |"
+            for r in report["top"]
+        ),
+    ]
+    if "idle_us_per_call" in report:
+        lines += [
+            "",
+            f"Idle within calls: {report['idle_us_per_call']:.1f} us per call; longest gaps:",
+            "",
+            "| us | after | before |",
+            "|---|---|---|",
+            *(
+                f"| {g['us']:.1f} | `{g['after']}` | `{g['before']}` |"
+                for g in report["longest_gaps"]
+            ),
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> dict:
     import jax
 
     args = parse_args(argv)
+    device = jax.devices()[0]
+    name, slug = harness.device_name_and_slug(device)
+    load_before = harness.load_average()
     config = assign_bench.configs()[args.assigner][0]
     workload = wl.make_workload(args.workload, args.batch)
     call = assign_bench.jax_call(args.assigner, workload.to_jax(), config)
@@ -111,27 +151,19 @@ def main(argv=None) -> dict:
             jax.block_until_ready(call())
             time.sleep(_PAUSE_S)  # tells calls apart in the device's timeline
     trace_file = max(out.glob("**/*.trace.json.gz"), key=lambda p: p.stat().st_mtime)
-    summary = {
+    report = {
+        **harness.report_header(name, slug, device, load_before),
+        "benchmark": "trace",
         "assigner": args.assigner,
         "workload": args.workload,
         "batch": args.batch,
-        "device": run_info.device_name_and_slug(jax.devices()[0])[0],
         "trace": str(trace_file),
         **summarize(trace_file, args.calls, args.top),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(
-        f"{summary['device']}: {args.assigner} on {args.workload} x{args.batch}, per call "
-        f"{summary['ops_per_call']:.0f} {summary['where']} ops, "
-        f"{summary['op_us_per_call'] / 1e3:.2f} ms in them"
-    )
-    for row in summary["top"]:
-        print(f"{row['us_per_call']:10.1f} us  x{row['count_per_call']:<6.0f} {row['name']}")
-    if "idle_us_per_call" in summary:
-        print(f"idle within calls: {summary['idle_us_per_call']:.1f} us per call; longest gaps:")
-        for gap in summary["longest_gaps"]:
-            print(f"{gap['us']:10.1f} us  after {gap['after'][:60]}  before {gap['before'][:60]}")
-    return summary
+    markdown = markdown_report(report)
+    report = harness.write_report(args.out or out / "summary.json", report, markdown)
+    print(markdown)
+    return report
 
 
 if __name__ == "__main__":

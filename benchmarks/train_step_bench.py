@@ -42,12 +42,10 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 
-from . import run_info
+from . import harness
 
 ASSIGNER_NAMES = ("ota", "simota")  # the default; any registered assigner can be named
 
@@ -81,32 +79,13 @@ def make_batch(
 # --------------------------------------------------------------------------- timing
 
 
-class _Timed:
-    """A zero-argument call that blocks until its result is ready; collects seconds."""
-
-    def __init__(self, call):
-        self.call = call
-        self.times: list[float] = []
-        self.warmup_s: float | None = None
-
-    def warm(self) -> None:
-        start = time.perf_counter()
-        self.call()
-        self.warmup_s = time.perf_counter() - start
-
-    def once(self) -> None:
-        start = time.perf_counter()
-        self.call()
-        self.times.append(time.perf_counter() - start)
-
-    def summary(self) -> dict:
-        ms = [t * 1e3 for t in self.times]
-        return {
-            "median_ms": statistics.median(ms),
-            "min_ms": min(ms),
-            "times_ms": ms,
-            "warmup_s": self.warmup_s,
-        }
+def _summary(timing) -> dict:
+    return {
+        "median_ms": timing.median_ms,
+        "min_ms": timing.min_ms,
+        "times_ms": timing.times_ms,
+        "warmup_s": timing.first_ms / 1e3,
+    }
 
 
 def _step_call(state, batch):
@@ -151,10 +130,10 @@ def run(args) -> dict:
         make_optimizer,
     )
 
-    load_before = run_info.load_average()
+    load_before = harness.load_average()
     height, width = args.image_size
-    name, slug = run_info.device_name_and_slug(jax.devices()[0])
-    run_info.log(
+    name, slug = harness.device_name_and_slug(jax.devices()[0])
+    harness.log(
         f"device {name}; FCOS-{args.preset} ({args.dtype}) {height}x{width}, batch {args.batch}, "
         f"max_gt {args.max_gt}, {args.repeats} repeats"
     )
@@ -178,7 +157,7 @@ def run(args) -> dict:
     outputs, points, strides = jax.block_until_ready(forward(params0, rest0, batch["image"]))
     num_anchors = int(points.shape[0])
 
-    sides: dict[tuple[str, str] | str, _Timed] = {}
+    sides: dict = {}  # zero-argument calls that block until done
     fixed_from = None
     extra: dict[str, dict] = {}
     for assigner in args.assigners:
@@ -192,7 +171,7 @@ def run(args) -> dict:
             "num_gt": int(host_batch["gt_mask"].sum()),
         }
         step_call, _ = _step_call(create_train_state(model, tx, loss_config=loss_config), batch)
-        sides[(assigner, "step")] = _Timed(step_call)
+        sides[(assigner, "step")] = step_call
         if "fixed" not in sides:
             # One fixed-assignment step serves every assigner: after the assignment the
             # step's work has static shapes, whichever assigner's targets it uses.
@@ -200,25 +179,22 @@ def run(args) -> dict:
             fixed_call, _ = _step_call(
                 create_train_state(model, tx, loss_config=fixed_config), batch
             )
-            sides["fixed"] = _Timed(fixed_call)
+            sides["fixed"] = fixed_call
             fixed_from = assigner
-        sides[(assigner, "assign")] = _Timed(
-            lambda f=assign_fn: jax.block_until_ready(f(outputs, points, strides, batch))
+        sides[(assigner, "assign")] = harness.blocking(
+            lambda f=assign_fn: f(outputs, points, strides, batch)
         )
 
-    for key, timed in sides.items():
-        run_info.log(f"warm-up (compile) {key if isinstance(key, str) else ' '.join(key)}")
-        timed.warm()
-    for i in range(args.repeats):
-        run_info.log(f"round {i + 1}/{args.repeats}")
-        for timed in sides.values():
-            timed.once()
+    # The first call of each compiles (``warmup_s``); no more warm-up.
+    timings = {
+        key: _summary(t) for key, t in harness.time_calls(sides, repeats=args.repeats).items()
+    }
 
     results = []
     for assigner in args.assigners:
-        step = sides[(assigner, "step")].summary()
-        fixed = sides["fixed"].summary()
-        alone = sides[(assigner, "assign")].summary()
+        step = timings[(assigner, "step")]
+        fixed = timings["fixed"]
+        alone = timings[(assigner, "assign")]
         share_diff_raw = (step["median_ms"] - fixed["median_ms"]) / step["median_ms"]
         share_alone_raw = alone["median_ms"] / step["median_ms"]
         results.append(
@@ -240,7 +216,7 @@ def run(args) -> dict:
 
     return {
         "benchmark": "train_step",
-        **run_info.report_header(name, slug, jax.devices()[0], load_before, "flax", "optax"),
+        **harness.report_header(name, slug, jax.devices()[0], load_before, "flax", "optax"),
         "settings": {
             "preset": args.preset,
             "dtype": args.dtype,
@@ -285,7 +261,7 @@ def markdown_table(rows: list[dict]) -> str:
 def markdown_report(report: dict) -> str:
     s = report["settings"]
     header = (
-        f"{run_info.markdown_header(report)}; FCOS-{s['preset']} ({s.get('dtype', 'float32')}) "
+        f"{harness.markdown_header(report)}; FCOS-{s['preset']} ({s.get('dtype', 'float32')}) "
         f"{s['image_size'][0]}x{s['image_size'][1]}, batch {s['batch']}, max_gt {s['max_gt']}, "
         f"{s['num_anchors']} anchors"
     )
@@ -348,9 +324,9 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     report = run(args)
     print(markdown_report(report))
-    out = args.out or run_info.default_out("train_step", report["device_slug"], args.quick)
-    report = run_info.write_report(out, report, markdown_report(report))
-    run_info.log(f"wrote {out}")
+    out = args.out or harness.default_out("train_step", report["device_slug"], args.quick)
+    report = harness.write_report(out, report, markdown_report(report))
+    harness.log(f"wrote {out}")
     return report
 
 

@@ -5,6 +5,8 @@
 * ``benchmarks/assign_bench.py --quick`` runs every registered assigner, writes a
   complete JSON and markdown, and ota_jax agrees with the loops on the quick workload.
 * ``--torch-budget-s`` times the loop on fewer images and scales its time to the batch.
+* ``benchmarks/harness.py`` times calls: the first apart, rounds interleaving the rest,
+  each result released before the next call.
 * ``benchmarks/trace_assign.py`` records a profiler trace and sums it by op.
 * ``benchmarks/agreement_float64.py`` compares ota_jax and the loop with float64.
 * ``benchmarks/bucket_ablation.py`` times each bucket variant in its own process.
@@ -270,12 +272,12 @@ def _table(markdown: str) -> dict[tuple[str, str], dict[str, str]]:
     return {(r["workload"], r["assigner"]): r for r in rows}
 
 
-def test_time_sides_releases_each_timed_result_before_the_next_call():
+def test_time_calls_releases_each_timed_result_before_the_next_call():
     """A timed call must not run while the previous call's result is still held (on an
-    H100 that coincided with SimOTA taking twice as long); the first warm-up's is kept."""
+    H100 that coincided with SimOTA taking twice as long); the first call's is kept."""
     import weakref
 
-    from benchmarks import assign_bench
+    from benchmarks import harness
 
     class Result:
         pass
@@ -288,12 +290,25 @@ def test_time_sides_releases_each_timed_result_before_the_next_call():
         made.append(weakref.ref(result))
         return result
 
-    side = assign_bench._Timed(call, lambda r: r, repeats=4)
-    assign_bench.time_sides({"jax": side}, warmup=2)
-    assert len(made) == 6 and len(side.times) == 4
-    assert side.result is made[0]()  # the first warm-up's result
+    (timing,) = harness.time_calls({"jax": call}, repeats=4, warmup=1, keep_first=True).values()
+    assert len(made) == 6 and len(timing.times_ms) == 4
+    assert timing.result is made[0]()  # the first call's result
+    assert timing.first_ms > 0 and timing.median_ms >= timing.min_ms > 0
     # Each call sees only that kept result alive, never the one before it.
     assert alive_at_call == [0, 1, 1, 1, 1, 1]
+
+
+def test_time_calls_interleaves_and_spreads_the_repeats():
+    """Rounds interleave the calls; a call with more repeats spreads them over the rounds
+    of the one with the fewest; each call runs once first and ``warmup`` more untimed."""
+    from benchmarks import harness
+
+    order = []
+    calls = {key: (lambda key=key: order.append(key)) for key in ("a", "b")}
+    timings = harness.time_calls(calls, repeats={"a": 2, "b": 4}, warmup=1)
+    assert order == ["a", "a", "b", "b", "a", "b", "b", "a", "b", "b"]
+    assert [len(t.times_ms) for t in timings.values()] == [2, 4]
+    assert all(t.result is None for t in timings.values())
 
 
 @pytest.mark.torch
@@ -387,17 +402,22 @@ def test_trace_assign_sums_the_recorded_ops(tmp_path):
     assert summary["ops_per_call"] > 0 and len(summary["top"]) == 5
     times = [row["us_per_call"] for row in summary["top"]]
     assert times == sorted(times, reverse=True) and times[0] > 0
-    assert json.loads((tmp_path / "summary.json").read_text())["top"] == summary["top"]
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    assert summary["device"] in (tmp_path / "summary.md").read_text().splitlines()[0]
 
 
 # --------------------------------------------------------------------------- float64
 
 
 @pytest.mark.torch
-def test_agreement_float64_on_small_images():
+def test_agreement_float64_on_small_images(tmp_path):
     from benchmarks import agreement_float64
 
-    rows = agreement_float64.main(["--workload", "tiny320", "--images", "2"])
+    out = tmp_path / "agreement.json"
+    report = agreement_float64.main(["--workload", "tiny320", "--images", "2", "--out", str(out)])
+    assert json.loads(out.read_text()) == report
+    assert report["device"] in out.with_suffix(".md").read_text().splitlines()[0]
+    rows = report["results"]
     assert [row["image"] for row in rows] == [0, 1]
     for row in rows:
         assert row["reference_positives"] > 0
@@ -486,21 +506,21 @@ def test_plot_speedups_takes_the_last_report_and_draws_a_png(tmp_path):
 
 def test_git_commit_falls_back_to_the_environment(tmp_path, monkeypatch):
     """A copy of the tree without .git (a device machine, some CI) names its commit."""
-    from benchmarks import run_info
+    from benchmarks import harness
 
-    assert run_info.git_commit()  # this checkout
-    monkeypatch.setattr(run_info, "_ROOT", tmp_path)
+    assert harness.git_commit()  # this checkout
+    monkeypatch.setattr(harness, "_ROOT", tmp_path)
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     monkeypatch.setenv("GIT_COMMIT", "0123abc")
-    assert run_info.git_commit() == "0123abc"
+    assert harness.git_commit() == "0123abc"
     monkeypatch.delenv("GIT_COMMIT")
-    assert run_info.git_commit() is None
+    assert harness.git_commit() is None
 
 
 def test_a_report_says_when_its_files_differ_from_its_commit(tmp_path, monkeypatch):
     import subprocess
 
-    from benchmarks import run_info
+    from benchmarks import harness
 
     git = lambda *args: subprocess.run(["git", *args], cwd=tmp_path, check=True)
     (tmp_path / "benchmarks" / "results").mkdir(parents=True)
@@ -509,32 +529,32 @@ def test_a_report_says_when_its_files_differ_from_its_commit(tmp_path, monkeypat
     git("init", "-q")
     git("add", ".")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one")
-    monkeypatch.setattr(run_info, "_ROOT", tmp_path)
-    assert run_info.git_dirty() is False
+    monkeypatch.setattr(harness, "_ROOT", tmp_path)
+    assert harness.git_dirty() is False
     (tmp_path / "benchmarks" / "results" / "suite.json").write_text('{"new": 1}')
     (tmp_path / "untracked.py").write_text("")
-    assert run_info.git_dirty() is False  # a run rewrites its reports
+    assert harness.git_dirty() is False  # a run rewrites its reports
     (tmp_path / "code.py").write_text("x = 2\n")
-    assert run_info.git_dirty() is True
+    assert harness.git_dirty() is True
     report = {"device": "cpu", "date": "d", "command": "c", "git_commit": "a" * 40}
-    assert "(files changed since)" not in run_info.markdown_header(report)
-    assert "(files changed since)" in run_info.markdown_header({**report, "git_dirty": True})
+    assert "(files changed since)" not in harness.markdown_header(report)
+    assert "(files changed since)" in harness.markdown_header({**report, "git_dirty": True})
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     (tmp_path / ".git").rename(tmp_path / "not_git")
-    assert run_info.git_dirty() is None
+    assert harness.git_dirty() is None
 
 
 def test_reports_go_to_their_device_folder_and_quick_ones_stay_out_of_git():
     import subprocess
 
-    from benchmarks import run_info
+    from benchmarks import harness
 
-    real = run_info.default_out("assign", "cpu-2core", quick=False)
-    quick = run_info.default_out("assign", "cpu-2core", quick=True)
-    assert real == run_info.RESULTS / "cpu-2core" / "assign.json"
-    assert quick == run_info.RESULTS / "cpu-2core" / "assign_quick.json"
+    real = harness.default_out("assign", "cpu-2core", quick=False)
+    quick = harness.default_out("assign", "cpu-2core", quick=True)
+    assert real == harness.RESULTS / "cpu-2core" / "assign.json"
+    assert quick == harness.RESULTS / "cpu-2core" / "assign_quick.json"
     ignored = lambda path: (
-        subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=run_info.RESULTS).returncode
+        subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=harness.RESULTS).returncode
     )
     assert ignored(quick) == 0 and ignored(quick.with_suffix(".md")) == 0
     assert ignored(real) == 1

@@ -1,16 +1,29 @@
-"""What every benchmark records about its run: device, versions, commit, load."""
+"""What every benchmark shares: its timing loop, its run header and its report writer.
+
+* Timing (`time_calls`): the first call (tracing, compilation, one run) timed apart,
+  untimed warm-up calls, then the median of repeated calls, each ended by
+  ``block_until_ready`` (`blocking`) or the caller's own synchronisation.
+* The run header (`report_header`): device, versions, commit, date, load, command.
+* Reports (`write_report`, `default_out`): ``<name>.json`` (strict JSON) and
+  ``<name>.md`` in ``benchmarks/results/<device>/``.
+* Children (`module_command`): ``python -m benchmarks.<name>`` in a fresh process.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import importlib
 import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
 
 # The benchmarks run JAX and PyTorch side by side on one GPU and measure peaks: JAX
@@ -22,9 +35,12 @@ RESULTS = _ROOT / "benchmarks" / "results"
 
 __all__ = [
     "RESULTS",
+    "Timing",
+    "blocking",
     "cpu_name",
     "default_out",
     "device_name_and_slug",
+    "fmt_ms",
     "git_commit",
     "git_dirty",
     "load_average",
@@ -32,9 +48,98 @@ __all__ = [
     "markdown_header",
     "module_command",
     "report_header",
+    "time_calls",
     "versions",
     "write_report",
 ]
+
+
+# --------------------------------------------------------------------------- timing
+
+
+@dataclasses.dataclass
+class Timing:
+    """What `time_calls` measured of one call: ``first_ms`` and ``first_cpu_s`` (wall
+    milliseconds and CPU seconds of all threads of the first call: tracing, compilation
+    and one run), ``times_ms`` (the timed calls) and, when kept, the first call's
+    ``result``."""
+
+    first_ms: float = math.nan
+    first_cpu_s: float = math.nan
+    times_ms: list[float] = dataclasses.field(default_factory=list)
+    result: object = None
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.times_ms)
+
+    @property
+    def min_ms(self) -> float:
+        return min(self.times_ms)
+
+
+def blocking(call: Callable[[], object]) -> Callable[[], object]:
+    """``call`` ended by ``jax.block_until_ready`` on its result."""
+    import jax
+
+    return lambda: jax.block_until_ready(call())
+
+
+def _name(key) -> str:
+    return " ".join(map(str, key)) if isinstance(key, tuple) else str(key)
+
+
+def time_calls(
+    calls: Mapping[Hashable, Callable[[], object]],
+    *,
+    repeats: int | Mapping[Hashable, int],
+    warmup: int = 0,
+    keep_first: bool = False,
+    label: str = "",
+) -> dict[Hashable, Timing]:
+    """Times zero-argument calls, each of which returns once its work is done (wrap a
+    JAX call in `blocking`).
+
+    Every call runs once (timed apart: compilation) and ``warmup`` more times untimed;
+    then rounds interleave the calls, so that a change of machine load hits all of
+    them alike: ``repeats`` timed calls each (an int, or one per key), a call with more
+    repeats than the fewest spread evenly over the rounds. A timed call's result is
+    released before the next call starts, as by a caller that consumes it; the first
+    call's is kept as ``result`` if ``keep_first``. Progress goes to stderr, each line
+    starting with ``label``.
+    """
+    counts = {key: repeats if isinstance(repeats, int) else repeats[key] for key in calls}
+    timings = {key: Timing() for key in calls}
+    for key, call in calls.items():
+        log(f"{label}{_name(key)}: first call and {warmup} warm-up ...")
+        start, start_cpu = time.perf_counter(), time.process_time()
+        result = call()
+        timings[key].first_ms = (time.perf_counter() - start) * 1e3
+        timings[key].first_cpu_s = time.process_time() - start_cpu
+        timings[key].result = result if keep_first else None
+        del result
+        for _ in range(warmup):
+            call()
+    rounds = min(counts.values(), default=0)
+    for r in range(rounds):
+        for key, call in calls.items():
+            # This round's share of the call's repeats.
+            share = (r + 1) * counts[key] // rounds - r * counts[key] // rounds
+            for _ in range(share):
+                start = time.perf_counter()
+                call()
+                timings[key].times_ms.append((time.perf_counter() - start) * 1e3)
+        medians = ", ".join(f"{_name(k)} {t.median_ms:.3g} ms" for k, t in timings.items())
+        log(f"{label}round {r + 1}/{rounds}" + (f": {medians}" if len(calls) <= 4 else ""))
+    return timings
+
+
+def fmt_ms(value) -> str:
+    """Milliseconds for a table: two decimals below 10, one above."""
+    return "n/a" if value is None else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+# --------------------------------------------------------------------------- the run header
 
 
 def cpu_name() -> str:
@@ -150,6 +255,9 @@ def markdown_header(report: dict) -> str:
     if report.get("git_dirty"):
         commit += " (files changed since)"
     return f"{report['device']}; {report['date']}; commit {commit}; `{report['command']}`"
+
+
+# --------------------------------------------------------------------------- reports
 
 
 def default_out(name: str, slug: str, quick: bool) -> Path:
