@@ -37,6 +37,7 @@ __all__ = [
     "RESULTS",
     "Timing",
     "blocking",
+    "child_env",
     "cpu_name",
     "default_out",
     "device_name_and_slug",
@@ -202,14 +203,19 @@ def git_dirty() -> bool | None:
     return None
 
 
-def module_command(module: str, *args: str, env=None) -> tuple[list[str], dict]:
-    """The command line running ``python -m benchmarks.<module> args`` with this
-    interpreter, and ``env`` (default this process's environment) with the repository
-    root first on ``PYTHONPATH``: the child imports ``benchmarks`` and ``ota_jax`` from
-    the tree this process runs, whatever its working directory."""
+def child_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default this process's environment) with the repository root first on
+    ``PYTHONPATH``: a child imports ``benchmarks`` and ``ota_jax`` from the tree this
+    process runs, whatever its working directory."""
     env = dict(os.environ if env is None else env)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(_ROOT), env.get("PYTHONPATH"))))
-    return [sys.executable, "-m", f"benchmarks.{module}", *args], env
+    return env
+
+
+def module_command(module: str, *args: str, env=None) -> tuple[list[str], dict]:
+    """The command line running ``python -m benchmarks.<module> args`` with this
+    interpreter, and its environment (`child_env` of ``env``)."""
+    return [sys.executable, "-m", f"benchmarks.{module}", *args], child_env(env)
 
 
 def load_average() -> list[float] | None:

@@ -1,214 +1,374 @@
-"""The whole benchmark suite on one device, in one command: one JSON, one markdown report.
+"""The benchmarks in one command: a preset of steps, each in its own process under a time limit.
 
-On whatever device JAX has (``--device``) it runs, through the scripts' own
-``run`` functions:
+A step runs one benchmark as ``python -m benchmarks.<name>`` in a process of its
+own (a fresh JAX: nothing another step compiled or allocated) under a time
+limit: past it, the step's whole process group is killed and the step is
+recorded as timed out; a step that exits with an error is recorded as failed.
+Either way the next step runs. After every step the suite writes
+``suite.json`` (the run header, the settings, each step's status, seconds and
+command, and each step's own report under the step's name) and ``suite.md`` (a
+table of the steps, then each step's report under its title) to ``--out-dir``
+(default ``benchmarks/results/<device>/``; ``--quick``:
+``benchmarks/results/<device>-quick/``), with each step's own report beside them
+and every step's output in ``suite.log``. ``"complete": true`` once every step
+has run and succeeded; the command then exits 0.
 
-1. ``assign_bench``: every assigner of ``ota_jax.assigners.ASSIGNERS`` on each
-   workload of BENCHMARKS.md (yolox640, fcos1024, crowd100) and the crowded ones
-   (crowd500, crowd1000), batch 16, against the PyTorch loops (OTA, SimOTA)
-   within ``--torch-budget-s`` per loop and workload;
-2. ``scaling``: batch, anchor and gt sweeps of OTA and SimOTA;
-3. ``train_step_bench``: the assignment's share of an FCOS train step, FCOS-R50
-   at 800x1344, batch 16 on a GPU; the tiny FCOS at 128x128, batch 8 on a CPU.
+Presets (``--preset``):
 
-It writes ``suite.json`` (the run header of ``harness``, the settings, each step's time
-and the three reports) and ``suite.md`` (their tables, each under a line naming
-the device) to ``--out-dir`` (default ``benchmarks/results/<device-slug>/``;
-``--quick``: ``benchmarks/results/<device-slug>-quick/``), after every step:
-``"complete": false`` until the last, so that a run that dies keeps what it
-finished. ``--quick`` runs
-every part at smoke-test sizes with XLA's optimisations off (compilation is
-most of a tiny run): about a minute on a 2-core CPU, and its times mean nothing.
+* ``cpu`` (the default), the whole suite, hours on a 2-core CPU:
+
+  1. ``assign`` (`assign_bench`): every assigner of ``ota_jax.assigners.ASSIGNERS``
+     on BENCHMARKS.md's workloads (yolox640, fcos1024, crowd100) and the crowded
+     ones (crowd500, crowd1000), batch 16, against the PyTorch loops (OTA,
+     SimOTA) within ``--torch-budget-s`` per loop and workload;
+  2. ``scaling``: batch, anchor and gt sweeps of OTA and SimOTA;
+  3. ``train_step`` (`train_step_bench`): the assignment's share of a train step
+     of the tiny FCOS at 128x128, batch 8.
+
+* ``gpu``, the GPU runbook: every GPU measurement docs/performance.md quotes, in the
+  order of what they decide, for a GPU lent for a quarter of an hour, start and
+  transfers included (the default steps' limits add up to 9 minutes):
+
+  1. ``alone`` (`bucket_ablation`): OTA and SimOTA on yolox640 and fcos1024, each
+     assigner in a process without the loops: the GPU targets;
+  2. ``assign``: the assignment tables against the PyTorch loops (OTA and
+     SimOTA, crowded images and memory included, 8 s of loop per workload): the
+     "On a GPU" tables;
+  3. ``train_step``: the assignment's share of an FCOS-R50 bfloat16 train step
+     at 800x1344, batch 16 (its compile with XLA's autotuning takes about three
+     minutes on an H200, hence a step of its own);
+  4. ``trace`` (only when ``--steps`` names it): a profiler trace of OTA on
+     yolox640 (`trace_assign`), its kernels and the device's idle gaps.
+
+``--quick`` runs a preset's steps at smoke-test sizes with XLA's optimisations
+off (compilation is most of a tiny run): minutes on a 2-core CPU, and the times
+mean nothing.
 
 Examples::
 
-    python -m benchmarks.suite                     # the full suite (hours on a 2-core CPU)
     python -m benchmarks.suite --quick --out-dir /tmp/suite
-    python -m benchmarks.suite --device cuda --steps assign --assign-args "--assigners ota,simota"
+    python -m benchmarks.suite --device cpu                # hours on a 2-core CPU
+    python -m benchmarks.suite --preset gpu --out-dir /tmp/gpu_run
+    python -m benchmarks.suite --steps assign --assign-args "--assigners ota,simota"
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import os
 import shlex
+import signal
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from . import assign_bench, harness, scaling, train_step_bench
-from . import workloads as wl
+from . import harness
 
-STEPS = ("assign", "scaling", "train_step")
-WORKLOADS = (*wl.DEFAULT_WORKLOADS, "crowd500", "crowd1000")
-QUICK_WORKLOADS = (*wl.QUICK_WORKLOADS, "tinycrowd")
-# train_step_bench's default is the GPU setting; on a CPU the tiny model of docs/performance.md.
-TRAIN_STEP_CPU = ("--preset", "tiny", "--image-size", "128", "128", "--batch", "8")
+TIMED_OUT = 124  # the exit status of a step past its limit, as ``timeout``'s
 
 
-class Progress:
-    """One line per step on stderr: ``[suite 3/7, 42 s] assign crowd100``; keeps step times."""
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One benchmark run: ``name``; its ``title`` in the report; the ``module`` run with
+    ``python -m``; its time limit ``limit_s`` (``quick_limit_s`` under ``--quick``); its
+    arguments ``args`` (``quick_args`` under ``--quick``), in which ``{out}`` is the
+    output folder, ``{tmp}`` a scratch folder and ``{device}`` the suite's ``--device``;
+    and ``report``, the JSON file it writes in the output folder (``--out`` is added),
+    which the suite's report holds under the step's name."""
 
-    def __init__(self, total: int):
-        self.total, self.done = total, 0
-        self.start = self.step_start = time.perf_counter()
-        self.label: str | None = None
-        self.seconds: dict[str, float] = {}
+    name: str
+    title: str
+    module: str
+    limit_s: float
+    args: tuple[str, ...] = ()
+    quick_args: tuple[str, ...] = ("--quick",)
+    report: str | None = None
+    quick_limit_s: float = 600
 
-    def step(self, label: str | None) -> None:
-        now = time.perf_counter()
-        if self.label is not None:
-            self.seconds[self.label] = round(now - self.step_start, 1)
-            harness.log(f"[suite] {self.label}: {self.seconds[self.label]:.0f} s")
-        self.label, self.step_start = label, now
-        if label is not None:
-            self.done += 1
-            harness.log(f"[suite {self.done}/{self.total}, {now - self.start:.0f} s] {label}")
+
+WORKLOADS = "yolox640,fcos1024,crowd100,crowd500,crowd1000"
+QUICK_WORKLOADS = "tiny320,tinycrowd"
+_ASSIGN = "Assignment, ota_jax vs PyTorch loops"
+_TRAIN_STEP = "Assignment share of an FCOS train step"
+
+# The CPU suite's limits: on 2 cores its steps took 675 s (the first three workloads),
+# 191 s and 45 s (results/cpu-2core). The GPU runbook's: on an H200 (14ede45) `alone`
+# took 66 s, the assignment tables 174 s, the train step 184 s, the trace 20 s.
+PRESETS: dict[str, tuple[Step, ...]] = {
+    "cpu": (
+        Step(
+            "assign", _ASSIGN, "benchmarks.assign_bench", 4 * 3600,
+            ("--device", "{device}", "--workloads", WORKLOADS, "--torch-budget-s", "120"),
+            ("--quick", "--device", "{device}", "--workloads", QUICK_WORKLOADS),
+            report="assign.json",
+        ),
+        Step("scaling", "How the cost grows (JAX)", "benchmarks.scaling", 3600,
+             report="scaling.json"),
+        Step(
+            "train_step", _TRAIN_STEP, "benchmarks.train_step_bench", 1800,
+            ("--preset", "tiny", "--image-size", "128", "128", "--batch", "8"),
+            report="train_step.json",
+        ),
+    ),
+    "gpu": (
+        Step(
+            "alone", "Each assigner alone, in a process without the loops",
+            "benchmarks.bucket_ablation", 90,
+            ("--variants", "auto", "--repeats", "30"),
+            ("--quick", "--workloads", "tiny320", "--variants", "auto"),
+            report="buckets.json",
+        ),
+        Step(
+            "assign", _ASSIGN, "benchmarks.assign_bench", 210,
+            (
+                "--device", "{device}", "--workloads", WORKLOADS, "--torch-budget-s", "8",
+                "--assigners", "ota,simota", "--memory", "inline",
+            ),
+            ("--quick", "--device", "{device}", "--workloads", QUICK_WORKLOADS,
+             "--assigners", "ota,simota"),
+            report="assign.json",
+        ),
+        Step(
+            "train_step", _TRAIN_STEP, "benchmarks.train_step_bench", 240,
+            ("--dtype", "bfloat16", "--repeats", "3"),
+            report="train_step.json",
+        ),
+        Step(
+            "trace", "Where OTA's time goes: a profiler trace", "benchmarks.trace_assign", 50,
+            ("--assigner", "ota", "--workload", "yolox640", "--calls", "5",
+             "--out-dir", "{tmp}/trace"),
+            ("--assigner", "ota", "--workload", "tiny320", "--calls", "1", "--batch", "2",
+             "--out-dir", "{tmp}/trace"),
+            report="trace_ota.json",
+        ),
+    ),
+}  # fmt: skip
+DEFAULT_STEPS = {
+    "cpu": ("assign", "scaling", "train_step"),
+    "gpu": ("alone", "assign", "train_step"),
+}
+_NAMES = tuple(dict.fromkeys(step.name for steps in PRESETS.values() for step in steps))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     parser.add_argument(
-        "--quick", action="store_true", help="smoke-test sizes (about a minute on 2 CPU cores)"
+        "--quick", action="store_true", help="smoke-test sizes, XLA's optimisations off"
     )
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "gpu"))
-    parser.add_argument("--steps", default=",".join(STEPS), help="comma list of " + ",".join(STEPS))
     parser.add_argument(
-        "--workloads",
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda", "gpu"),
+        help="assign_bench's device; cpu also hides any GPU from every step (JAX_PLATFORMS=cpu)",
+    )
+    parser.add_argument(
+        "--steps",
         default=None,
-        help="assign_bench workloads ("
-        + ",".join(WORKLOADS)
-        + "; quick: "
-        + ",".join(QUICK_WORKLOADS)
+        help="comma list of the preset's steps ("
+        + "; ".join(f"{p}: {','.join(s.name for s in PRESETS[p])}" for p in PRESETS)
+        + "), run in the preset's order (default: "
+        + "; ".join(f"{p}: {','.join(names)}" for p, names in DEFAULT_STEPS.items())
         + ")",
+    )
+    parser.add_argument(
+        "--workloads", default=None, help=f"the assign step's workloads ({WORKLOADS})"
     )
     parser.add_argument(
         "--torch-budget-s",
         type=float,
-        default=120.0,
-        help="assign_bench's time budget of one torch loop on one workload (120; 0: none)",
+        default=None,
+        help="the assign step's time budget of one torch loop on one workload (0: none)",
     )
-    for step in STEPS:
+    for name in _NAMES:
         parser.add_argument(
-            f"--{step.replace('_', '-')}-args",
+            f"--{name.replace('_', '-')}-args",
             default="",
-            help=f'more arguments for the {step} step\'s script, e.g. "--repeats 3"',
+            help=f'more arguments for the {name} step, e.g. "--repeats 3"',
         )
     parser.add_argument(
         "--out-dir",
         default=None,
-        help="where suite.json and suite.md go (benchmarks/results/<device>[-quick]/)",
+        help="where the reports go (benchmarks/results/<device>[-quick]/)",
     )
     args = parser.parse_args(argv)
-    args.steps = [s.strip() for s in args.steps.split(",") if s.strip()]
-    if not args.steps or set(args.steps) - set(STEPS):
-        parser.error(f"--steps must be among {STEPS}")
-    args.workloads = args.workloads or ",".join(QUICK_WORKLOADS if args.quick else WORKLOADS)
+    preset = PRESETS[args.preset]
+    names = [s.strip() for s in (args.steps or ",".join(DEFAULT_STEPS[args.preset])).split(",")]
+    unknown = set(names) - {step.name for step in preset}
+    if not names or unknown:
+        parser.error(f"--steps must be among {[s.name for s in preset]}, got {args.steps!r}")
+    args.steps = [step for step in preset if step.name in names]
     return args
 
 
-def step_args(args, step: str, cpu: bool) -> list[str]:
-    """The command-line arguments the suite gives one step's script."""
-    quick = ["--quick"] if args.quick else []
-    extra = shlex.split(getattr(args, f"{step}_args"))
-    if step == "assign":
-        common = ["--device", args.device, "--torch-budget-s", str(args.torch_budget_s)]
-        return [*quick, "--workloads", args.workloads, *common, *extra]
-    if step == "train_step" and cpu and not args.quick:
-        return [*TRAIN_STEP_CPU, *extra]
-    return [*quick, *extra]
+def step_args(args: argparse.Namespace, step: Step, *, out: Path, tmp: Path) -> list[str]:
+    """The arguments the suite gives ``step``'s module: the preset's, then the suite's
+    ``--workloads`` and ``--torch-budget-s`` (for assign_bench), then ``--<step>-args``,
+    then ``--out`` for its report."""
+    fill = {"out": str(out), "tmp": str(tmp), "device": args.device}
+    argv = [arg.format(**fill) for arg in (step.quick_args if args.quick else step.args)]
+    if step.module == "benchmarks.assign_bench":
+        if args.workloads:
+            argv += ["--workloads", args.workloads]
+        if args.torch_budget_s is not None:
+            argv += ["--torch-budget-s", str(args.torch_budget_s)]
+    argv += shlex.split(getattr(args, f"{step.name}_args", ""))
+    if step.report:
+        argv += ["--out", str(out / step.report)]
+    return argv
 
 
-def run(args, checkpoint: Callable[[dict], None] | None = None) -> dict:
-    """Runs the suite of ``args`` (from `parse_args`); ``checkpoint(report)`` is
-    called with the report so far after every step, ``"complete": False`` until
-    the last."""
+def run_limited(cmd: list[str], log, seconds: float, env: dict | None = None) -> int:
+    """Runs ``cmd`` (in ``env``, default this process's) with its output to ``log``;
+    past ``seconds`` its whole process group is killed (a step may have children:
+    `bucket_ablation` times each variant in one) and the status is `TIMED_OUT`."""
+    proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, start_new_session=True)
+    try:
+        return proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return TIMED_OUT
+
+
+def _stamp(path: Path) -> int | None:
+    return path.stat().st_mtime_ns if path.exists() else None
+
+
+def _tail(path: Path, offset: int, lines: int = 20) -> str:
+    """The last ``lines`` lines written to ``path`` after ``offset``."""
+    with open(path, errors="replace") as f:
+        f.seek(offset)
+        return "\n".join(f.read().splitlines()[-lines:])
+
+
+def run(args: argparse.Namespace) -> tuple[dict, str]:
+    """Runs the steps of ``args`` (from `parse_args`), writing the suite's report after
+    every step; returns the last one written and its markdown."""
     import jax
 
+    device = jax.devices("cpu" if args.device == "cpu" else None)[0]
+    name, slug = harness.device_name_and_slug(device)
+    out = Path(args.out_dir or harness.RESULTS / f"{slug}{'-quick' if args.quick else ''}")
+    out.mkdir(parents=True, exist_ok=True)
+    env = harness.child_env()
     if args.device == "cpu":
-        jax.config.update("jax_platforms", "cpu")
+        env["JAX_PLATFORMS"] = "cpu"
     if args.quick:  # tiny shapes: XLA's optimisation passes cost more than they save
-        jax.config.update("jax_disable_most_optimizations", True)
-    devices = assign_bench.pick_devices(args.device)
-    cpu = devices.jax_device.platform == "cpu"
+        env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "true"
     load_before = harness.load_average()
-    scripts = {"assign": assign_bench, "scaling": scaling, "train_step": train_step_bench}
-    parsed = {s: scripts[s].parse_args(step_args(args, s, cpu)) for s in args.steps}
-    num_workloads = len(parsed["assign"].workloads) if "assign" in parsed else 0
-    progress = Progress(len(args.steps) + max(num_workloads - 1, 0))
-    reports = {}
+    start = time.perf_counter()
+    steps, reports, sections = {}, {}, {}
 
-    def report(complete: bool) -> dict:
-        seconds = dict(progress.seconds)
-        if progress.label is not None:  # a checkpoint: the step just run is still the label
-            seconds[progress.label] = round(time.perf_counter() - progress.step_start, 1)
-        return {
+    def write() -> tuple[dict, str]:
+        done = len(steps) == len(args.steps)
+        report = {
             "benchmark": "suite",
-            "complete": complete,
-            **harness.report_header(
-                devices.name,
-                devices.slug,
-                devices.jax_device,
-                load_before,
-                "torch",
-                "flax",
-                "optax",
-            ),
+            "complete": done and all(s["status"] == "ok" for s in steps.values()),
+            **harness.report_header(name, slug, device, load_before, "torch", "flax", "optax"),
             "settings": {
+                "preset": args.preset,
                 "quick": args.quick,
                 "xla_optimizations": not args.quick,
-                "steps": args.steps,
-                "step_args": {s: step_args(args, s, cpu) for s in args.steps},
+                "steps": [step.name for step in args.steps],
+                "step_args": {s: entry["args"] for s, entry in steps.items()},
             },
-            "seconds": {**seconds, "total": round(time.perf_counter() - progress.start, 1)},
+            "seconds": {
+                **{s: entry["seconds"] for s, entry in steps.items()},
+                "total": round(time.perf_counter() - start, 1),
+            },
+            "steps": {s: {k: v for k, v in e.items() if k != "args"} for s, e in steps.items()},
             **reports,
         }
+        markdown = markdown_report(report, args.steps, sections)
+        report = harness.write_report(out / "suite.json", report, markdown)
+        harness.log(f"[suite] wrote {out / 'suite.json'} and {out / 'suite.md'}")
+        return report, markdown
 
-    for step, step_parsed in parsed.items():
-        if step == "assign":
-            reports[step] = assign_bench.run(step_parsed, lambda w: progress.step(f"assign {w}"))
-        else:
-            progress.step(step)
-            reports[step] = scripts[step].run(step_parsed)
-        jax.clear_caches()  # each step compiles its own shapes
-        if checkpoint is not None and step != args.steps[-1]:
-            checkpoint(report(complete=False))
-    progress.step(None)
-    return report(complete=True)
+    with tempfile.TemporaryDirectory() as scratch, open(out / "suite.log", "a") as log:
+        for step in args.steps:
+            argv = step_args(args, step, out=out, tmp=Path(scratch))
+            cmd = [sys.executable, "-m", step.module, *argv]
+            limit = step.quick_limit_s if args.quick else step.limit_s
+            line = shlex.join(cmd)  # quoted: pasted into a shell, the same command
+            harness.log(f"[suite] {step.name} (at most {limit:.0f} s): {line}")
+            log.write(f"\n$ {line}\n")
+            log.flush()
+            offset = log.tell()
+            path = out / step.report if step.report else None
+            before = _stamp(path) if path else None
+            began = time.perf_counter()
+            code = run_limited(cmd, log, limit, env)
+            seconds = round(time.perf_counter() - began, 1)
+            status = "ok" if code == 0 else "timed out" if code == TIMED_OUT else "failed"
+            entry = {"status": status, "exit": code, "seconds": seconds, "limit_s": limit}
+            entry |= {"command": line, "args": argv}
+            if status != "ok":
+                entry["output_tail"] = _tail(out / "suite.log", offset)
+            if path is not None and _stamp(path) not in (None, before):  # written by this run
+                try:
+                    reports[step.name] = json.loads(path.read_text())
+                    sections[step.name] = path.with_suffix(".md").read_text()
+                except (OSError, ValueError) as error:
+                    entry["report_error"] = f"{type(error).__name__}: {error}"
+            steps[step.name] = entry
+            harness.log(f"[suite] {step.name}: {status} (exit {code}), {seconds:.0f} s")
+            written = write()
+    return written
 
 
-def markdown_report(report: dict) -> str:
-    so_far = "" if report.get("complete", True) else " (incomplete: the steps run so far)"
+def markdown_report(report: dict, steps: list[Step], sections: dict[str, str]) -> str:
+    """The title, a table of the steps, then each step's own report (its ``.md``) under its
+    title, or the end of its output where it did not succeed."""
+    ran = report["steps"]
+    trouble = [
+        f"{name} {entry['status']}" for name, entry in ran.items() if entry["status"] != "ok"
+    ]
+    if len(ran) < len(steps):
+        trouble.append("steps still to run")
+    so_far = f" (incomplete: {', '.join(trouble)})" if trouble else ""
+    quick = ", quick" if report["settings"]["quick"] else ""
     parts = [
         f"# Benchmark suite on {report['device']}{so_far}",
-        f"{harness.markdown_header(report)}; {report['seconds']['total']:.0f} s in all",
+        f"{harness.markdown_header(report)}; preset {report['settings']['preset']}{quick}; "
+        f"{report['seconds']['total']:.0f} s in all",
+        "\n".join(
+            [
+                "| step | status | seconds | limit (s) |",
+                "|---|---|---|---|",
+                *(
+                    f"| {step.name} | {ran[step.name]['status']} | "
+                    f"{ran[step.name]['seconds']:.0f} | {ran[step.name]['limit_s']:.0f} |"
+                    if step.name in ran
+                    else f"| {step.name} | not run yet | | |"
+                    for step in steps
+                ),
+            ]
+        ),
     ]
-    titles = {
-        "assign": ("Assignment, ota_jax vs PyTorch loops", assign_bench),
-        "scaling": ("How the cost grows (JAX)", scaling),
-        "train_step": ("Assignment share of an FCOS train step", train_step_bench),
-    }
-    for step, (title, script) in titles.items():
-        if step in report:
-            parts.append(f"## {title} (`{Path(script.__file__).name}`)")
-            parts.append(script.markdown_report(report[step]))
+    for step in steps:
+        entry = ran.get(step.name)
+        if entry is None:
+            continue
+        parts.append(f"## {step.title} (`python -m {step.module}`)")
+        if step.name in sections:
+            parts.append(sections[step.name])
+        if entry["status"] != "ok":
+            tail = entry.get("output_tail", "")
+            parts.append(f"{entry['status']} (exit {entry['exit']}); its output ended:")
+            parts.append(f"```\n{tail}\n```")
     return "\n\n".join(p.strip() for p in parts) + "\n"
 
 
 def main(argv=None) -> dict:
-    args = parse_args(argv)
-
-    def write(report: dict) -> dict:
-        slug = report["device_slug"] + ("-quick" if args.quick else "")
-        out = Path(args.out_dir) if args.out_dir else harness.RESULTS / slug
-        written = harness.write_report(out / "suite.json", report, markdown_report(report))
-        state = "" if report["complete"] else " (so far)"
-        harness.log(f"[suite] wrote {out / 'suite.json'} and {out / 'suite.md'}{state}")
-        return written
-
-    report = write(run(args, checkpoint=write))
-    print(markdown_report(report))
+    report, markdown = run(parse_args(argv))
+    print(markdown)
     return report
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(0 if main()["complete"] else 1)
