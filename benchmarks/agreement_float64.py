@@ -1,7 +1,7 @@
 """Who is closer to the spec: ota_jax and the PyTorch OTA loop against float64.
 
 On the first ``--images`` images of a workload this runs OTA three ways: the
-float64 NumPy loop of ``tests/reference.py`` (ASSIGNERS.md, read as the spec),
+float64 NumPy loop of ``benchmarks/reference.py`` (ASSIGNERS.md, read as the spec),
 ``ota_jax.ota_assign_batch`` (float32) and the float32 PyTorch loop of
 ``torch_loops.py``. For each image it prints, against the float64 reference,
 the share of its positive anchors each float32 version gives the same gt, the
@@ -25,6 +25,7 @@ import numpy as np
 
 from . import assign_bench, harness
 from . import workloads as wl
+from .reference import ota_reference
 
 
 def compare(reference: np.ndarray, test: np.ndarray) -> dict:
@@ -39,7 +40,6 @@ def compare(reference: np.ndarray, test: np.ndarray) -> dict:
 
 def run(workload: str, images: int) -> list[dict]:
     import ota_jax
-    from tests.reference import ota_reference
 
     from . import torch_loops
 

@@ -103,7 +103,7 @@ def padded(scene: Scene, max_gt: int, rng: np.random.Generator | None = None):
 
 def reference_kwargs(config) -> dict:
     """The hyperparameters of an `OTAConfig` or `SimOTAConfig` as keyword arguments of
-    ``tests.reference``'s loops (OTA's rows unshifted, as the official code)."""
+    ``benchmarks.reference``'s loops (OTA's rows unshifted, as the official code)."""
     if isinstance(config, ota_jax.OTAConfig):
         return dict(
             center_radius=config.center_radius,
@@ -125,7 +125,7 @@ def reference_kwargs(config) -> dict:
 
 
 def run_reference(reference_fn, scene: Scene, config, use_obj: bool = True) -> dict:
-    """A ``tests.reference`` loop's result on one scene, with ``config``'s hyperparameters."""
+    """A ``benchmarks.reference`` loop's result on one scene, with ``config``'s hyperparameters."""
     return reference_fn(
         *scene.args,
         obj_logits=scene.obj_logits if use_obj else None,

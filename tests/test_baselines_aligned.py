@@ -1,5 +1,5 @@
 """Task-aligned (TAL) and dynamic soft label (DSL) assigners against the float64
-NumPy loops of ``tests/reference_aligned.py``, plus padding, empty images and bad input.
+NumPy loops of ``benchmarks/reference.py``, plus padding, empty images and bad input.
 
 Agreement is exact (every anchor's gt, label and every gt's k). That is sound
 because the scenes of ``tests/scenes.py`` draw boxes and logits from continuous
@@ -16,9 +16,9 @@ import optax
 import pytest
 from scipy.special import expit
 
+from benchmarks import reference
 from ota_jax.baselines.dsl import DSLConfig, dsl_assign, dsl_assign_batch, soft_label_class_cost
 from ota_jax.baselines.tal import TALConfig, tal_assign, tal_assign_batch
-from tests import reference_aligned
 from tests.scenes import make_scene, padded
 
 pytestmark = pytest.mark.core  # Runs at the dependency floors too (.ci/run).
@@ -27,11 +27,11 @@ MAX_GT = 24
 IMAGE = (96, 96)
 
 CASES = {
-    "tal": (tal_assign, tal_assign_batch, reference_aligned.tal_reference, TALConfig(), False),
+    "tal": (tal_assign, tal_assign_batch, reference.tal_reference, TALConfig(), False),
     "tal_yolov8_obj": (
         tal_assign,
         tal_assign_batch,
-        reference_aligned.tal_reference,
+        reference.tal_reference,
         TALConfig.yolov8(),
         True,
     ),
@@ -39,7 +39,7 @@ CASES = {
     "tal_yolov8_grown": (
         tal_assign,
         tal_assign_batch,
-        reference_aligned.tal_reference,
+        reference.tal_reference,
         TALConfig.yolov8(grow_small_gts=True),
         False,
     ),
@@ -47,12 +47,12 @@ CASES = {
     "tal_topk_then_inside_obj": (
         tal_assign,
         tal_assign_batch,
-        reference_aligned.tal_reference,
+        reference.tal_reference,
         TALConfig(alpha=0.5, topk=10, inside_eps=1e-9, soft_target_eps=0.0),
         True,
     ),
-    "dsl": (dsl_assign, dsl_assign_batch, reference_aligned.dsl_reference, DSLConfig(), False),
-    "dsl_obj": (dsl_assign, dsl_assign_batch, reference_aligned.dsl_reference, DSLConfig(), True),
+    "dsl": (dsl_assign, dsl_assign_batch, reference.dsl_reference, DSLConfig(), False),
+    "dsl_obj": (dsl_assign, dsl_assign_batch, reference.dsl_reference, DSLConfig(), True),
 }
 ASSIGNERS = {"tal": CASES["tal"], "dsl": CASES["dsl"]}
 
@@ -227,7 +227,7 @@ def test_tal_topk_over_all_anchors_can_leave_a_gt_without_positives():
         (TALConfig(topk=4, candidates="inside_then_topk"), min(4, inside.sum())),
     ):
         result = tal_assign(**args, **gts, gt_mask=np.ones(1, bool), config=config)
-        want = reference_aligned.tal_reference(**args, **gts, **_reference_kwargs(config))
+        want = reference.tal_reference(**args, **gts, **_reference_kwargs(config))
         assert int(result.num_fg) == want["fg_mask"].sum() == want_fg
         np.testing.assert_array_equal(result.gt_index, want["gt_index"])
         np.testing.assert_allclose(result.soft_targets, want["soft_targets"], rtol=2e-5)
@@ -252,7 +252,7 @@ def test_tal_grows_gt_sides_below_the_second_stride():
         assert int(result.num_fg) == want_fg
         assert np.all(grown_inside[np.asarray(result.fg_mask)])
     # One level: the smallest stride is the side.
-    np.testing.assert_array_equal(reference_aligned.second_smallest_stride([16.0, 16.0]), 16.0)
+    np.testing.assert_array_equal(reference.second_smallest_stride([16.0, 16.0]), 16.0)
 
 
 @pytest.mark.parametrize("name", ["tal_yolov8_obj", "dsl"])
@@ -294,9 +294,7 @@ def test_tal_breaks_metric_ties_to_the_lower_anchor_and_needs_a_positive_metric(
             gt_mask=np.ones(1, bool),
             config=TALConfig(topk=topk),
         )
-        want = reference_aligned.tal_reference(
-            **args, gt_boxes=gt, gt_labels=scene.gt_labels, topk=topk
-        )
+        want = reference.tal_reference(**args, gt_boxes=gt, gt_labels=scene.gt_labels, topk=topk)
         expected = [first] if topk == 1 else [first, second]
         np.testing.assert_array_equal(np.nonzero(want["fg_mask"])[0], expected)
         np.testing.assert_array_equal(result.gt_index, want["gt_index"])

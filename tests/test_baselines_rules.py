@@ -1,4 +1,4 @@
-"""FCOS, ATSS and Max-IoU against the float64 NumPy loops of tests/reference_rules.py.
+"""FCOS, ATSS and Max-IoU against the float64 NumPy loops of benchmarks/reference.py.
 
 Random scenes run as one padded batch (gts at random slots, garbage in the padding);
 the assignment must match the reference exactly: gt, label, foreground, ignore and
@@ -13,11 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from benchmarks import reference
 from ota_jax.baselines.atss import ATSSConfig, atss_assign, atss_assign_batch
 from ota_jax.baselines.fcos import FCOSAssignConfig, fcos_assign, fcos_assign_batch
 from ota_jax.baselines.levels import level_index, rank_within_level, smallest_per_level
 from ota_jax.baselines.max_iou import MaxIoUConfig, max_iou_assign, max_iou_assign_batch
-from tests import reference_rules
 from tests.scenes import make_scene, padded
 
 pytestmark = pytest.mark.core  # Runs at the dependency floors too (.ci/run).
@@ -25,9 +25,9 @@ pytestmark = pytest.mark.core  # Runs at the dependency floors too (.ci/run).
 MAX_GT = 40
 COUNTS = [1, 2, 3, 5, 8, 13, 21, 34, 4, 7, 30, 11]
 
-FCOS = (fcos_assign, fcos_assign_batch, reference_rules.fcos_reference)
-ATSS = (atss_assign, atss_assign_batch, reference_rules.atss_reference)
-MAX_IOU = (max_iou_assign, max_iou_assign_batch, reference_rules.max_iou_reference)
+FCOS = (fcos_assign, fcos_assign_batch, reference.fcos_reference)
+ATSS = (atss_assign, atss_assign_batch, reference.atss_reference)
+MAX_IOU = (max_iou_assign, max_iou_assign_batch, reference.max_iou_reference)
 ASSIGNERS = {
     "fcos": (*FCOS, FCOSAssignConfig()),
     "atss": (*ATSS, ATSSConfig()),
@@ -208,7 +208,7 @@ def test_atss_gt_with_a_single_candidate_has_no_positive():
     """One candidate has no unbiased std (torch: NaN), so no threshold passes."""
     scene = make_scene(np.random.default_rng(4), num_gt=3, image_size=(48, 48), strides=(8,))
     config = ATSSConfig(topk=1)
-    want = reference_rules.atss_reference(
+    want = reference.atss_reference(
         scene.pred_boxes, scene.points, scene.strides, scene.gt_boxes, scene.gt_labels, topk=1
     )
     got = atss_assign(
@@ -312,14 +312,14 @@ def test_fcos_derived_ranges_are_mmdets_and_contiguous_for_other_strides():
     """Strides 8 to 128 give mmdet's ``regress_ranges``; strides that skip a level (8, 32)
     leave no gap: the coarse level starts where the fine one ends (64, not 4 * 32)."""
     strides = np.float64([8, 16, 32, 64, 128])
-    assert reference_rules.fcos_regress_ranges(strides) == [
+    assert reference.fcos_regress_ranges(strides) == [
         (-1, 64), (64, 128), (128, 256), (256, 512), (512, float("inf"))
     ]  # fmt: skip
     scene = make_scene(
         np.random.default_rng(6), num_gt=0, image_size=(256, 256), strides=(8, 32),
         gt_boxes=np.float32([[10, 10, 200, 190], [100, 40, 180, 130], [5, 150, 40, 250]]),
     )  # fmt: skip
-    want = reference_rules.fcos_reference(
+    want = reference.fcos_reference(
         scene.pred_boxes, scene.points, scene.strides, scene.gt_boxes, scene.gt_labels
     )
     got = fcos_assign(*scene.args, np.ones(3, bool))

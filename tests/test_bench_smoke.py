@@ -1,7 +1,7 @@
 """The benchmark (benchmarks/): workloads, the PyTorch reference loops, the script.
 
 * The PyTorch loops of ``benchmarks/torch_loops.py`` agree with the float64
-  NumPy reference of ``tests/reference.py`` on small random images.
+  NumPy reference of ``benchmarks/reference.py`` on small random images.
 * ``benchmarks/assign_bench.py --quick`` runs every registered assigner, writes a
   complete JSON and markdown, and ota_jax agrees with the loops on the quick workload.
 * ``--torch-budget-s`` times the loop on fewer images and scales its time to the batch.
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from benchmarks import workloads
-from tests.reference import ota_reference, simota_reference
+from benchmarks.reference import ota_reference, simota_reference
 
 
 def _agreement(reference: np.ndarray, test: np.ndarray) -> float:

@@ -135,8 +135,8 @@ def test_folded_column_is_exact_for_a_pure_background_problem():
 def test_simota_in_tiles_matches_the_reference(prior):
     """SimOTA takes gts and prefiltered anchors in tiles (here 2 gts x 32 anchors, so
     several of each) and merges them exactly: the reference's assignment."""
+    from benchmarks import reference
     from ota_jax.simota import _pair_geometry
-    from tests import reference
 
     # Tiles even for this small problem (below SMALL_PAIRS).
     sizes = buckets.Sizes(max_pairs=0, tile=(2, 32))

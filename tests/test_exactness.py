@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 import ota_jax
+from benchmarks import reference
 from ota_jax._src import buckets
 from ota_jax._src.matching import dynamic_k_matching, matching_votes, merge_votes, resolve_votes
 from ota_jax.simota import _prefilter_batch
-from tests import reference
 from tests.scenes import make_scene, padded, run_reference
 
 pytestmark = pytest.mark.core  # Runs at the dependency floors too (.ci/run).

@@ -1,4 +1,4 @@
-"""Sanity tests of the NumPy reference itself (tests/reference.py)."""
+"""Sanity tests of the NumPy reference itself (benchmarks/reference.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import ot
 import pytest
 
-from tests.reference import (
+from benchmarks.reference import (
     ota_decode,
     ota_reference,
     simota_matching,

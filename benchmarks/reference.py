@@ -1,14 +1,32 @@
-"""Plain NumPy, float64, one-image loop references of OTA and SimOTA.
+"""Plain NumPy, float64, one-image loop references of every assigner: the ground truth.
 
-This module is the ground truth the JAX assigners are tested against. It is
-written from ``/work/shared/ASSIGNERS.md`` only, as a literal transliteration
-of the two public PyTorch loops:
+The JAX assigners are tested against these loops (tests/), and the benchmarks
+compare against them (``benchmarks.agreement_float64``). They are written from
+``/work/shared/ASSIGNERS.md`` only, as literal transliterations of the public
+PyTorch loops:
 
 * OTA: ``FCOS.get_ground_truth`` and ``SinkhornDistance`` of the official OTA
   code (Megvii-BaseDetection/OTA, cvpods ``playground/detection/coco/ota.*``).
 * SimOTA: ``YOLOXHead.get_assignments`` / ``get_geometry_constraint`` (or, for
   ``prior="box_and_center"``, the 2021 ``get_in_boxes_info``) and
   ``simota_matching`` / ``dynamic_k_matching`` of Megvii-BaseDetection/YOLOX.
+* The rule-based baselines ("Baselines" in ASSIGNERS.md), after mmdetection, loop
+  for loop: FCOS (``FCOSHead._get_targets_single``: centre sampling, regression
+  ranges, smallest-area gt), ATSS (``ATSSAssigner.assign``: per-level topk
+  nearest points, mean + std IoU threshold, centre inside the gt, highest IoU
+  wins) and Max-IoU (``MaxIoUAssigner.assign_wrt_overlaps`` with RetinaNet's
+  settings, except that a low-quality match needs a gt-best IoU > 0; mmdet: >= 0).
+* The prediction-aware baselines, with the semantics of the module docstrings of
+  ``ota_jax.baselines.tal`` / ``.dsl``: task-aligned (mmdetection's
+  ``TaskAlignedAssigner``, TOOD: top-k over all anchors, then the inside test;
+  ultralytics', YOLOv8: top-k among the anchors inside), the metric
+  ``score^alpha * IoU^beta`` computed directly (not in log space), a per-gt loop,
+  conflicts to the taker of highest IoU, and the normalised metric (the soft
+  classification target) per gt; and dynamic soft label (mmdetection's
+  ``DynamicSoftLabelAssigner``, RTMDet: boolean-indexed valid anchors, the
+  ``[P, M, C]`` soft-label BCE tensor built explicitly, the per-gt
+  ``dynamic_k_matching`` loop). Ties are broken by a stable sort: lower anchor
+  index first, and the first gt on conflicts.
 
 Everything is float64 and deliberately naive: the ``[M, A, C]`` classification
 tensors are built explicitly, the Sinkhorn loop is the official one, and the
@@ -16,7 +34,8 @@ SimOTA matching boolean-indexes the prefiltered anchors exactly like YOLOX.
 
 Inputs are for ONE image and hold only real gts (no padding):
 
-* ``pred_boxes`` ``[A, 4]`` predicted boxes, xyxy, pixels
+* ``pred_boxes`` ``[A, 4]`` predicted boxes, xyxy, pixels (for the rule-based
+  baselines, for the ``ious`` output only)
 * ``cls_logits`` ``[A, C]`` class logits
 * ``points`` ``[A, 2]`` anchor centres ``(x, y)``, pixels
 * ``strides`` ``[A]`` stride of each anchor's level
@@ -25,12 +44,27 @@ Inputs are for ONE image and hold only real gts (no padding):
 * ``obj_logits`` ``[A]`` objectness logits, or ``None``
 
 Outputs (numpy arrays in a dict): ``gt_index`` ``[A]`` (-1 background),
-``labels`` ``[A]`` (-1 background), ``dynamic_k`` ``[M]``, ``ious`` ``[A]``
-(IoU of a positive's predicted box with its assigned gt, 0 for background),
-``fg_mask`` ``[A]`` and per-assigner extras documented on each function.
+``labels`` ``[A]`` (-1 background), ``dynamic_k`` ``[M]`` (for the rule-based
+baselines: the anchors each gt won), ``ious`` ``[A]`` (IoU of a positive's
+predicted box with its assigned gt, 0 for background), ``fg_mask`` ``[A]`` and
+per-assigner extras documented on each function (the rule-based baselines:
+``ignore_mask`` ``[A]``).
+
+Why here: the tests and the benchmarks both need these loops, and the
+benchmarks must not import ``tests`` (test helpers are no library). Both import
+this module as ``benchmarks.reference`` with the repository root on
+``sys.path``, without any path manipulation: pytest puts it there (``tests`` is a
+package, so pytest's default ``prepend`` import mode inserts its parent, the
+rootdir, as it does for ``from tests.scenes import ...``), and ``python -m
+benchmarks.<name>`` runs from the root. It is not in ``ota_jax``: the wheel
+ships no reference loops and no SciPy dependency. It imports NumPy and SciPy
+only (the ``test`` extra), and ``benchmarks/__init__.py`` imports nothing, so the
+tests marked ``core`` import it at the dependency floors too (``.ci/run``).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from scipy.special import expit, logsumexp
@@ -524,3 +558,423 @@ def simota_reference(
         "cost": cost,
         "selected": selected,
     }
+
+
+# --------------------------------------------------------------------------
+# Rule-based baselines: FCOS, ATSS, Max-IoU
+# --------------------------------------------------------------------------
+
+
+def _float64(points, strides, gt_boxes, gt_labels, pred_boxes):
+    return (
+        np.asarray(points, np.float64).reshape(-1, 2),
+        np.asarray(strides, np.float64).reshape(-1),
+        np.asarray(gt_boxes, np.float64).reshape(-1, 4),
+        np.asarray(gt_labels, np.int64).reshape(-1),
+        np.asarray(pred_boxes, np.float64).reshape(-1, 4),
+    )
+
+
+def _result(gt_index, gt_labels, pred_boxes, gt_boxes, ignore_mask=None):
+    """The output dict from ``gt_index [A]``."""
+    num_anchors, num_gt = gt_index.shape[0], gt_boxes.shape[0]
+    labels = np.full(num_anchors, -1, np.int64)
+    ious = np.zeros(num_anchors)
+    pred_ious = box_iou(gt_boxes, pred_boxes)
+    won = np.zeros(num_gt, np.int64)
+    for a in range(num_anchors):
+        g = gt_index[a]
+        if g >= 0:
+            labels[a] = gt_labels[g]
+            ious[a] = pred_ious[g, a] if np.isfinite(pred_ious[g, a]) else 0.0
+            won[g] += 1
+    if ignore_mask is None:
+        ignore_mask = np.zeros(num_anchors, bool)
+    return {
+        "gt_index": gt_index,
+        "labels": labels,
+        "fg_mask": gt_index >= 0,
+        "ignore_mask": ignore_mask & (gt_index < 0),
+        "dynamic_k": won,
+        "ious": ious,
+    }
+
+
+def _anchor_boxes(points, strides, scale):
+    half = scale * strides / 2.0
+    return np.stack(
+        [points[:, 0] - half, points[:, 1] - half, points[:, 0] + half, points[:, 1] + half], 1
+    )
+
+
+def fcos_regress_ranges(strides):
+    """Contiguous ranges ``(8 * previous stride, 8 * stride)`` for the distinct strides,
+    -1 below the finest and inf above the coarsest: mmdet's ``((-1, 64), (64, 128),
+    (128, 256), (256, 512), (512, inf))`` for strides 8 to 128."""
+    levels = sorted(set(strides.tolist()))
+    ranges = []
+    for i, s in enumerate(levels):
+        lo = -1.0 if i == 0 else 8.0 * levels[i - 1]
+        hi = math.inf if i == len(levels) - 1 else 8.0 * s
+        ranges.append((lo, hi))
+    return ranges
+
+
+def fcos_reference(
+    pred_boxes,
+    points,
+    strides,
+    gt_boxes,
+    gt_labels,
+    *,
+    center_sampling=True,
+    center_radius=1.5,
+    regress_ranges=None,
+) -> dict:
+    """FCOS assignment for one image (mmdet ``FCOSHead._get_targets_single``)."""
+    points, strides, gt_boxes, gt_labels, pred_boxes = _float64(
+        points, strides, gt_boxes, gt_labels, pred_boxes
+    )
+    num_anchors, num_gt = points.shape[0], gt_boxes.shape[0]
+    levels = sorted(set(strides.tolist()))
+    if regress_ranges is None:
+        regress_ranges = fcos_regress_ranges(strides)
+
+    areas = np.full((num_anchors, num_gt), math.inf)
+    for a in range(num_anchors):
+        x, y = points[a]
+        level = levels.index(strides[a])
+        lo, hi = regress_ranges[level] if level < len(regress_ranges) else (math.inf, -math.inf)
+        for g in range(num_gt):
+            x1, y1, x2, y2 = gt_boxes[g]
+            left, top, right, bottom = x - x1, y - y1, x2 - x, y2 - y
+            if center_sampling:
+                cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+                radius = strides[a] * center_radius
+                cx1 = cx - radius if cx - radius > x1 else x1
+                cy1 = cy - radius if cy - radius > y1 else y1
+                cx2 = x2 if cx + radius > x2 else cx + radius
+                cy2 = y2 if cy + radius > y2 else cy + radius
+                inside = min(x - cx1, y - cy1, cx2 - x, cy2 - y) > 0
+            else:
+                inside = min(left, top, right, bottom) > 0
+            farthest = max(left, top, right, bottom)
+            if inside and lo <= farthest <= hi:
+                areas[a, g] = (x2 - x1) * (y2 - y1)
+
+    gt_index = np.full(num_anchors, -1, np.int64)
+    for a in range(num_anchors):
+        best = math.inf
+        for g in range(num_gt):
+            if areas[a, g] < best:  # strict: the first gt keeps equal areas
+                best, gt_index[a] = areas[a, g], g
+    return _result(gt_index, gt_labels, pred_boxes, gt_boxes)
+
+
+def atss_reference(
+    pred_boxes, points, strides, gt_boxes, gt_labels, *, topk=9, anchor_scale=8.0
+) -> dict:
+    """ATSS assignment for one image (mmdet ``ATSSAssigner.assign``)."""
+    points, strides, gt_boxes, gt_labels, pred_boxes = _float64(
+        points, strides, gt_boxes, gt_labels, pred_boxes
+    )
+    num_anchors, num_gt = points.shape[0], gt_boxes.shape[0]
+    overlaps = box_iou(gt_boxes, _anchor_boxes(points, strides, anchor_scale))  # [M, A]
+
+    best_iou = np.full(num_anchors, -math.inf)
+    gt_index = np.full(num_anchors, -1, np.int64)
+    for g in range(num_gt):
+        x1, y1, x2, y2 = gt_boxes[g]
+        cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
+        distances = np.sqrt((points[:, 0] - cx) ** 2 + (points[:, 1] - cy) ** 2)
+        candidates = []
+        for level_stride in sorted(set(strides.tolist())):
+            level_ids = np.nonzero(strides == level_stride)[0]
+            nearest = np.argsort(distances[level_ids], kind="stable")[:topk]
+            candidates.extend(level_ids[nearest].tolist())
+        candidate_ious = overlaps[g, candidates]
+        if len(candidates) < 2:
+            continue  # torch's unbiased std of one value is NaN: nothing passes
+        threshold = candidate_ious.mean() + candidate_ious.std(ddof=1)
+        for a in candidates:
+            x, y = points[a]
+            inside = min(x - x1, y - y1, x2 - x, y2 - y) > 0.01
+            if overlaps[g, a] >= threshold and inside and overlaps[g, a] > best_iou[a]:
+                best_iou[a], gt_index[a] = overlaps[g, a], g
+    return _result(gt_index, gt_labels, pred_boxes, gt_boxes)
+
+
+def max_iou_reference(
+    pred_boxes,
+    points,
+    strides,
+    gt_boxes,
+    gt_labels,
+    *,
+    pos_iou_thr=0.5,
+    neg_iou_thr=0.4,
+    anchor_scale=8.0,
+    match_low_quality=True,
+) -> dict:
+    """Max-IoU assignment for one image (mmdet ``MaxIoUAssigner.assign_wrt_overlaps``)."""
+    points, strides, gt_boxes, gt_labels, pred_boxes = _float64(
+        points, strides, gt_boxes, gt_labels, pred_boxes
+    )
+    num_anchors, num_gt = points.shape[0], gt_boxes.shape[0]
+    # mmdet's encoding: -1 ignored, 0 background, g + 1 positive for gt g.
+    assigned = np.full(num_anchors, -1, np.int64)
+    if num_gt == 0:
+        assigned[:] = 0
+    else:
+        overlaps = box_iou(gt_boxes, _anchor_boxes(points, strides, anchor_scale))
+        max_overlaps = overlaps.max(axis=0)
+        argmax_overlaps = overlaps.argmax(axis=0)
+        assigned[(max_overlaps >= 0) & (max_overlaps < neg_iou_thr)] = 0
+        positive = max_overlaps >= pos_iou_thr
+        assigned[positive] = argmax_overlaps[positive] + 1
+        if match_low_quality:
+            for g in range(num_gt):
+                gt_max = overlaps[g].max()
+                if gt_max > 0:  # mmdet: >= min_pos_iou = 0
+                    assigned[overlaps[g] == gt_max] = g + 1
+    gt_index = np.where(assigned > 0, assigned - 1, -1)
+    return _result(gt_index, gt_labels, pred_boxes, gt_boxes, ignore_mask=assigned == -1)
+
+
+# --------------------------------------------------------------------------
+# Prediction-aware baselines: shared helpers
+# --------------------------------------------------------------------------
+
+
+def _outputs(gt_index, gt_labels, ious, dynamic_k, **extras) -> dict:
+    """The common output dict from ``gt_index [A]`` and the ``[M, A]`` IoU matrix."""
+    num_anchors = gt_index.shape[0]
+    labels = np.full(num_anchors, -1, dtype=np.int64)
+    matched_ious = np.zeros(num_anchors, dtype=np.float64)
+    for a in range(num_anchors):
+        g = gt_index[a]
+        if g >= 0:
+            labels[a] = gt_labels[g]
+            matched_ious[a] = ious[g, a]
+    return {
+        "gt_index": gt_index,
+        "labels": labels,
+        "dynamic_k": np.asarray(dynamic_k, dtype=np.int64),
+        "ious": matched_ious,
+        "fg_mask": gt_index >= 0,
+        **extras,
+    }
+
+
+# --------------------------------------------------------------------------
+# Task-aligned (TOOD / YOLOv8)
+# --------------------------------------------------------------------------
+def second_smallest_stride(strides):
+    """The second-smallest distinct stride (the smallest with one level): ultralytics
+    8.4's ``stride[1]``, to which ``select_candidates_in_gts`` grows short gt sides."""
+    levels = sorted(set(np.asarray(strides).tolist()))
+    return levels[1] if len(levels) > 1 else levels[0]
+
+
+def tal_reference(
+    pred_boxes,
+    cls_logits,
+    points,
+    strides,
+    gt_boxes,
+    gt_labels,
+    *,
+    obj_logits=None,
+    alpha=1.0,
+    beta=6.0,
+    topk=13,
+    candidates="topk_then_inside",
+    inside_eps=0.01,
+    grow_small_gts=False,
+    soft_target_eps=1e-7,
+) -> dict:
+    """Task-aligned assignment for one image (float64).
+
+    ``candidates="topk_then_inside"`` is mmdet's ``TaskAlignedAssigner.assign``: the
+    metric over all anchors, each gt's ``topk`` largest, then those with metric > 0
+    whose point is inside the gt. ``"inside_then_topk"`` is ultralytics': each gt's
+    ``topk`` largest among the anchors inside it, those with metric > 0. With
+    ``grow_small_gts``, the inside test uses the gt with each side shorter than
+    `second_smallest_stride` set to it about the centre (ultralytics 8.4).
+
+    Extras: ``metric`` ``[M, A]`` the alignment metric (all anchors),
+    ``selected`` ``[M, A]`` each gt's picks before conflicts, ``soft_targets`` ``[A]``
+    each positive's metric over (its gt's largest metric among the gt's positives
+    + ``soft_target_eps``), times that gt's largest IoU among them (mmdet TOOD's
+    ``norm_alignment_metrics``, ultralytics' ``norm_align_metric``), 0 for background.
+    """
+    (pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, obj_logits) = _prepare_inputs(
+        pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, obj_logits
+    )
+    num_gt = gt_boxes.shape[0]
+    num_anchors, num_classes = cls_logits.shape
+
+    ious = box_iou(gt_boxes, pred_boxes)  # [M, A]
+    prob = class_probability(cls_logits, obj_logits)  # [A, C]
+    # Score of the gt's class, via the explicit [A, M, C] one-hot product.
+    onehot = one_hot(gt_labels, num_classes)  # [M, C]
+    scores = (prob[:, None, :] * onehot[None, :, :]).sum(axis=-1).T  # [M, A]
+    metric = scores**alpha * ious**beta
+
+    selected = np.zeros((num_gt, num_anchors), dtype=bool)
+    for i in range(num_gt):
+        x1, y1, x2, y2 = gt_boxes[i]
+        if grow_small_gts:
+            side = second_smallest_stride(strides)
+            cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+            if x2 - x1 < side:
+                x1, x2 = cx - side / 2, cx + side / 2
+            if y2 - y1 < side:
+                y1, y2 = cy - side / 2, cy + side / 2
+        inside = min_distance_to_box(points, x1, y1, x2, y2) > inside_eps
+        if candidates == "topk_then_inside":
+            ranked = np.argsort(-metric[i], kind="stable")[:topk]
+            picks = [a for a in ranked if inside[a]]
+        elif candidates == "inside_then_topk":
+            inside_ids = np.nonzero(inside)[0]
+            picks = inside_ids[np.argsort(-metric[i, inside_ids], kind="stable")][:topk]
+        else:
+            raise ValueError(candidates)
+        for a in picks:
+            if metric[i, a] > 0:
+                selected[i, a] = True
+
+    gt_index = np.full(num_anchors, -1, dtype=np.int64)
+    for a in range(num_anchors):
+        takers = np.nonzero(selected[:, a])[0]
+        if takers.size:
+            gt_index[a] = takers[int(np.argmax(ious[takers, a]))]
+
+    soft_targets = np.zeros(num_anchors)
+    for g in range(num_gt):
+        positives = np.nonzero(gt_index == g)[0]
+        if positives.size == 0:
+            continue
+        largest_metric = metric[g, positives].max()
+        largest_iou = ious[g, positives].max()
+        for a in positives:
+            soft_targets[a] = metric[g, a] / (largest_metric + soft_target_eps) * largest_iou
+
+    return _outputs(
+        gt_index,
+        gt_labels,
+        ious,
+        selected.sum(axis=1),
+        metric=metric,
+        selected=selected,
+        soft_targets=soft_targets,
+    )
+
+
+# --------------------------------------------------------------------------
+# Dynamic soft label (RTMDet)
+# --------------------------------------------------------------------------
+def bce_with_logits(logits, targets):
+    """Element-wise ``F.binary_cross_entropy_with_logits`` (soft targets allowed)."""
+    return np.maximum(logits, 0.0) - logits * targets + np.log1p(np.exp(-np.abs(logits)))
+
+
+def class_logits(cls_logits, obj_logits):
+    """Logits of `class_probability`: the logits themselves, or with an objectness
+    logit those of ``sqrt(sigmoid(cls) * sigmoid(obj))``."""
+    if obj_logits is None:
+        return cls_logits
+    prob = class_probability(cls_logits, obj_logits)
+    return np.log(prob) - np.log1p(-prob)
+
+
+def dsl_reference(
+    pred_boxes,
+    cls_logits,
+    points,
+    strides,
+    gt_boxes,
+    gt_labels,
+    *,
+    obj_logits=None,
+    topk=13,
+    iou_weight=3.0,
+    soft_center_radius=3.0,
+    iou_eps=1e-7,
+) -> dict:
+    """Dynamic soft label assignment for one image (mmdet ``DynamicSoftLabelAssigner``, float64).
+
+    Extras: ``valid`` ``[A]`` the prefiltered anchors, ``cost`` ``[M, A]`` (``+inf``
+    on anchors that are not valid), ``selected`` ``[M, A]`` each gt's picks before
+    conflicts. Without any valid anchor (or gt) everything is background and
+    ``dynamic_k`` is 1 per gt (the formula over an empty set).
+    """
+    (pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, obj_logits) = _prepare_inputs(
+        pred_boxes, cls_logits, points, strides, gt_boxes, gt_labels, obj_logits
+    )
+    num_gt = gt_boxes.shape[0]
+    num_anchors, num_classes = cls_logits.shape
+
+    is_in_gts = np.zeros((num_anchors, num_gt), dtype=bool)
+    for i in range(num_gt):
+        is_in_gts[:, i] = min_distance_to_box(points, *gt_boxes[i]) > 0.0
+    valid = is_in_gts.sum(axis=1) > 0
+    anchor_ids = np.nonzero(valid)[0]
+    num_valid = anchor_ids.size
+
+    gt_index = np.full(num_anchors, -1, dtype=np.int64)
+    cost = np.full((num_gt, num_anchors), np.inf)
+    selected = np.zeros((num_gt, num_anchors), dtype=bool)
+    all_ious = box_iou(gt_boxes, pred_boxes)  # [M, A]
+    if num_gt == 0 or num_valid == 0:
+        return _outputs(
+            gt_index,
+            gt_labels,
+            all_ious,
+            np.ones(num_gt),
+            valid=valid,
+            cost=cost,
+            selected=selected,
+        )
+
+    gt_centres = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2.0
+    distance = (
+        np.sqrt(((points[anchor_ids, None, :] - gt_centres[None, :, :]) ** 2).sum(-1))
+        / strides[anchor_ids, None]
+    )  # [P, M]
+    soft_center_prior = np.power(10.0, distance - soft_center_radius)
+
+    pairwise_ious = all_ious[:, anchor_ids].T  # [P, M]
+    iou_cost = -np.log(pairwise_ious + iou_eps) * iou_weight
+
+    logits = class_logits(cls_logits, obj_logits)[anchor_ids]  # [P, C]
+    onehot = np.broadcast_to(
+        one_hot(gt_labels, num_classes)[None], (num_valid, num_gt, num_classes)
+    )
+    logits_pmc = np.broadcast_to(logits[:, None, :], (num_valid, num_gt, num_classes))
+    soft_label = onehot * pairwise_ious[..., None]
+    scale_factor = soft_label - 1.0 / (1.0 + np.exp(-logits_pmc))
+    soft_cls_cost = (bce_with_logits(logits_pmc, soft_label) * np.abs(scale_factor) ** 2).sum(-1)
+
+    cost_valid = soft_cls_cost + iou_cost + soft_center_prior  # [P, M]
+
+    # dynamic_k_matching
+    dynamic_ks = topq_dynamic_k(pairwise_ious.T, topk)
+    matching = np.zeros((num_valid, num_gt), dtype=bool)
+    for g in range(num_gt):
+        pos = np.argsort(cost_valid[:, g], kind="stable")[: dynamic_ks[g]]
+        matching[pos, g] = True
+    selected[:, anchor_ids] = matching.T
+    for p in range(num_valid):
+        if matching[p].sum() > 1:
+            best = int(np.argmin(cost_valid[p]))
+            matching[p] = False
+            matching[p, best] = True
+    for p in range(num_valid):
+        if matching[p].any():
+            gt_index[anchor_ids[p]] = int(np.argmax(matching[p]))
+
+    cost[:, anchor_ids] = cost_valid.T
+    return _outputs(
+        gt_index, gt_labels, all_ious, dynamic_ks, valid=valid, cost=cost, selected=selected
+    )
