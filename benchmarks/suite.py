@@ -55,6 +55,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -222,17 +223,19 @@ def step_args(args: argparse.Namespace, step: Step, *, out: Path, tmp: Path) -> 
     return argv
 
 
-def run_limited(cmd: list[str], log, seconds: float, env: dict | None = None) -> int:
+def run_limited(cmd: list[str], log, seconds: float, env: dict | None = None) -> tuple[int, bool]:
     """Runs ``cmd`` (in ``env``, default this process's) with its output to ``log``;
-    past ``seconds`` its whole process group is killed (a step may have children:
-    `bucket_ablation` times each variant in one) and the status is `TIMED_OUT`."""
+    returns its exit status and whether it ran out of time: past ``seconds`` its whole
+    process group is killed (a step may have children: `bucket_ablation` times each
+    variant in one) and the status is `TIMED_OUT`."""
     proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, start_new_session=True)
     try:
-        return proc.wait(timeout=seconds)
+        return proc.wait(timeout=seconds), False
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it may end on its own meanwhile
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        return TIMED_OUT
+        return TIMED_OUT, True
 
 
 def _stamp(path: Path) -> int | None:
@@ -241,9 +244,9 @@ def _stamp(path: Path) -> int | None:
 
 def _tail(path: Path, offset: int, lines: int = 20) -> str:
     """The last ``lines`` lines written to ``path`` after ``offset``."""
-    with open(path, errors="replace") as f:
+    with open(path, "rb") as f:
         f.seek(offset)
-        return "\n".join(f.read().splitlines()[-lines:])
+        return "\n".join(f.read().decode(errors="replace").splitlines()[-lines:])
 
 
 def run(args: argparse.Namespace) -> tuple[dict, str]:
@@ -302,9 +305,9 @@ def run(args: argparse.Namespace) -> tuple[dict, str]:
             path = out / step.report if step.report else None
             before = _stamp(path) if path else None
             began = time.perf_counter()
-            code = run_limited(cmd, log, limit, env)
+            code, timed_out = run_limited(cmd, log, limit, env)
             seconds = round(time.perf_counter() - began, 1)
-            status = "ok" if code == 0 else "timed out" if code == TIMED_OUT else "failed"
+            status = "timed out" if timed_out else "ok" if code == 0 else "failed"
             entry = {"status": status, "exit": code, "seconds": seconds, "limit_s": limit}
             entry |= {"command": line, "args": argv}
             if status != "ok":
