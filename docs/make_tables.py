@@ -148,7 +148,10 @@ def block(lines: list[str], *notes: str, sources: list[str]) -> list[str]:
 def command(report: dict) -> str:
     """The command that wrote ``report``, as run from the repository root."""
     cmd = report.get("command") or "unknown"
-    return f"python benchmarks/{cmd}" if re.match(r"\w+\.py\b", cmd) else cmd
+    # Older reports recorded ``<script>.py args``; the scripts now run as modules.
+    if match := re.match(r"(?:benchmarks/)?(\w+)\.py\b(.*)", cmd):
+        return f"python -m benchmarks.{match[1]}{match[2]}"
+    return re.sub(r"python benchmarks/(\w+)\.py", r"python -m benchmarks.\1", cmd)
 
 
 def device_words(report: dict) -> str:
