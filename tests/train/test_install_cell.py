@@ -25,7 +25,7 @@ from packaging.version import Version
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ["01_ota_walkthrough.ipynb", "02_train_on_colab_tpu.ipynb"]
 OLD_JAX = "0.5.3"  # below the floor: ott-jax and ota-jax's sharding calls need newer
 OLD_LIBTPU = "0.0.11"  # what jax[tpu]==0.5.3 installs

@@ -24,7 +24,7 @@ pytest.importorskip("tensorflow_datasets")
 # Without ota_train the notebooks would try to pip-install ota-jax from GitHub.
 pytest.importorskip("ota_train")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 NAMES = ["01_ota_walkthrough.ipynb", "02_train_on_colab_tpu.ipynb"]
 CELL_TIMEOUT_S = 600  # A cell; the whole quick run takes one to two minutes on 2 CPU cores.
