@@ -51,10 +51,17 @@ def object_size_histogram(
     for ax, config in zip(axes, configs, strict=True):
         sizes = shapes.object_sizes(config, num_images=num_images)
         shares[config.name] = shapes.size_shares(sizes)
-        bins = np.geomspace(2, 1000, 50)
-        ax.hist(sizes, bins=bins, density=True, color="#8fb3d9", label=f"ota_shapes/{config.name}")
-        x = np.geomspace(bins[0], bins[-1], 200)
-        pdf = np.exp(-((np.log(x) - mu) ** 2) / (2 * sigma**2)) / (x * sigma * np.sqrt(2 * np.pi))
+        # Densities per unit of ln(size): on a log axis, equal areas are equal shares.
+        log_bins = np.linspace(np.log(2), np.log(1000), 50)
+        ax.hist(
+            sizes,
+            bins=np.exp(log_bins),
+            weights=np.full(len(sizes), 1 / (len(sizes) * (log_bins[1] - log_bins[0]))),
+            color="#8fb3d9",
+            label=f"ota_shapes/{config.name}",
+        )
+        x = np.geomspace(2, 1000, 200)
+        pdf = np.exp(-((np.log(x) - mu) ** 2) / (2 * sigma**2)) / (sigma * np.sqrt(2 * np.pi))
         ax.plot(x, pdf, color="#c0392b", label="COCO at 800 px (log-normal, its S/M/L shares)")
         for limit in shapes.COCO_STRIDE_LIMITS:
             ax.axvline(limit, color="#c0392b", lw=0.8, ls="--")
@@ -66,7 +73,7 @@ def object_size_histogram(
         ax.text(0.98, 0.95, text, transform=ax.transAxes, ha="right", va="top", fontsize=8)
         ax.set_xscale("log")
         ax.set_xlabel("sqrt(area), pixels at P3 stride 8 (dotted: 12, 16, 24, 32)")
-        ax.set_ylabel("density")
+        ax.set_ylabel("density per ln(pixels)")
         ax.set_title(
             f"ota_shapes/{config.name}: {config.image_size} px, {len(sizes)} objects "
             f"in {num_images} images",
