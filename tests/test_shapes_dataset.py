@@ -165,7 +165,7 @@ def test_default_is_tiny_objects_with_the_same_data():
 
 def test_coco_like_has_cocos_size_shares_relative_to_the_strides():
     config = _config("coco_like")
-    sizes = shapes.object_sizes(config, num_images=200)
+    sizes = shapes.object_sizes(config, num_images=100)
     shares = shapes.size_shares(sizes)
     for bucket, target in shapes.COCO_SIZE_SHARES.items():
         assert abs(shares[bucket] - target) < 0.04, (bucket, shares)

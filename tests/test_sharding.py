@@ -124,6 +124,7 @@ def run_on_8_devices(script: str, **env) -> None:
     assert "OK" in proc.stdout
 
 
+@pytest.mark.slow
 def test_every_assigner_sharded_matches_single_device():
     run_on_8_devices(EVERY_ASSIGNER)
 

@@ -355,6 +355,7 @@ def test_bench_quick_writes_complete_json(tmp_path, capsys):
             assert row["jax ms"] not in ("—", "n/a")
 
 
+@pytest.mark.slow
 @pytest.mark.torch
 def test_bench_torch_budget_times_fewer_images(tmp_path):
     import ota_jax
@@ -437,6 +438,7 @@ def test_bucket_ablation_variants_may_carry_xla_flags_with_commas():
     ]
 
 
+@pytest.mark.slow
 def test_bucket_ablation_runs_each_variant_in_its_own_process(tmp_path):
     from benchmarks import bucket_ablation
 
@@ -450,6 +452,7 @@ def test_bucket_ablation_runs_each_variant_in_its_own_process(tmp_path):
     assert "| tiny320 | simota | off | — |" in out.with_suffix(".md").read_text()
 
 
+@pytest.mark.slow
 def test_bucket_ablation_keeps_the_variants_finished_before_one_fails(tmp_path):
     from benchmarks import bucket_ablation
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 
+
+@pytest.mark.slow
 def test_compile_bench_reports_first_and_later_calls_per_policy(tmp_path):
     from benchmarks import compile_bench
     from ota_jax import Sizes

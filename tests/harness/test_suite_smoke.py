@@ -166,6 +166,7 @@ def test_a_broken_step_fails_a_slow_one_times_out_and_the_rest_run(tmp_path, mon
     assert shlex.split(logged.removeprefix("$ ")) == expected
 
 
+@pytest.mark.slow
 @pytest.mark.torch
 def test_suite_quick_assign_and_scaling(tmp_path, capsys):
     from ota_jax.assigners import ASSIGNERS

@@ -45,6 +45,7 @@ def _run(workdir, data_dir, cache) -> subprocess.CompletedProcess:
     return done
 
 
+@pytest.mark.slow
 def test_study_trains_every_setting_writes_the_report_and_resumes(tmp_path):
     workdir, data_dir, cache = tmp_path / "study", tmp_path / "tfds", tmp_path / "jax_cache"
     _run(workdir, data_dir, cache)

@@ -147,6 +147,7 @@ def test_run_writes_metrics_events_checkpoints_eval_and_picture(reference):
     assert (workdir / "config.json").exists()
 
 
+@pytest.mark.slow
 def test_rerun_with_more_steps_resumes_from_the_checkpoint(reference, data_dir, tmp_path):
     half = STEPS // 2
     trainer.train_and_evaluate(smoke_config(data_dir, steps=half), str(tmp_path))
@@ -169,6 +170,7 @@ def test_rerun_with_more_steps_resumes_from_the_checkpoint(reference, data_dir, 
     assert_params_close(restored_params(tmp_path, STEPS), restored_params(ref_workdir, STEPS))
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_completes_like_an_uninterrupted_run(
     reference, data_dir, tmp_path, tmp_path_factory, caplog
 ):

@@ -122,6 +122,7 @@ def reference(tmp_path_factory, data_dir) -> Path:
     return workdir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_saves_the_current_step_and_the_rerun_ends_as_an_uninterrupted_run(
     signum, reference, data_dir, tmp_path, tmp_path_factory, caplog
