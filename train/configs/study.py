@@ -4,8 +4,8 @@
 ``ota_shapes`` variant its image size, gt slots and levels
 (``ota_train.study.dataset_settings``); the rest is shared. The budget is 400 steps of
 16 images with an evaluation every 100 steps (the learning curves of the report); the
-default study (4 assigners x coco_like at 384 px and crowd at 256 px x 3 seeds) is a
-run of about two hours on a 2-core CPU.
+default study (4 assigners x coco_like at 384 px and crowd at 256 px x 3 seeds) is
+about three hours of runs on a 2-core CPU (docs/study.md).
 """
 
 from __future__ import annotations
