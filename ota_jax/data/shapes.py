@@ -56,6 +56,7 @@ __all__ = [
     "COCO_SIZE_LIMITS",
     "COCO_SIZE_SHARES",
     "COCO_STRIDE_LIMITS",
+    "COCO_TRAINING_SCALE",
     "OtaShapes",
     "OtaShapesConfig",
     "Scene",
