@@ -7,7 +7,7 @@ import pytest
 import ota_jax
 from tests.scenes import make_scene
 
-pytestmark = pytest.mark.core  # Runs at the dependency floors too (.ci/run).
+pytestmark = pytest.mark.core  # Needs only the core dependencies.
 
 # Every registered assigner: (one-image function, default config).
 ASSIGNERS = {

@@ -21,7 +21,7 @@ from ota_jax.baselines.dsl import DSLConfig, dsl_assign, dsl_assign_batch, soft_
 from ota_jax.baselines.tal import TALConfig, tal_assign, tal_assign_batch
 from tests.scenes import make_scene, padded
 
-pytestmark = pytest.mark.core  # Runs at the dependency floors too (.ci/run).
+pytestmark = pytest.mark.core  # Needs only the core dependencies.
 
 MAX_GT = 24
 IMAGE = (96, 96)

@@ -3,7 +3,7 @@ import pytest
 
 from ota_jax import anchors, boxes
 
-pytestmark = pytest.mark.core  # Runs at the dependency floors too (.ci/run).
+pytestmark = pytest.mark.core  # Needs only the core dependencies.
 
 
 def _iou_loop(a, b):

@@ -10,7 +10,7 @@ from ota_jax import Assignment
 from ota_jax._src import buckets
 from ota_jax._src.inputs import AssignArgs
 
-pytestmark = pytest.mark.core  # Runs at the dependency floors too (.ci/run).
+pytestmark = pytest.mark.core  # Needs only the core dependencies.
 
 # The doubling ladders (the CPU's product of gt and column sizes), also for the
 # small problems here.

@@ -12,7 +12,7 @@ from ota_jax._src.inputs import AssignArgs
 from ota_jax.ota import _candidates, _needed_anchors
 from tests.scenes import make_scene, padded, run_reference
 
-pytestmark = pytest.mark.core  # Runs at the dependency floors too (.ci/run).
+pytestmark = pytest.mark.core  # Needs only the core dependencies.
 
 IMAGE = (256, 256)  # 1344 anchor points on strides 8/16/32
 MAX_GT = 24
@@ -50,6 +50,7 @@ def _assign(batch, **config):
     return ota_jax.ota_assign_batch(**args, config=config)
 
 
+@pytest.mark.slow
 def test_compacted_equals_dense(batch):
     dense = _assign(batch, max_columns=None)
     compact = _assign(batch, max_columns=700)
@@ -111,6 +112,7 @@ def test_single_image_compaction_matches_batch(batch):
     np.testing.assert_array_equal(single.gt_index, batched.gt_index[image])
 
 
+@pytest.mark.slow
 def test_folded_column_is_exact_for_a_pure_background_problem():
     """Anchors only the background reaches: folding them changes no plan entry."""
     rng = np.random.default_rng(0)
@@ -169,6 +171,7 @@ def test_simota_in_tiles_matches_the_reference(prior):
     assert most > 2 * 32  # at least three tiles of anchors
 
 
+@pytest.mark.slow
 def test_more_gts_without_candidates_than_searched_on_their_own_rows():
     """Seven candidate-less gts in one image (more than the 4 rows the search for
     their cheapest anchors takes on its own: it searches every row), three in

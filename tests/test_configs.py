@@ -14,7 +14,7 @@ import ota_jax
 from tests.compiles import COUNTER
 from tests.scenes import make_scene
 
-pytestmark = pytest.mark.core  # Runs at the dependency floors too (.ci/run).
+pytestmark = pytest.mark.core  # Needs only the core dependencies.
 
 ASSIGNERS = ota_jax.assigners.ASSIGNERS
 

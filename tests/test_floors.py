@@ -1,7 +1,7 @@
 """The core's floors are written once per place that needs them, and all agree.
 
 pyproject.toml's [project] dependencies say ``name>=floor``; .ci/floors.txt pins exactly those
-versions for .ci/run's floors environment, where the tests marked ``core`` run; the notebooks'
+versions for .ci/run's floors environment, where the core tests of the files it lists run; the notebooks'
 install cell keeps a runtime's JAX only from ``JAX_FLOOR`` on.
 """
 

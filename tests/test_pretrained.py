@@ -133,7 +133,10 @@ def _flat(module) -> dict:
 @pytest.mark.torch
 @pytest.mark.parametrize(
     ("name", "size", "via_file"),
-    [("resnet18", (64, 48), False), ("resnet50", (70, 57), True)],
+    [
+        ("resnet18", (64, 48), False),
+        pytest.param("resnet50", (70, 57), True, marks=pytest.mark.slow),
+    ],
 )
 def test_features_equal_torchvision_forward(name, size, via_file, tmp_path):
     """Even and odd input sizes: the stem and pool paddings are torchvision's."""

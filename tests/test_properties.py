@@ -9,7 +9,7 @@ import ota_jax
 from tests.compiles import COUNTER
 from tests.scenes import make_scene, padded
 
-pytestmark = pytest.mark.core  # Runs at the dependency floors too (.ci/run).
+pytestmark = pytest.mark.core  # Needs only the core dependencies.
 
 # Every registered assigner: (one-image function, batched function, config).
 ASSIGNERS = {

@@ -14,7 +14,7 @@ from benchmarks.reference import (
     sinkhorn_official,
 )
 
-pytestmark = pytest.mark.core  # Runs at the dependency floors too (.ci/run).
+pytestmark = pytest.mark.core  # Needs only the core dependencies.
 
 
 def make_case(seed, num_gt=3, num_classes=5, size=64, strides=(8, 16)):
