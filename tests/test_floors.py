@@ -1,8 +1,8 @@
 """The core's floors are written once per place that needs them, and all agree.
 
 pyproject.toml's [project] dependencies say ``name>=floor``; .ci/floors.txt pins exactly those
-versions for .ci/run's floors environment, where the core tests of the files it lists run; the notebooks'
-install cell keeps a runtime's JAX only from ``JAX_FLOOR`` on.
+versions for .ci/run's floors environment, where the core tests of the files it lists run;
+the notebooks' install cell keeps a runtime's JAX only from ``JAX_FLOOR`` on.
 """
 
 from __future__ import annotations
