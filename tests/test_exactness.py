@@ -176,7 +176,13 @@ def test_gts_without_candidates_still_ship_their_labels():
 @pytest.mark.parametrize(
     ("assign", "reference_fn", "config"),
     [
-        pytest.param(ota_jax.ota_assign, reference.ota_reference, ota_jax.OTAConfig(), id="ota"),
+        pytest.param(
+            ota_jax.ota_assign,
+            reference.ota_reference,
+            ota_jax.OTAConfig(),
+            id="ota",
+            marks=pytest.mark.slow,
+        ),
         pytest.param(
             ota_jax.simota_assign, reference.simota_reference, ota_jax.SimOTAConfig(), id="simota"
         ),
