@@ -69,6 +69,7 @@ def test_compaction_really_ran_and_dropped_most_columns(batch):
     assert np.all(kept < len(batch["points"]) / 2)
 
 
+@pytest.mark.slow
 def test_dynamic_k_ignores_the_padding_of_the_kept_columns():
     """The kept columns are padded with anchor 0. Here anchor 0 is the one candidate
     of a corner gt whose predicted box is the gt itself (IoU 1): counted once per
@@ -95,6 +96,7 @@ def test_overflow_falls_back_to_dense(batch):
     )
 
 
+@pytest.mark.slow
 def test_single_image_compaction_matches_batch(batch):
     config = ota_jax.OTAConfig(max_columns=700)
     batched = _assign(batch, max_columns=700)

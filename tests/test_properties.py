@@ -53,7 +53,7 @@ def _in_scene_order(result, slots):
 
 
 @pytest.mark.parametrize("name", ASSIGNERS)
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(
     seed=st.integers(0, 2**31 - 1),
     num_gt=st.integers(1, 9),
