@@ -90,12 +90,7 @@ def run_config(base, run: Run):
         config.dataset.name = run.dataset
         config.loss.assigner = run.assigner
         config.seed = run.seed
-        for path, value in dataset_settings(run.dataset).items():
-            *parents, leaf = path.split(".")
-            node = config
-            for parent in parents:
-                node = node[parent]
-            node[leaf] = value
+        config.update_from_flattened_dict(dataset_settings(run.dataset))
     return config
 
 
@@ -171,7 +166,7 @@ def learning_curve(workdir: str) -> list[tuple[int, float]]:
 
 
 def _trained_state(config, workdir: str):
-    """The run's final train state (its newest checkpoint) and the data mesh."""
+    """The run's final train state (its newest checkpoint)."""
     from ota_train import trainer
     from ota_train.checkpoints import Checkpoints
     from ota_train.trainer import CHECKPOINT_DIR
@@ -183,7 +178,7 @@ def _trained_state(config, workdir: str):
         state = checkpoints.restore(state)
     finally:
         checkpoints.close()
-    return state, mesh
+    return state
 
 
 def size_metrics(config, workdir: str) -> dict[str, float]:
@@ -200,7 +195,7 @@ def size_metrics(config, workdir: str) -> dict[str, float]:
     from ota_jax.evaluation import CocoEvaluator
     from ota_train import builders, input_data
 
-    state, _ = _trained_state(config, workdir)
+    state = _trained_state(config, workdir)
     ranges = size_ranges(config.dataset.name)
     evaluator = CocoEvaluator.from_dataset(
         config.dataset.name, config.dataset.eval_split, data_dir=config.dataset.data_dir
@@ -244,7 +239,7 @@ def assignment_ms(config, workdir: str, *, repeats: int = 20) -> float:
     from ota_jax.detector.losses import assign_targets
     from ota_train import input_data
 
-    state, _ = _trained_state(config, workdir)
+    state = _trained_state(config, workdir)
     batch = next(input_data.train_batches(config))
     images = jax.numpy.asarray(batch["image"])
     model = state.model()

@@ -174,3 +174,21 @@ def test_each_shapes_variant_trains_at_its_own_size_with_room_for_its_objects():
     assert study.dataset_settings("voc/2007") == {}
     assert study.coco_size_ranges("voc/2007")["M"] == (32.0, 96.0)
     assert study.coco_size_ranges("ota_shapes/crowd")["M"] == shapes.COCO_STRIDE_LIMITS
+
+
+def test_each_run_trains_with_its_datasets_settings():
+    from ota_train.configs import study as study_config
+
+    config = study.run_config(
+        study_config.get_config(), study.Run("ota_shapes/coco_like", "atss", 2)
+    )
+    assert (config.dataset.name, config.loss.assigner, config.seed) == (
+        "ota_shapes/coco_like",
+        "atss",
+        2,
+    )
+    for path, value in study.dataset_settings("ota_shapes/coco_like").items():
+        node = config
+        for key in path.split("."):
+            node = node[key]
+        assert node == value, path
