@@ -69,3 +69,12 @@ def test_the_check_fails_on_a_changed_number():
         changed = readme[:start] + "8" + readme[start + 1 :]
     assert make_tables.stale(readme) == []
     assert make_tables.stale(changed) == [block["id"]]
+
+
+def test_the_study_page_quotes_only_numbers_of_the_committed_report():
+    page = (ROOT / "docs" / "study.md").read_text()
+    results = page[page.index("<!-- study-results -->") : page.index("<!-- /study-results -->")]
+    report = (ROOT / "docs" / "study_cpu" / "study.md").read_text()
+    quoted = re.findall(r"\d+\.\d+", results)
+    assert quoted, "the study's results quote no number"
+    assert [n for n in quoted if n not in report] == []
