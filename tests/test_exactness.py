@@ -304,3 +304,15 @@ def test_dynamic_k_matching_against_yolox_matching(seed, slices):
     want[columns[cols]] = gts  # the real gts are the first rows
     assert (selected.sum(axis=0) > 1).sum() >= 5, "the costs should make conflicts"
     np.testing.assert_array_equal(got, want)
+
+
+def test_the_centre_prior_gives_a_gt_of_one_stride_more_than_one_positive():
+    points, strides = ota_jax.anchor_points((64, 64), strides=(8,))
+    gt = np.array([[25.0, 25.0, 31.0, 31.0]], np.float32)  # 6 px: one anchor centre, (28, 28).
+    # Every prediction is the gt's box: a candidate's IoU is 1, so dynamic k counts them.
+    pred_boxes = np.broadcast_to(gt, (points.shape[0], 4))
+    args = (pred_boxes, np.zeros((points.shape[0], 2)), points, strides, gt, np.array([0]))
+    official = ota_jax.ota_assign(*args, np.array([True]), config=ota_jax.OTAConfig())
+    centre = ota_jax.ota_assign(*args, np.array([True]), config=ota_jax.OTAConfig(prior="center"))
+    assert int(official.dynamic_k[0]) == int(official.num_fg) == 1
+    assert int(centre.dynamic_k[0]) > 1 and int(centre.num_fg) > 1
