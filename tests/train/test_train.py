@@ -1,8 +1,9 @@
 """``ota-train`` end to end on the smoke config: outputs, resume, SIGKILL, NaN.
 
-Runs are tiny (64x64 images, batch 4, a few dozen steps). Runs in this process
-share one compiled train step (same config, same optimizer objects); the
-subprocess runs share a persistent compilation cache.
+Runs are tiny (``smoke.py``: 64x64 images, batch 4, 24 steps); the uninterrupted
+reference run is the session's (``conftest.py``). Runs in one process share one
+compiled train step (same config, same optimizer objects); the subprocess runs
+share a persistent compilation cache.
 """
 
 from __future__ import annotations
@@ -12,10 +13,8 @@ import importlib
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("tensorflow")
-ocp = pytest.importorskip("orbax.checkpoint")
+pytest.importorskip("orbax.checkpoint")
 pytest.importorskip("ml_collections")
 
 import ota_jax  # noqa: E402
@@ -35,56 +34,27 @@ from ota_train.builders import optimizer_config  # noqa: E402
 from ota_train.configs import smoke  # noqa: E402
 from ota_train.metrics_writer import read_metrics  # noqa: E402
 
-STEPS = 24
-CHECKPOINT_EVERY = 8
+from .smoke import (  # noqa: E402
+    STEPS,
+    checkpoint_steps,
+    command,
+    flags,
+    saved_params,
+    smoke_config,
+    train_records,
+)
+
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
-def smoke_config(data_dir: str, steps: int = STEPS):
-    """The smoke config for ``steps`` steps on the full run's schedule."""
-    config = smoke.get_config()
-    config.dataset.data_dir = data_dir
-    config.train.steps = steps
-    config.train.checkpoint_every = CHECKPOINT_EVERY
-    # One schedule for every run length: a shorter run is a prefix of the full one.
-    config.optimizer.total_steps = STEPS
-    return config
-
-
 def cli_args(workdir: Path, data_dir: str, steps: int = STEPS) -> list[str]:
-    """The command line equivalent to ``smoke_config(data_dir, steps)``."""
-    command = shutil.which("ota-train")
-    prefix = [command] if command else [sys.executable, "-m", "ota_train.main"]
-    return [
-        *prefix,
-        "--config",
-        "smoke",
-        f"--workdir={workdir}",
-        f"--config.dataset.data_dir={data_dir}",
-        f"--config.train.steps={steps}",
-        f"--config.train.checkpoint_every={CHECKPOINT_EVERY}",
-        f"--config.optimizer.total_steps={STEPS}",
-    ]
-
-
-def train_records(workdir: Path) -> list[dict]:
-    return [r for r in read_metrics(str(workdir)) if "train/loss" in r]
-
-
-def checkpoint_steps(workdir: Path) -> list[int]:
-    """Complete checkpoints (orbax renames a finished one to its bare step number)."""
-    directory = workdir / trainer.CHECKPOINT_DIR
-    if not directory.exists():
-        return []
-    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+    """``ota-train`` with the flags equivalent to ``smoke_config(data_dir, steps)``."""
+    return [*command(), *flags(workdir, data_dir, steps)]
 
 
 def restored_params(workdir: Path, step: int) -> list[np.ndarray]:
     """The parameters saved at ``step``, as numpy leaves in path order."""
-    with ocp.CheckpointManager(str(workdir / trainer.CHECKPOINT_DIR)) as manager:
-        arrays = manager.restore(step, args=ocp.args.StandardRestore())
-    leaves = jax.tree_util.tree_flatten_with_path(arrays["params"])[0]
-    return [np.asarray(leaf) for _, leaf in sorted(leaves, key=lambda item: str(item[0]))]
+    return [leaf for _, leaf in sorted(saved_params(workdir, step).items())]
 
 
 def assert_params_close(a: list[np.ndarray], b: list[np.ndarray]) -> None:
@@ -93,21 +63,8 @@ def assert_params_close(a: list[np.ndarray], b: list[np.ndarray]) -> None:
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("tfds"))  # ota_shapes/tiny is generated on first use.
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, data_dir) -> tuple[Path, dict[str, float]]:
-    """One uninterrupted smoke run: its workdir and final metrics."""
-    workdir = tmp_path_factory.mktemp("reference")
-    metrics = trainer.train_and_evaluate(smoke_config(data_dir), str(workdir))
-    return workdir, metrics
-
-
-def test_run_writes_metrics_events_checkpoints_eval_and_picture(reference):
-    workdir, metrics = reference
+def test_run_writes_metrics_events_checkpoints_eval_and_picture(smoke_run):
+    workdir, metrics = smoke_run.workdir, smoke_run.metrics
     records = train_records(workdir)
     assert [r["step"] for r in records] == list(range(1, STEPS + 1))
     assert all(np.isfinite(r["train/loss"]) and r["train/steps_per_sec"] > 0 for r in records)
@@ -162,7 +119,7 @@ def test_rerun_with_more_steps_resumes_from_the_checkpoint(reference, data_dir, 
     assert checkpoint_steps(tmp_path)[-1] == STEPS
 
     # The same batches and the same steps as the uninterrupted run.
-    ref_workdir, _ = reference
+    ref_workdir = reference
     ref_losses = [r["train/loss"] for r in train_records(ref_workdir)]
     np.testing.assert_allclose(
         [r["train/loss"] for r in train_records(tmp_path)], ref_losses, rtol=1e-5
@@ -219,7 +176,7 @@ def test_sigkill_then_rerun_completes_like_an_uninterrupted_run(
     assert not leftovers
     assert (workdir / "eval.json").exists() and (workdir / "detections.png").exists()
 
-    ref_workdir, _ = reference
+    ref_workdir = reference
     np.testing.assert_allclose(
         [r["train/loss"] for r in train_records(workdir)],
         [r["train/loss"] for r in train_records(ref_workdir)],

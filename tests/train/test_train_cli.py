@@ -1,8 +1,9 @@
 """``ota-train`` as a command: signals, an unreadable checkpoint, usage and runtime errors.
 
-Runs use the smoke config (64x64 images, batch 4, 30 steps). The reference run
-and the reruns share this process's compiled train step; the subprocess runs
-share a persistent compilation cache.
+Runs use the smoke config (``smoke.py``: 64x64 images, batch 4, 24 steps); the
+uninterrupted reference run is the session's (``conftest.py``). Reruns in one
+process share its compiled train step; the subprocess runs share a persistent
+compilation cache.
 """
 
 from __future__ import annotations
@@ -23,45 +24,24 @@ import numpy as np
 import pytest
 
 pytest.importorskip("tensorflow")
-ocp = pytest.importorskip("orbax.checkpoint")
+pytest.importorskip("orbax.checkpoint")
 pytest.importorskip("ml_collections")
 
 from ota_jax.detector import make_data_mesh  # noqa: E402
 from ota_train import main as cli  # noqa: E402
 from ota_train import trainer  # noqa: E402
 from ota_train.checkpoints import Checkpoints  # noqa: E402
-from ota_train.configs import smoke  # noqa: E402
 from ota_train.metrics_writer import read_metrics  # noqa: E402
 
-STEPS = 30
-CHECKPOINT_EVERY = 10
-
-
-def smoke_config(data_dir: str):
-    config = smoke.get_config()
-    config.dataset.data_dir = data_dir
-    config.train.steps = STEPS
-    config.train.checkpoint_every = CHECKPOINT_EVERY
-    config.optimizer.total_steps = STEPS
-    return config
-
-
-def flags(workdir: Path, data_dir: str) -> list[str]:
-    """The command line equivalent to ``smoke_config(data_dir)``."""
-    return [
-        "--config",
-        "smoke",
-        f"--workdir={workdir}",
-        f"--config.dataset.data_dir={data_dir}",
-        f"--config.train.steps={STEPS}",
-        f"--config.train.checkpoint_every={CHECKPOINT_EVERY}",
-        f"--config.optimizer.total_steps={STEPS}",
-    ]
-
-
-def command() -> list[str]:
-    script = shutil.which("ota-train")
-    return [script] if script else [sys.executable, "-m", "ota_train.main"]
+from .smoke import (  # noqa: E402
+    STEPS,
+    checkpoint_steps,
+    command,
+    flags,
+    saved_arrays,
+    smoke_config,
+    train_steps,
+)
 
 
 def subprocess_env(cache: Path) -> dict[str, str]:
@@ -73,25 +53,6 @@ def subprocess_env(cache: Path) -> dict[str, str]:
         JAX_DISABLE_MOST_OPTIMIZATIONS=str(jax.config.read("jax_disable_most_optimizations")),
         JAX_PLATFORMS="cpu",
     )
-
-
-def train_steps(workdir: Path) -> list[int]:
-    return [r["step"] for r in read_metrics(str(workdir)) if "train/loss" in r]
-
-
-def checkpoint_steps(workdir: Path) -> list[int]:
-    directory = workdir / trainer.CHECKPOINT_DIR
-    if not directory.exists():
-        return []
-    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
-
-
-def saved_arrays(workdir: Path, step: int) -> dict[str, np.ndarray]:
-    """Every array of checkpoint ``step`` (params, optimizer state, ...) by path."""
-    with ocp.CheckpointManager(str(workdir / trainer.CHECKPOINT_DIR)) as manager:
-        arrays = manager.restore(step, args=ocp.args.StandardRestore())
-    leaves = jax.tree_util.tree_flatten_with_path(arrays)[0]
-    return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
 
 
 def assert_same_run(workdir: Path, reference: Path) -> None:
@@ -107,19 +68,6 @@ def assert_same_run(workdir: Path, reference: Path) -> None:
     final = [r for r in read_metrics(str(workdir)) if "eval/AP" in r][-1]
     ref_final = [r for r in read_metrics(str(reference)) if "eval/AP" in r][-1]
     assert final == ref_final
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("tfds"))
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, data_dir) -> Path:
-    """One uninterrupted run of ``smoke_config``."""
-    workdir = tmp_path_factory.mktemp("reference")
-    trainer.train_and_evaluate(smoke_config(data_dir), str(workdir))
-    return workdir
 
 
 @pytest.mark.slow
@@ -173,8 +121,8 @@ def test_unreadable_newest_checkpoint_is_reported_and_the_run_resumes_from_the_o
 ):
     workdir = tmp_path / "run"
     shutil.copytree(reference, workdir)
-    assert checkpoint_steps(workdir) == [10, 20, 30]
-    newest = workdir / trainer.CHECKPOINT_DIR / "30"
+    assert checkpoint_steps(workdir) == [8, 16, 24]
+    newest = workdir / trainer.CHECKPOINT_DIR / "24"
     biggest = max((p for p in newest.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
     with open(biggest, "r+b") as f:
         f.truncate(100)
@@ -183,10 +131,10 @@ def test_unreadable_newest_checkpoint_is_reported_and_the_run_resumes_from_the_o
         trainer.train_and_evaluate(smoke_config(data_dir), str(workdir))
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "\n" not in warnings[0], warnings
-    assert warnings[0].startswith("checkpoint 30 unreadable (")
-    assert "resuming from 20" in warnings[0]
-    assert "Resuming from the checkpoint of step 20 " in caplog.text
-    assert (workdir / "checkpoints.unreadable" / "30").is_dir()
+    assert warnings[0].startswith("checkpoint 24 unreadable (")
+    assert "resuming from 16" in warnings[0]
+    assert "Resuming from the checkpoint of step 16 " in caplog.text
+    assert (workdir / "checkpoints.unreadable" / "24").is_dir()
     assert_same_run(workdir, reference)
 
 
@@ -194,7 +142,7 @@ def test_checkpoints_that_all_fail_stop_the_run(reference, tmp_path):
     directory = tmp_path / "checkpoints"
     shutil.copytree(reference / trainer.CHECKPOINT_DIR, directory)
     state = trainer.create_state(smoke_config("unused"), make_data_mesh())
-    for step in (10, 20, 30):
+    for step in (8, 16, 24):
         for path in (directory / str(step)).rglob("*"):
             if path.is_file() and path.stat().st_size > 10_000:
                 with open(path, "r+b") as f:
@@ -205,7 +153,7 @@ def test_checkpoints_that_all_fail_stop_the_run(reference, tmp_path):
             checkpoints.restore_newest_readable(state)
     finally:
         checkpoints.close()
-    assert checkpoint_steps(tmp_path) == [10, 20, 30]  # Nothing set aside.
+    assert checkpoint_steps(tmp_path) == [8, 16, 24]  # Nothing set aside.
 
 
 def test_packaged_configs_validate():
