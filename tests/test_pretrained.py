@@ -194,9 +194,14 @@ def test_fcos_backbone_without_c5_skips_layer4():
 
 def test_wrong_weights_or_model_are_clear_errors(tmp_path):
     sd = random_state_dict("resnet18")
+
+    def abstract(name: str, **kwargs) -> ResNet:
+        """Shapes only: every error is raised before a weight is copied."""
+        return nnx.eval_shape(lambda: ResNet(name, rngs=nnx.Rngs(0), **kwargs))
+
     with pytest.raises(ValueError, match="frozen_batch"):
-        load_torchvision_resnet(ResNet("resnet18", rngs=nnx.Rngs(0)), sd)
-    resnet = ResNet("resnet18", norm="frozen_batch", rngs=nnx.Rngs(0))
+        load_torchvision_resnet(abstract("resnet18"), sd)
+    resnet = abstract("resnet18", norm="frozen_batch")
     with pytest.raises(ValueError, match=re.escape("layer2.0.bn1.running_var")):
         load_torchvision_resnet(
             resnet, {k: v for k, v in sd.items() if k != "layer2.0.bn1.running_var"}
@@ -204,6 +209,6 @@ def test_wrong_weights_or_model_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match=re.escape("extra.weight")):
         load_torchvision_resnet(resnet, {**sd, "extra.weight": np.zeros(3, np.float32)})
     with pytest.raises(ValueError, match="shape"):
-        load_torchvision_resnet(ResNet("resnet50", norm="frozen_batch", rngs=nnx.Rngs(0)), sd)
+        load_torchvision_resnet(abstract("resnet50", norm="frozen_batch"), sd)
     with pytest.raises(ValueError, match="format"):
         read_state_dict(tmp_path / "weights.h5")

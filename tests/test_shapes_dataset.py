@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import pathlib
 from statistics import NormalDist
@@ -130,6 +131,12 @@ def _config(name: str) -> shapes.OtaShapesConfig:
     return shapes.OtaShapes.builder_configs[name]
 
 
+@functools.cache
+def _sizes(name: str) -> np.ndarray:
+    """The object sizes of a variant's first 100 training images (rendered once)."""
+    return shapes.object_sizes(_config(name), num_images=100)
+
+
 def _max_iou(boxes: np.ndarray) -> np.ndarray:
     """``[N]`` each box's largest IoU with another box of the image."""
     b = boxes.astype(np.float64)
@@ -164,9 +171,7 @@ def test_default_is_tiny_objects_with_the_same_data():
 
 
 def test_coco_like_has_cocos_size_shares_relative_to_the_strides():
-    config = _config("coco_like")
-    sizes = shapes.object_sizes(config, num_images=100)
-    shares = shapes.size_shares(sizes)
+    shares = shapes.size_shares(_sizes("coco_like"))
     for bucket, target in shapes.COCO_SIZE_SHARES.items():
         assert abs(shares[bucket] - target) < 0.04, (bucket, shares)
 
@@ -198,10 +203,10 @@ def test_crowd_is_crowded_overlapping_and_has_two_classes():
 
 
 def test_tiny_objects_are_small_for_the_strides():
-    sizes = shapes.object_sizes(_config("tiny_objects"), num_images=100)
+    sizes = _sizes("tiny_objects")
     assert np.mean(sizes < 16) > 0.5  # Half the objects span under two P3 strides.
     assert np.mean(sizes < 12) > 0.3
-    assert np.median(sizes) < np.median(shapes.object_sizes(_config("coco_like"), num_images=50))
+    assert np.median(sizes) < np.median(_sizes("coco_like"))
 
 
 def test_object_size_histogram_draws_every_variant(tmp_path):

@@ -26,15 +26,15 @@ pytest.importorskip("tensorflow")
 pytest.importorskip("orbax.checkpoint")
 pytest.importorskip("ml_collections")
 
-import ota_jax  # noqa: E402
-from ota_jax.data.registry import DatasetNotPreparedError  # noqa: E402
-from ota_train import configs, input_data, trainer  # noqa: E402
-from ota_train import main as cli  # noqa: E402
-from ota_train.builders import optimizer_config  # noqa: E402
-from ota_train.configs import smoke  # noqa: E402
-from ota_train.metrics_writer import read_metrics  # noqa: E402
+import ota_jax
+from ota_jax.data.registry import DatasetNotPreparedError
+from ota_train import configs, input_data, trainer
+from ota_train import main as cli
+from ota_train.builders import optimizer_config
+from ota_train.configs import smoke
+from ota_train.metrics_writer import read_metrics
 
-from .smoke import (  # noqa: E402
+from .smoke import (
     STEPS,
     checkpoint_steps,
     command,

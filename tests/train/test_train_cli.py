@@ -27,13 +27,13 @@ pytest.importorskip("tensorflow")
 pytest.importorskip("orbax.checkpoint")
 pytest.importorskip("ml_collections")
 
-from ota_jax.detector import make_data_mesh  # noqa: E402
-from ota_train import main as cli  # noqa: E402
-from ota_train import trainer  # noqa: E402
-from ota_train.checkpoints import Checkpoints  # noqa: E402
-from ota_train.metrics_writer import read_metrics  # noqa: E402
+from ota_jax.detector import make_data_mesh
+from ota_train import main as cli
+from ota_train import trainer
+from ota_train.checkpoints import Checkpoints
+from ota_train.metrics_writer import read_metrics
 
-from .smoke import (  # noqa: E402
+from .smoke import (
     STEPS,
     checkpoint_steps,
     command,
