@@ -62,7 +62,7 @@ RESULT_FILE = "study_run.json"
 COLUMNS = (
     ("AP", "AP", 3),
     ("AP50", "AP50", 3),
-    ("APs", "APs", 3),
+    ("APs", "APs (< 32 px)", 3),  # pycocotools' absolute limit, not the S column's
     ("pos_per_gt", "positives / gt", 1),
     ("assign_ms", "assignment ms / batch", 1),
     ("step_ms", "ms / training step", 1),
@@ -135,22 +135,19 @@ def size_ranges(dataset: str) -> dict[str, tuple[float, float]]:
     return {**SIZE_BUCKETS, **coco_size_ranges(dataset)}
 
 
-def step_ms(workdir: str) -> float:
+def step_ms(records: Sequence[Mapping]) -> float:
     """Median training step time in milliseconds from the logged ``train/steps_per_sec``
-    (the first record, which holds the compilation, left out when there are others)."""
-    from ota_train.metrics_writer import read_metrics
-
-    rates = [r["train/steps_per_sec"] for r in read_metrics(workdir) if "train/steps_per_sec" in r]
+    of a run's ``records`` (the first, which holds the compilation, left out when there
+    are others)."""
+    rates = [r["train/steps_per_sec"] for r in records if "train/steps_per_sec" in r]
     rates = rates[1:] or rates
     return 1e3 / statistics.median(rates) if rates else float("nan")
 
 
-def positives_per_gt(workdir: str, *, last_fraction: float = 0.25) -> float:
+def positives_per_gt(records: Sequence[Mapping], *, last_fraction: float = 0.25) -> float:
     """Mean positives per gt over the last quarter of the run's logged training steps
     (the dynamic assigners give more labels as the predictions improve)."""
-    from ota_train.metrics_writer import read_metrics
-
-    records = [r for r in read_metrics(workdir) if "train/pos_per_gt" in r]
+    records = [r for r in records if "train/pos_per_gt" in r]
     if not records:
         return float("nan")
     last_step = records[-1]["step"]
@@ -158,11 +155,9 @@ def positives_per_gt(workdir: str, *, last_fraction: float = 0.25) -> float:
     return statistics.fmean(r["train/pos_per_gt"] for r in tail)
 
 
-def learning_curve(workdir: str) -> list[tuple[int, float]]:
+def learning_curve(records: Sequence[Mapping]) -> list[tuple[int, float]]:
     """``[(step, AP)]`` of the run's evaluations (``train.eval_every`` and the last step)."""
-    from ota_train.metrics_writer import read_metrics
-
-    return [(r["step"], r["eval/AP"]) for r in read_metrics(workdir) if "eval/AP" in r]
+    return [(r["step"], r["eval/AP"]) for r in records if "eval/AP" in r]
 
 
 def _trained_state(config, workdir: str):
@@ -181,39 +176,44 @@ def _trained_state(config, workdir: str):
     return state
 
 
-def size_metrics(config, workdir: str) -> dict[str, float]:
-    """One pass over the evaluation split with the trained model: COCO ``AP_<bucket>`` and
-    ``AP50_<bucket>`` for every bucket of ``size_ranges`` (gt ``area`` as COCO reads it),
-    and ``pos_per_gt_<bucket>``, the positives the run's assigner gives each gt of that
-    size (``sqrt`` of its box area in original pixels) given the trained model's
+def size_metrics(config, state) -> dict[str, float]:
+    """One pass over the evaluation split with the trained ``state``: COCO ``AP_<bucket>``
+    and ``AP50_<bucket>`` for every bucket of ``size_ranges`` (gt ``area`` as COCO reads
+    it), and ``pos_per_gt_<bucket>``, the positives the run's assigner gives each gt of
+    that size (``sqrt`` of its box area in original pixels) given the trained model's
     predictions; NaN for a bucket without gts."""
     import jax
     import numpy as np
 
-    from ota_jax.detector import eval_step
+    from ota_jax.detector import postprocess
     from ota_jax.detector.losses import assign_targets
     from ota_jax.evaluation import CocoEvaluator
     from ota_train import builders, input_data
 
-    state = _trained_state(config, workdir)
     ranges = size_ranges(config.dataset.name)
     evaluator = CocoEvaluator.from_dataset(
         config.dataset.name, config.dataset.eval_split, data_dir=config.dataset.data_dir
     )
-    postprocess = builders.postprocess_config(config)
-    detect = jax.jit(lambda s, x: eval_step(s, x, postprocess))
-    forward = jax.jit(lambda s, x: s.model()(x))
-    assign = jax.jit(partial(assign_targets, config=state.loss_config))
+    postprocess_config = builders.postprocess_config(config)
+
+    @jax.jit
+    def detect_and_assign(state, images, gts):
+        """`eval_step`'s detections and the assigner's gt per anchor, one forward pass."""
+        model = state.model()
+        outputs = model(images)
+        image_size = tuple(images.shape[1:3])
+        detections = postprocess(outputs, config=postprocess_config, image_size=image_size)
+        points, strides = model.anchors(image_size)
+        assignment = assign_targets(outputs, points, strides, gts, config=state.loss_config)
+        return detections, assignment.gt_index
+
     positives = {label: [] for label in ranges}
     for batch in input_data.eval_batches(config):
-        images = jax.numpy.asarray(batch["image"])
-        detections = jax.device_get(detect(state, images))
+        gts = {key: batch[key] for key in ("gt_boxes", "gt_labels", "gt_mask")}
+        detections, gt_index = jax.device_get(detect_and_assign(state, batch["image"], gts))
         evaluator.add_batch(
             batch, detections.boxes, detections.scores, detections.classes, detections.valid
         )
-        points, strides = state.model().anchors(tuple(images.shape[1:3]))
-        gts = {key: batch[key] for key in ("gt_boxes", "gt_labels", "gt_mask")}
-        gt_index = np.asarray(assign(forward(state, images), points, strides, gts).gt_index)
         num_gt = batch["gt_mask"].shape[1]
         counts = (gt_index[:, :, None] == np.arange(num_gt)).sum(axis=1)  # [B, M]
         boxes = np.asarray(batch["gt_boxes"], np.float64)
@@ -230,16 +230,15 @@ def size_metrics(config, workdir: str) -> dict[str, float]:
     return by_size
 
 
-def assignment_ms(config, workdir: str, *, repeats: int = 20) -> float:
-    """Median wall time of the assigner on one training batch with the trained model's
-    predictions (the run's final checkpoint), compiled, in milliseconds."""
+def assignment_ms(config, state, *, repeats: int = 20) -> float:
+    """Median wall time of the assigner on one training batch with the trained
+    ``state``'s predictions, compiled, in milliseconds."""
     import jax
     import numpy as np
 
     from ota_jax.detector.losses import assign_targets
     from ota_train import input_data
 
-    state = _trained_state(config, workdir)
     batch = next(input_data.train_batches(config))
     images = jax.numpy.asarray(batch["image"])
     model = state.model()
@@ -259,6 +258,7 @@ def assignment_ms(config, workdir: str, *, repeats: int = 20) -> float:
 def run_once(base, run: Run, root: str) -> dict:
     """Train and evaluate ``run`` (or read its finished result back)."""
     from ota_train import trainer
+    from ota_train.metrics_writer import read_metrics
 
     workdir = run.workdir(root)
     path = os.path.join(workdir, RESULT_FILE)
@@ -274,14 +274,16 @@ def run_once(base, run: Run, root: str) -> dict:
         logger.warning("%s diverged: %s", run, error)
         metrics = {key: float("nan") for key, _, _ in COLUMNS[:3]}
         metrics["error"] = str(error)
+    records = read_metrics(workdir)
+    state = _trained_state(config, workdir)
     result = {
         **dataclasses.asdict(run),
         **metrics,
-        "pos_per_gt": positives_per_gt(workdir),
-        "assign_ms": assignment_ms(config, workdir),
-        "step_ms": step_ms(workdir),
-        "curve": learning_curve(workdir),
-        **size_metrics(config, workdir),
+        "pos_per_gt": positives_per_gt(records),
+        "assign_ms": assignment_ms(config, state),
+        "step_ms": step_ms(records),
+        "curve": learning_curve(records),
+        **size_metrics(config, state),
         "train_seconds": time.perf_counter() - start,
     }
     with open(path, "w") as f:
