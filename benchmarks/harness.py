@@ -19,6 +19,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -242,7 +243,8 @@ def report_header(name: str, slug: str, device, load_before, *optional_versions:
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "load_average_before": load_before,
         "load_average_after": load_average(),
-        "command": " ".join([_program(), *sys.argv[1:]]),
+        # Quoted: pasted into a shell, the same arguments (``--assign-args "--repeats 3"``).
+        "command": " ".join([_program(), *map(shlex.quote, sys.argv[1:])]),
     }
 
 

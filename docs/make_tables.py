@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -43,6 +44,8 @@ CPU_ASSIGN = (
     f"{CPU}/assign_crowd_ota.json",
     f"{CPU}/assign_crowd_simota.json",
 )
+# Every assigner on the crowded batches, one process each (a report per assigner).
+CPU_CROWD_ASSIGNERS = ("ota", "simota", "fcos", "atss", "max_iou", "tal", "dsl")
 SOURCES_HEADING = "From these reports; the command after each writes it again:"
 
 
@@ -145,13 +148,25 @@ def block(lines: list[str], *notes: str, sources: list[str]) -> list[str]:
 # --------------------------------------------------------------------------- sources
 
 
-def command(report: dict) -> str:
-    """The command that wrote ``report``, as run from the repository root."""
+def command(report: dict, name: str) -> str:
+    """The command that writes ``report`` again as ``benchmarks/results/<name>``, pasted at
+    the repository root: an output path the run gave elsewhere (a device machine's scratch
+    folder) is the committed one, and a ``--markdown`` path goes (the default puts the
+    markdown beside the JSON, where it is committed)."""
     cmd = report.get("command") or "unknown"
     # Older reports recorded ``<script>.py args``; the scripts now run as modules.
-    if match := re.match(r"(?:benchmarks/)?(\w+)\.py\b(.*)", cmd):
-        return f"python -m benchmarks.{match[1]}{match[2]}"
-    return re.sub(r"python benchmarks/(\w+)\.py", r"python -m benchmarks.\1", cmd)
+    cmd = re.sub(r"^(?:python )?(?:benchmarks/)?(\w+)\.py\b", r"python -m benchmarks.\1", cmd)
+    words, out = shlex.split(cmd), []
+    path = Path("benchmarks/results", name)
+    committed = {"--out": str(path), "--out-dir": str(path.parent)}
+    while words:
+        word = words.pop(0)
+        if word in (*committed, "--markdown") and words:
+            words.pop(0)
+            out += [word, committed[word]] if word in committed else []
+        else:
+            out.append(word)
+    return shlex.join(out)
 
 
 def device_words(report: dict) -> str:
@@ -196,27 +211,26 @@ def source(name: str, *, commit: bool = True, step: str = "assign") -> str:
     if commit:
         words += f"; {commit_words(report)}"
     words += calls_words(report)
-    return f"- `benchmarks/results/{name}` ({words}): `{command(report)}`"
+    return f"- `benchmarks/results/{name}` ({words}): `{command(report, name)}`"
 
 
 def sources(names: Iterable[str], *, commit: bool = True, step: str = "assign") -> list[str]:
     return [source(name, commit=commit, step=step) for name in dict.fromkeys(names)]
 
 
-def source_of_runs(name: str) -> str:
-    """A report of one process per assigner (``runs``): one shell loop over them."""
-    runs = load(name)["runs"]
+def source_of_runs(names: list[str]) -> list[str]:
+    """Reports of one process per assigner, alike but for the assigner: one list item, a
+    shell loop over them (else one item per report)."""
+    runs = [load(name) for name in names]
     assigners = [run["settings"]["assigners"][0] for run in runs]
-    commands = {
-        re.sub(rf"(?<![A-Za-z]){a}(?![A-Za-z])", "$a", command(run))
-        for run, a in zip(runs, assigners, strict=True)
-    }
-    if len(commands) == 1:
-        cmd = f"for a in {' '.join(assigners)}; do {commands.pop()}; done"
-    else:
-        cmd = "; ".join(command(run) for run in runs)
+    one = lambda text, a: re.sub(rf"(?<![A-Za-z]){a}(?![A-Za-z])", "$a", text)
+    commands = {one(command(r, n), a) for r, n, a in zip(runs, names, assigners, strict=True)}
+    paths = {one(name, a) for name, a in zip(names, assigners, strict=True)}
+    if len(commands) > 1 or len(paths) > 1:
+        return sources(names)
+    cmd = f"for a in {' '.join(assigners)}; do {commands.pop()}; done"
     words = f"{device_words(runs[0])}; {commit_words(runs[0])}{calls_words(runs[0])}"
-    return f"- `benchmarks/results/{name}` ({words}), one process per assigner: `{cmd}`"
+    return [f"- `benchmarks/results/{paths.pop()}` ({words}), one process per assigner: `{cmd}`"]
 
 
 # --------------------------------------------------------------------------- blocks
@@ -376,9 +390,10 @@ def baselines_h200() -> list[str]:
 
 
 def cpu_assigners() -> list[str]:
-    names = [f"{CPU}/assigners.json", f"{CPU}/assigners_crowd.json"]
+    crowd = [f"{CPU}/assigners_crowd_{a}.json" for a in CPU_CROWD_ASSIGNERS]
     note = "ota_jax alone, median ms per batch of 16."
-    return block(alone_table(names), note, sources=[*sources(names[:1]), source_of_runs(names[1])])
+    names = [f"{CPU}/assigners.json", *crowd]
+    return block(alone_table(names), note, sources=[*sources(names[:1]), *source_of_runs(crowd)])
 
 
 def compile_table(name: str) -> list[str]:
