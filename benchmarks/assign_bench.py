@@ -73,8 +73,6 @@ import argparse
 import contextlib
 import ctypes
 import dataclasses
-import json
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -357,13 +355,10 @@ def measure_memory(side: str, assigner: str, name: str, args, images: int | None
     argv += ["--device", args.device, "--simota-variant", args.simota_variant]
     if args.torch_threads:
         argv += ["--torch-threads", str(args.torch_threads)]
-    cmd, env = harness.module_command("assign_bench", *argv)
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr or proc.stdout)[-500:]
-        return {"peak_bytes": None, "memory_method": f"probe failed: {tail}"}
-    return json.loads(lines[-1])
+    try:
+        return harness.run_child("assign_bench", *argv)
+    except RuntimeError as error:  # a row without its memory, not a run without its rows
+        return {"peak_bytes": None, "memory_method": f"probe failed: {str(error)[-500:]}"}
 
 
 # --------------------------------------------------------------------------- main
@@ -753,7 +748,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.probe:
         result = _probe(args.probe, args)
-        print(json.dumps(result))
+        harness.print_result(result)
         return result
     report = run(args)
     out = Path(args.out or harness.default_out("assign", report["device_slug"], args.quick))

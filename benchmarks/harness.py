@@ -6,7 +6,8 @@
 * The run header (`report_header`): device, versions, commit, date, load, command.
 * Reports (`write_report`, `default_out`): ``<name>.json`` (strict JSON) and
   ``<name>.md`` in ``benchmarks/results/<device>/``.
-* Children (`module_command`): ``python -m benchmarks.<name>`` in a fresh process.
+* Children (`run_child`): ``python -m benchmarks.<name>`` in a fresh process, which
+  prints its result as one line of JSON (`print_result`).
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ __all__ = [
     "log",
     "markdown_header",
     "module_command",
+    "print_result",
     "report_header",
+    "run_child",
     "time_calls",
     "versions",
     "write_report",
@@ -217,6 +220,25 @@ def module_command(module: str, *args: str, env=None) -> tuple[list[str], dict]:
     """The command line running ``python -m benchmarks.<module> args`` with this
     interpreter, and its environment (`child_env` of ``env``)."""
     return [sys.executable, "-m", f"benchmarks.{module}", *args], child_env(env)
+
+
+def run_child(module: str, *args: str, env: Mapping[str, str] | None = None) -> dict:
+    """Runs ``python -m benchmarks.<module> args`` in a fresh process (`module_command`)
+    and returns what it printed with `print_result`; RuntimeError with the end of its
+    output if it failed or printed none."""
+    cmd, env = module_command(module, *args, env=env)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    # The last line only: a library may print to stdout before it.
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout)[-3000:]
+        raise RuntimeError(f"{module} {shlex.join(args)} failed:\n{tail}")
+    return json.loads(lines[-1])
+
+
+def print_result(result: dict) -> None:
+    """What a child gives `run_child`: one line of JSON on stdout."""
+    print(json.dumps(result), flush=True)
 
 
 def load_average() -> list[float] | None:
