@@ -346,18 +346,8 @@ def measure_memory(side: str, assigner: str, name: str, args, images: int | None
 NO_LOOP = "—"  # table cell of a torch column for an assigner without a PyTorch loop
 
 
-def _fmt_bytes(value) -> str:
-    if value is None:
-        return "n/a"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return "n/a"
-
-
 def _torch_cells(row: dict) -> list[str]:
-    """torch ms, torch images, speed-up, agreement, torch peak memory."""
+    """torch time, torch images, speed-up, agreement, torch peak memory."""
     if not row.get("torch_loop", True):
         return [NO_LOOP] * 5
     speedup, agree, images = row.get("speedup"), row.get("agreement"), row.get("torch_images")
@@ -366,22 +356,22 @@ def _torch_cells(row: dict) -> list[str]:
         "n/a" if images is None else f"{images}/{row['batch']}",
         "n/a" if speedup is None else f"{speedup:.1f}x",
         "n/a" if agree is None else f"{100 * agree:.3f}%",
-        _fmt_bytes(row.get("torch_peak_bytes")),
+        harness.fmt_bytes(row.get("torch_peak_bytes")),
     ]
 
 
 def markdown_table(rows: list[dict]) -> str:
     lines = [
-        "| workload | assigner | torch ms | torch images | jax ms | speed-up | agreement | "
+        "| workload | assigner | torch time | torch images | jax time | speed-up | agreement | "
         "torch peak mem | jax peak mem (XLA temp) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        torch_ms, images, speedup, agree, torch_mem = _torch_cells(row)
-        jax_mem = f"{_fmt_bytes(row.get('jax_peak_bytes'))} "
-        jax_mem += f"({_fmt_bytes(row.get('jax_xla_temp_bytes'))})"
-        jax_ms = harness.fmt_ms(row.get("jax_ms"))
-        cells = [row["workload"], row["assigner"], torch_ms, images, jax_ms]
+        torch_time, images, speedup, agree, torch_mem = _torch_cells(row)
+        jax_mem = f"{harness.fmt_bytes(row.get('jax_peak_bytes'))} "
+        jax_mem += f"({harness.fmt_bytes(row.get('jax_xla_temp_bytes'))})"
+        jax_time = harness.fmt_ms(row.get("jax_ms"))
+        cells = [row["workload"], row["assigner"], torch_time, images, jax_time]
         lines.append("| " + " | ".join([*cells, speedup, agree, torch_mem, jax_mem]) + " |")
     return "\n".join(lines)
 
@@ -394,7 +384,7 @@ def markdown_notes(rows: list[dict]) -> str:
     if any(r.get("torch_images", r["batch"]) < r["batch"] for r in rows):
         notes.append(
             "torch images n/B with n < B: the loop was timed on the first n images only "
-            "(--torch-budget-s); torch ms is the measured time scaled by B/n, agreement and "
+            "(--torch-budget-s); torch time is the measured time scaled by B/n, agreement and "
             "torch peak memory are over those n images."
         )
     return "\n".join(notes)

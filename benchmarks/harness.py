@@ -5,7 +5,9 @@
   ``block_until_ready`` (`blocking`) or the caller's own synchronisation.
 * The run header (`report_header`): device, versions, commit, date, load, command.
 * Reports (`write_report`, `default_out`): ``<name>.json`` (strict JSON) and
-  ``<name>.md`` in ``benchmarks/results/<device>/``.
+  ``<name>.md`` in ``benchmarks/results/<device>/``; read back by `loop_rows` (for
+  plot_speedups and docs/make_tables.py), their numbers formatted by `fmt_ms`,
+  `fmt_number` and `fmt_bytes` (every table, reports' and docs' alike).
 * Children (`run_child`): ``python -m benchmarks.<name>`` in a fresh process, which
   prints its result as one line of JSON (`print_result`).
 """
@@ -25,7 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 
 # The benchmarks run JAX and PyTorch side by side on one GPU and measure peaks: JAX
@@ -43,11 +45,14 @@ __all__ = [
     "cpu_name",
     "default_out",
     "device_name_and_slug",
+    "fmt_bytes",
     "fmt_ms",
+    "fmt_number",
     "git_commit",
     "git_dirty",
     "load_average",
     "log",
+    "loop_rows",
     "markdown_header",
     "module_command",
     "print_result",
@@ -139,9 +144,51 @@ def time_calls(
     return timings
 
 
-def fmt_ms(value) -> str:
-    """Milliseconds for a table: two decimals below 10, one above."""
-    return "n/a" if value is None else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+def fmt_number(value: float) -> str:
+    """About three significant digits, no exponent: ``2085``, ``27.6``, ``5.90``, ``0.464``."""
+    for digits, above in ((0, 100), (1, 10), (2, 1)):
+        if abs(value) >= above:
+            return f"{value:.{digits}f}"
+    return f"{value:.3f}"
+
+
+def fmt_ms(value: float | None) -> str:
+    """A time given in ms, for every table (reports and docs): ``27.6 ms``, from 1000 ms in
+    seconds (``2.09 s``); ``n/a`` for none."""
+    if value is None:
+        return "n/a"
+    return f"{fmt_number(value / 1000)} s" if value >= 1000 else f"{fmt_number(value)} ms"
+
+
+def fmt_bytes(n: float | None) -> str:
+    """Bytes as MiB or GiB; ``n/a`` for nothing measured, ``—`` for too little to register."""
+    if n is None:
+        return "n/a"
+    if n <= 0:
+        return "—"
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+# --------------------------------------------------------------------------- reading reports
+
+
+def loop_rows(reports: Mapping[str, dict], order: Sequence[str] = ()) -> dict[tuple, dict]:
+    """``(workload, assigner) -> row`` of every row timed against a PyTorch loop (with a
+    ``speedup``) in ``reports`` (name -> an `assign_bench` report, alone or as a suite's
+    ``assign`` step), workloads in ``order`` (others after it, by name). A pair in two
+    reports is an error: which one counts would be a guess."""
+    rows: dict[tuple, dict] = {}
+    where: dict[tuple, str] = {}
+    for name, report in reports.items():
+        for row in report.get("assign", report)["results"]:
+            key = row["workload"], row["assigner"]
+            if not row.get("speedup"):
+                continue
+            if key in rows:
+                raise ValueError(f"{key} is in both {where[key]} and {name}")
+            rows[key], where[key] = row, name
+    rank = lambda w: (order.index(w) if w in order else len(order), w)
+    return dict(sorted(rows.items(), key=lambda item: rank(item[0][0])))
 
 
 # --------------------------------------------------------------------------- the run header
