@@ -330,8 +330,8 @@ def _probe(spec: str, args) -> dict:
 def measure_memory(side: str, assigner: str, name: str, args, images: int | None = None) -> dict:
     """`measure_peak` in a fresh subprocess, on the first ``images`` images (default all)."""
     probe = f"{side}:{assigner}:{name}:{images or args.batch}"
-    argv = ["--probe", probe, "--batch", str(args.batch), "--seed", str(args.seed)]
-    argv += ["--device", args.device, "--simota-variant", args.simota_variant]
+    keys = ("batch", "seed", "device", "simota_variant")
+    argv = ["--probe", probe, *harness.child_args(args, *keys)]
     if args.torch_threads:
         argv += ["--torch-threads", str(args.torch_threads)]
     try:

@@ -109,11 +109,8 @@ def run_variant(variant: str, args: argparse.Namespace) -> list[dict]:
     env = dict(os.environ, OTA_JAX_BUCKETS=buckets)
     if flags:
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flags}".strip()
-    argv = ["--child", variant]
-    for key in ("workloads", "assigners", "batch", "warmup", "repeats"):
-        argv += [f"--{key}", str(getattr(args, key))]
-    if args.quick:
-        argv.append("--quick")
+    keys = ("workloads", "assigners", "batch", "warmup", "repeats")
+    argv = ["--child", variant, *harness.child_args(args, *keys)]
     rows = harness.run_child("bucket_ablation", *argv, env=env)["rows"]
     return [{"variant": variant, "buckets": buckets, "xla_flags": flags, **r} for r in rows]
 

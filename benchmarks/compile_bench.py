@@ -162,11 +162,8 @@ def run_policy(target: str, policy: str, args: argparse.Namespace) -> dict:
     """One target and policy in a fresh subprocess, without a compilation cache."""
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
     env["JAX_ENABLE_COMPILATION_CACHE"] = "false"
-    argv = ["--child", target, policy]
-    for key in ("workload", "batch", "step_assigner", "warmup", "repeats"):
-        argv += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
-    if args.quick:
-        argv.append("--quick")
+    keys = ("workload", "batch", "step_assigner", "warmup", "repeats")
+    argv = ["--child", target, policy, *harness.child_args(args, *keys)]
     return harness.run_child("compile_bench", *argv, env=env)
 
 

@@ -37,33 +37,6 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 _ROOT = Path(__file__).resolve().parent.parent
 RESULTS = _ROOT / "benchmarks" / "results"
 
-__all__ = [
-    "RESULTS",
-    "Timing",
-    "blocking",
-    "child_env",
-    "cpu_name",
-    "default_out",
-    "device_name_and_slug",
-    "fmt_bytes",
-    "fmt_ms",
-    "fmt_number",
-    "git_commit",
-    "git_dirty",
-    "load_average",
-    "log",
-    "loop_rows",
-    "markdown_header",
-    "module_command",
-    "print_result",
-    "report_header",
-    "run_child",
-    "time_calls",
-    "versions",
-    "write_report",
-]
-
-
 # --------------------------------------------------------------------------- timing
 
 
@@ -267,6 +240,15 @@ def module_command(module: str, *args: str, env=None) -> tuple[list[str], dict]:
     """The command line running ``python -m benchmarks.<module> args`` with this
     interpreter, and its environment (`child_env` of ``env``)."""
     return [sys.executable, "-m", f"benchmarks.{module}", *args], child_env(env)
+
+
+def child_args(args, *keys: str) -> list[str]:
+    """``--key value`` for each of ``keys`` of the parsed ``args`` (``_`` as ``-``), and
+    ``--quick`` where set: the arguments a parent passes on to its child."""
+    argv = [
+        word for key in keys for word in (f"--{key.replace('_', '-')}", str(getattr(args, key)))
+    ]
+    return argv + (["--quick"] if getattr(args, "quick", False) else [])
 
 
 def run_child(module: str, *args: str, env: Mapping[str, str] | None = None) -> dict:
