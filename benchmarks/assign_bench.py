@@ -20,43 +20,34 @@ and the loop's peak memory are over those ``n`` images (a per-image loop's
 peak does not grow with ``n``). With COCO-like gt counts the first images may
 not be typical: the scaled time is an estimate.
 
-Timing: warm-up calls first (the first call, which compiles for JAX, is
-reported apart), then the median of ``--repeats`` JAX calls and of
-``--torch-repeats`` loop calls, each ended by ``block_until_ready`` (JAX) or
-``torch.cuda.synchronize`` (PyTorch on GPU). The two sides' timed calls are
-interleaved in rounds so that a change of machine load hits both alike; the
-JSON records the load average before and after the run. Each timed call's
-result is released before the next one starts, as a caller that consumes it
-would. Up to ``575e4d5`` the previous result was held while the next call ran:
-on an H100 this script then timed SimOTA's yolox640 batch at 1.0 ms, while the
-same call with each result released took 0.45 ms (OTA 1.5 and 1.4 ms). With
-results released (``328b5f2``) the suite read 0.72 ms for it: what is left is
-the interleaving (the first JAX call after a loop call runs slower, see
-``results/nvidia-h100-80gb-hbm3/harness.md``); a process without the loops
-(``bucket_ablation.py``) reads 0.50 ms.
+Timing (`harness.time_calls`): the first call, which compiles for JAX, reported
+apart; then the median of ``--repeats`` JAX calls and of ``--torch-repeats`` loop
+calls, each ended by ``block_until_ready`` or ``torch.cuda.synchronize``,
+interleaved in rounds so that a change of machine load hits both sides alike,
+and each result released before the next call (why:
+docs/performance_history.md#on-a-gpu-h100). The JSON records the load average
+before and after the run.
 
 Agreement: over the anchors the PyTorch loop makes positive (``gt_index >= 0``),
-the fraction where ota_jax picks the same gt. Both sides get the same
-hyperparameters (those of ``OTAConfig()`` / ``SimOTAConfig()``). For OTA the
-JSON also holds the agreement with the loop whose gt rows are shifted by their
-minimum cost (ASSIGNERS.md, OTA step 5), computed once, untimed.
+the fraction where ota_jax picks the same gt; both sides get the hyperparameters
+of ``OTAConfig()`` / ``SimOTAConfig()``. For OTA the JSON also holds the agreement
+with the loop whose gt rows are shifted by their minimum cost (ASSIGNERS.md, OTA
+step 5), computed once, untimed.
 
-Peak memory (``--memory subprocess``, the default) is measured for one call in
-a fresh subprocess per side and assigner, so that nothing an earlier run left
-behind hides it (``--memory inline``, the ``--quick`` default, measures in this
-process instead: quicker, and on a CPU it may under-report):
+Peak memory of one call beyond what was in use before it (``--memory``):
+``subprocess`` (the default) in a fresh process per side and assigner, so that
+nothing an earlier run left behind hides it; ``inline`` (the ``--quick`` default)
+in this process, quicker, and on a CPU it may under-report; ``none``.
 
-* GPU: PyTorch, ``torch.cuda.max_memory_allocated`` (reset before a warm call)
-  minus the memory allocated before it; JAX, ``memory_stats()``'s
-  ``peak_bytes_in_use`` minus ``bytes_in_use`` before the first call of the
-  fresh process (inputs excluded; the counter cannot be reset, so compilation
-  is included). Inline, JAX reports XLA's ``memory_analysis()`` of the compiled
-  call instead (temp + output buffers), since the counter still holds earlier runs.
-* CPU: the process's resident-set high-water mark (``VmHWM``, reset through
-  ``/proc/self/clear_refs`` just before the call) minus the resident set
-  before it, for a warm JAX call or the fresh process's first PyTorch call,
-  with glibc's mmap threshold pinned at 256 KiB so that freed big buffers go
-  back to the OS and the resident set follows live memory.
+* GPU: PyTorch, ``torch.cuda.max_memory_allocated`` after a reset, minus the
+  memory allocated before a warm call; JAX, ``memory_stats()``'s
+  ``peak_bytes_in_use`` minus ``bytes_in_use`` before the fresh process's first
+  call (inputs excluded, compilation included: the counter cannot be reset).
+  Inline, JAX reports XLA's ``memory_analysis()`` (temp + output) instead.
+* CPU: the resident-set high-water mark (``VmHWM``, reset through
+  ``/proc/self/clear_refs``) minus the resident set before a warm JAX call, or the
+  fresh process's first PyTorch call; a fresh process pins glibc's mmap threshold
+  at 256 KiB, so that the resident set follows live memory.
 * JAX on any backend, also: XLA's compile-time ``memory_analysis()`` temp bytes.
 
 Examples::
@@ -73,8 +64,6 @@ import argparse
 import contextlib
 import ctypes
 import dataclasses
-import json
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -178,24 +167,12 @@ def configs(simota_variant: str = "2023") -> dict:
         simota_cfg = ota_jax.SimOTAConfig()
     else:
         simota_cfg = ota_jax.SimOTAConfig(prior="box_and_center", center_radius=2.5, penalty=1e5)
-    ota_kwargs = {
-        "center_radius": ota_cfg.center_radius,
-        "candidate_topk": ota_cfg.candidate_topk,
-        "reg_weight": ota_cfg.reg_weight,
-        "epsilon": ota_cfg.epsilon,
-        "num_iters": ota_cfg.num_iters,
-        "focal_alpha": ota_cfg.focal_alpha,
-        "focal_gamma": ota_cfg.focal_gamma,
-        "penalty": ota_cfg.penalty,
-        "iou_eps": ota_cfg.iou_eps,
-    }
-    simota_kwargs = {
-        "variant": simota_variant,
-        "center_radius": simota_cfg.center_radius,
-        "candidate_topk": simota_cfg.candidate_topk,
-        "iou_weight": simota_cfg.iou_weight,
-        "penalty": simota_cfg.penalty,
-    }
+    ota_keys = ("center_radius", "candidate_topk", "reg_weight", "epsilon", "num_iters")
+    ota_keys += ("focal_alpha", "focal_gamma", "penalty", "iou_eps")
+    ota_kwargs = {key: getattr(ota_cfg, key) for key in ota_keys}
+    simota_keys = ("center_radius", "candidate_topk", "iou_weight", "penalty")
+    simota_kwargs = {"variant": simota_variant}
+    simota_kwargs |= {key: getattr(simota_cfg, key) for key in simota_keys}
     return {**out, "ota": (ota_cfg, ota_kwargs), "simota": (simota_cfg, simota_kwargs)}
 
 
@@ -353,17 +330,14 @@ def _probe(spec: str, args) -> dict:
 def measure_memory(side: str, assigner: str, name: str, args, images: int | None = None) -> dict:
     """`measure_peak` in a fresh subprocess, on the first ``images`` images (default all)."""
     probe = f"{side}:{assigner}:{name}:{images or args.batch}"
-    argv = ["--probe", probe, "--batch", str(args.batch), "--seed", str(args.seed)]
-    argv += ["--device", args.device, "--simota-variant", args.simota_variant]
+    keys = ("batch", "seed", "device", "simota_variant")
+    argv = ["--probe", probe, *harness.child_args(args, *keys)]
     if args.torch_threads:
         argv += ["--torch-threads", str(args.torch_threads)]
-    cmd, env = harness.module_command("assign_bench", *argv)
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr or proc.stdout)[-500:]
-        return {"peak_bytes": None, "memory_method": f"probe failed: {tail}"}
-    return json.loads(lines[-1])
+    try:
+        return harness.run_child("assign_bench", *argv)
+    except RuntimeError as error:  # a row without its memory, not a run without its rows
+        return {"peak_bytes": None, "memory_method": f"probe failed: {str(error)[-500:]}"}
 
 
 # --------------------------------------------------------------------------- main
@@ -372,18 +346,8 @@ def measure_memory(side: str, assigner: str, name: str, args, images: int | None
 NO_LOOP = "—"  # table cell of a torch column for an assigner without a PyTorch loop
 
 
-def _fmt_bytes(value) -> str:
-    if value is None:
-        return "n/a"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return "n/a"
-
-
 def _torch_cells(row: dict) -> list[str]:
-    """torch ms, torch images, speed-up, agreement, torch peak memory."""
+    """torch time, torch images, speed-up, agreement, torch peak memory."""
     if not row.get("torch_loop", True):
         return [NO_LOOP] * 5
     speedup, agree, images = row.get("speedup"), row.get("agreement"), row.get("torch_images")
@@ -392,22 +356,22 @@ def _torch_cells(row: dict) -> list[str]:
         "n/a" if images is None else f"{images}/{row['batch']}",
         "n/a" if speedup is None else f"{speedup:.1f}x",
         "n/a" if agree is None else f"{100 * agree:.3f}%",
-        _fmt_bytes(row.get("torch_peak_bytes")),
+        harness.fmt_bytes(row.get("torch_peak_bytes")),
     ]
 
 
 def markdown_table(rows: list[dict]) -> str:
     lines = [
-        "| workload | assigner | torch ms | torch images | jax ms | speed-up | agreement | "
+        "| workload | assigner | torch time | torch images | jax time | speed-up | agreement | "
         "torch peak mem | jax peak mem (XLA temp) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        torch_ms, images, speedup, agree, torch_mem = _torch_cells(row)
-        jax_mem = f"{_fmt_bytes(row.get('jax_peak_bytes'))} "
-        jax_mem += f"({_fmt_bytes(row.get('jax_xla_temp_bytes'))})"
-        jax_ms = harness.fmt_ms(row.get("jax_ms"))
-        cells = [row["workload"], row["assigner"], torch_ms, images, jax_ms]
+        torch_time, images, speedup, agree, torch_mem = _torch_cells(row)
+        jax_mem = f"{harness.fmt_bytes(row.get('jax_peak_bytes'))} "
+        jax_mem += f"({harness.fmt_bytes(row.get('jax_xla_temp_bytes'))})"
+        jax_time = harness.fmt_ms(row.get("jax_ms"))
+        cells = [row["workload"], row["assigner"], torch_time, images, jax_time]
         lines.append("| " + " | ".join([*cells, speedup, agree, torch_mem, jax_mem]) + " |")
     return "\n".join(lines)
 
@@ -420,7 +384,7 @@ def markdown_notes(rows: list[dict]) -> str:
     if any(r.get("torch_images", r["batch"]) < r["batch"] for r in rows):
         notes.append(
             "torch images n/B with n < B: the loop was timed on the first n images only "
-            "(--torch-budget-s); torch ms is the measured time scaled by B/n, agreement and "
+            "(--torch-budget-s); torch time is the measured time scaled by B/n, agreement and "
             "torch peak memory are over those n images."
         )
     return "\n".join(notes)
@@ -753,7 +717,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.probe:
         result = _probe(args.probe, args)
-        print(json.dumps(result))
+        harness.print_result(result)
         return result
     report = run(args)
     out = Path(args.out or harness.default_out("assign", report["device_slug"], args.quick))

@@ -23,10 +23,8 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
-import subprocess
 
 from . import harness
 from . import workloads as wl
@@ -93,7 +91,7 @@ def _child(args: argparse.Namespace) -> None:
                 }
             )
             jax.clear_caches()
-    print(json.dumps(rows))
+    harness.print_result({"rows": rows})
 
 
 def split_variants(text: str) -> list[str]:
@@ -111,16 +109,9 @@ def run_variant(variant: str, args: argparse.Namespace) -> list[dict]:
     env = dict(os.environ, OTA_JAX_BUCKETS=buckets)
     if flags:
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flags}".strip()
-    argv = ["--child", variant]
-    for key in ("workloads", "assigners", "batch", "warmup", "repeats"):
-        argv += [f"--{key}", str(getattr(args, key))]
-    if args.quick:
-        argv.append("--quick")
-    command, env = harness.module_command("bucket_ablation", *argv, env=env)
-    proc = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"variant {variant!r} failed:\n{proc.stderr[-3000:]}")
-    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    keys = ("workloads", "assigners", "batch", "warmup", "repeats")
+    argv = ["--child", variant, *harness.child_args(args, *keys)]
+    rows = harness.run_child("bucket_ablation", *argv, env=env)["rows"]
     return [{"variant": variant, "buckets": buckets, "xla_flags": flags, **r} for r in rows]
 
 

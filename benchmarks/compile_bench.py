@@ -32,10 +32,8 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 
 from . import harness
 
@@ -157,23 +155,16 @@ def _child(args: argparse.Namespace) -> None:
         call = _step_call(args, policy)
     else:
         call = _assigner_call(args, target, policy)
-    print(json.dumps(_timed(call, args.warmup, args.repeats)))
+    harness.print_result(_timed(call, args.warmup, args.repeats))
 
 
-def run_child(target: str, policy: str, args: argparse.Namespace) -> dict:
+def run_policy(target: str, policy: str, args: argparse.Namespace) -> dict:
     """One target and policy in a fresh subprocess, without a compilation cache."""
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
     env["JAX_ENABLE_COMPILATION_CACHE"] = "false"
-    argv = ["--child", target, policy]
-    for key in ("workload", "batch", "step_assigner", "warmup", "repeats"):
-        argv += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
-    if args.quick:
-        argv.append("--quick")
-    command, env = harness.module_command("compile_bench", *argv, env=env)
-    proc = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{target} {policy!r} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    keys = ("workload", "batch", "step_assigner", "warmup", "repeats")
+    argv = ["--child", target, policy, *harness.child_args(args, *keys)]
+    return harness.run_child("compile_bench", *argv, env=env)
 
 
 def summarize(runs: list[dict]) -> list[dict]:
@@ -252,7 +243,7 @@ def run(argv=None) -> dict:
         for target in targets:
             for policy in policies:
                 harness.log(f"{len(runs) + 1}/{total}: {target} sizes={policy} ...")
-                result = run_child(target, policy, args)
+                result = run_policy(target, policy, args)
                 runs.append({"round": round_, "target": target, "policy": policy, **result})
                 harness.log(f"  first {result['first_call_s']:.2f} s, {result['ms']:.3g} ms")
     rows = summarize(runs)

@@ -5,8 +5,11 @@
   ``block_until_ready`` (`blocking`) or the caller's own synchronisation.
 * The run header (`report_header`): device, versions, commit, date, load, command.
 * Reports (`write_report`, `default_out`): ``<name>.json`` (strict JSON) and
-  ``<name>.md`` in ``benchmarks/results/<device>/``.
-* Children (`module_command`): ``python -m benchmarks.<name>`` in a fresh process.
+  ``<name>.md`` in ``benchmarks/results/<device>/``; read back by `loop_rows` (for
+  plot_speedups and docs/make_tables.py), their numbers formatted by `fmt_ms`,
+  `fmt_number` and `fmt_bytes` (every table, reports' and docs' alike).
+* Children (`run_child`): ``python -m benchmarks.<name>`` in a fresh process, which
+  prints its result as one line of JSON (`print_result`).
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ import json
 import math
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 
 # The benchmarks run JAX and PyTorch side by side on one GPU and measure peaks: JAX
@@ -32,28 +36,6 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 _ROOT = Path(__file__).resolve().parent.parent
 RESULTS = _ROOT / "benchmarks" / "results"
-
-__all__ = [
-    "RESULTS",
-    "Timing",
-    "blocking",
-    "child_env",
-    "cpu_name",
-    "default_out",
-    "device_name_and_slug",
-    "fmt_ms",
-    "git_commit",
-    "git_dirty",
-    "load_average",
-    "log",
-    "markdown_header",
-    "module_command",
-    "report_header",
-    "time_calls",
-    "versions",
-    "write_report",
-]
-
 
 # --------------------------------------------------------------------------- timing
 
@@ -135,9 +117,51 @@ def time_calls(
     return timings
 
 
-def fmt_ms(value) -> str:
-    """Milliseconds for a table: two decimals below 10, one above."""
-    return "n/a" if value is None else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+def fmt_number(value: float) -> str:
+    """About three significant digits, no exponent: ``2085``, ``27.6``, ``5.90``, ``0.464``."""
+    for digits, above in ((0, 100), (1, 10), (2, 1)):
+        if abs(value) >= above:
+            return f"{value:.{digits}f}"
+    return f"{value:.3f}"
+
+
+def fmt_ms(value: float | None) -> str:
+    """A time given in ms, for every table (reports and docs): ``27.6 ms``, from 1000 ms in
+    seconds (``2.09 s``); ``n/a`` for none."""
+    if value is None:
+        return "n/a"
+    return f"{fmt_number(value / 1000)} s" if value >= 1000 else f"{fmt_number(value)} ms"
+
+
+def fmt_bytes(n: float | None) -> str:
+    """Bytes as MiB or GiB; ``n/a`` for nothing measured, ``—`` for too little to register."""
+    if n is None:
+        return "n/a"
+    if n <= 0:
+        return "—"
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+# --------------------------------------------------------------------------- reading reports
+
+
+def loop_rows(reports: Mapping[str, dict], order: Sequence[str] = ()) -> dict[tuple, dict]:
+    """``(workload, assigner) -> row`` of every row timed against a PyTorch loop (with a
+    ``speedup``) in ``reports`` (name -> an `assign_bench` report, alone or as a suite's
+    ``assign`` step), workloads in ``order`` (others after it, by name). A pair in two
+    reports is an error: which one counts would be a guess."""
+    rows: dict[tuple, dict] = {}
+    where: dict[tuple, str] = {}
+    for name, report in reports.items():
+        for row in report.get("assign", report)["results"]:
+            key = row["workload"], row["assigner"]
+            if not row.get("speedup"):
+                continue
+            if key in rows:
+                raise ValueError(f"{key} is in both {where[key]} and {name}")
+            rows[key], where[key] = row, name
+    rank = lambda w: (order.index(w) if w in order else len(order), w)
+    return dict(sorted(rows.items(), key=lambda item: rank(item[0][0])))
 
 
 # --------------------------------------------------------------------------- the run header
@@ -218,6 +242,34 @@ def module_command(module: str, *args: str, env=None) -> tuple[list[str], dict]:
     return [sys.executable, "-m", f"benchmarks.{module}", *args], child_env(env)
 
 
+def child_args(args, *keys: str) -> list[str]:
+    """``--key value`` for each of ``keys`` of the parsed ``args`` (``_`` as ``-``), and
+    ``--quick`` where set: the arguments a parent passes on to its child."""
+    argv = [
+        word for key in keys for word in (f"--{key.replace('_', '-')}", str(getattr(args, key)))
+    ]
+    return argv + (["--quick"] if getattr(args, "quick", False) else [])
+
+
+def run_child(module: str, *args: str, env: Mapping[str, str] | None = None) -> dict:
+    """Runs ``python -m benchmarks.<module> args`` in a fresh process (`module_command`)
+    and returns what it printed with `print_result`; RuntimeError with the end of its
+    output if it failed or printed none."""
+    cmd, env = module_command(module, *args, env=env)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    # The last line only: a library may print to stdout before it.
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout)[-3000:]
+        raise RuntimeError(f"{module} {shlex.join(args)} failed:\n{tail}")
+    return json.loads(lines[-1])
+
+
+def print_result(result: dict) -> None:
+    """What a child gives `run_child`: one line of JSON on stdout."""
+    print(json.dumps(result), flush=True)
+
+
 def load_average() -> list[float] | None:
     with contextlib.suppress(OSError, AttributeError):
         return [round(x, 2) for x in os.getloadavg()]
@@ -242,7 +294,8 @@ def report_header(name: str, slug: str, device, load_before, *optional_versions:
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "load_average_before": load_before,
         "load_average_after": load_average(),
-        "command": " ".join([_program(), *sys.argv[1:]]),
+        # Quoted: pasted into a shell, the same arguments (``--assign-args "--repeats 3"``).
+        "command": " ".join([_program(), *map(shlex.quote, sys.argv[1:])]),
     }
 
 

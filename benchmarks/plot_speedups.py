@@ -4,8 +4,9 @@ Reads ``assign_bench.py`` or ``suite.py`` reports (``results/<device>/*.json``)
 and draws one panel per device: a bar per workload and assigner with a PyTorch
 loop (OTA, SimOTA), on a log scale; CPU panels show the 10x target of
 ``BENCHMARKS.md`` (its GPU targets are absolute times).
-Each bar is one run's ratio (both sides timed in the same run); where several
-reports of a panel hold the same workload and assigner, the last one wins.
+Each bar is one run's ratio (both sides timed in the same run), read as
+docs/make_tables.py reads it (`harness.loop_rows`): a workload and assigner in
+two reports of a panel is an error.
 
 Example::
 
@@ -26,9 +27,9 @@ from . import workloads as wl
 DEFAULT_PANELS = (
     "NVIDIA H100=nvidia-h100-80gb-hbm3/suite.json",
     "NVIDIA H200=nvidia-h200/suite.json",
-    # Oldest first: the last report holding a row wins.
-    "AMD EPYC, 2 cores=cpu-2core/assign_simota.json,cpu-2core/assign_ota.json,"
-    "cpu-2core/assign_crowd_ota.json,cpu-2core/assign_crowd_simota.json,cpu-2core/assign.json",
+    # The reports of the README's CPU column.
+    "AMD EPYC, 2 cores=cpu-2core/assign_crowd_ota.json,cpu-2core/assign_crowd_simota.json,"
+    "cpu-2core/assign.json",
 )
 TARGET = 10.0  # BENCHMARKS.md: at least 10x over each loop (the CPU target)
 _COLORS = {"ota": "#1f77b4", "simota": "#ff7f0e"}
@@ -44,23 +45,15 @@ class Runs(NamedTuple):
 
 
 def speedups(paths: list[Path]) -> Runs:
-    """Every row with a PyTorch loop in the reports ``paths`` (``assign_bench.py``'s,
-    or a suite's ``assign`` step), the last one winning; workloads in the order of
-    ``workloads.WORKLOADS``, and the commits those rows were measured at, oldest
-    report first."""
-    rows, measured_at, backend = {}, {}, None
-    for index, path in enumerate(paths):
-        report = json.loads(Path(path).read_text())
-        report = report.get("assign", report)
-        backend = report.get("jax_backend", backend)
-        commit = (report.get("git_commit") or "unknown")[:7]
-        for row in report["results"]:
-            if row.get("speedup") is not None:
-                key = row["workload"], row["assigner"]
-                rows[key], measured_at[key] = row, (index, commit)
-    order = {name: i for i, name in enumerate(wl.WORKLOADS)}
-    rows = dict(sorted(rows.items(), key=lambda item: order.get(item[0][0], len(order))))
-    commits = dict.fromkeys(commit for _, commit in sorted(measured_at.values()))
+    """Every row with a PyTorch loop in the reports ``paths`` (`harness.loop_rows`),
+    workloads in the order of ``workloads.WORKLOADS``, and the commits of the reports
+    that hold them, in the order of ``paths``."""
+    reports = {str(path): json.loads(Path(path).read_text()) for path in paths}
+    reports = {name: report.get("assign", report) for name, report in reports.items()}
+    rows = harness.loop_rows(reports, list(wl.WORKLOADS))
+    held = [r for r in reports.values() if any(row.get("speedup") for row in r["results"])]
+    commits = dict.fromkeys((r.get("git_commit") or "unknown")[:7] for r in held)
+    backend = next((r["jax_backend"] for r in reversed(held) if "jax_backend" in r), None)
     return Runs(rows, backend, tuple(commits))
 
 

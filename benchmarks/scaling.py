@@ -241,9 +241,7 @@ def _fmt_slope(value: float | None) -> str:
 def markdown_table(report: dict) -> str:
     assigners = list(report["slopes"])
     lines = [
-        "| factor | batch | image | anchors | gts | "
-        + " | ".join(f"{a} ms" for a in assigners)
-        + " |",
+        "| factor | batch | image | anchors | gts | " + " | ".join(assigners) + " |",
         "|---|---|---|---|---|" + "---|" * len(assigners),
     ]
     by_point: dict[tuple, dict] = {}

@@ -8,7 +8,8 @@ Nothing in a block is typed by hand: rerun a benchmark, commit its report, then
     python docs/make_tables.py            # rewrite every block
     python docs/make_tables.py --check    # change nothing; exit 1 naming each stale block
 
-Only the standard library is needed. Reports named with a commit suffix (``_03288e8``)
+Only the standard library and ``benchmarks.harness`` (which reads reports and formats
+their numbers for the benchmarks too) are needed. Reports named with a commit suffix (``_03288e8``)
 are old runs kept for the record and are not read here.
 """
 
@@ -17,11 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: the benchmarks package of this tree
+
+from benchmarks.harness import fmt_bytes, fmt_ms, fmt_number, loop_rows  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 PAGES = ("README.md", "docs/performance.md")  # the files with generated blocks
 
@@ -43,6 +49,8 @@ CPU_ASSIGN = (
     f"{CPU}/assign_crowd_ota.json",
     f"{CPU}/assign_crowd_simota.json",
 )
+# Every assigner on the crowded batches, one process each (a report per assigner).
+CPU_CROWD_ASSIGNERS = ("ota", "simota", "fcos", "atss", "max_iou", "tal", "dsl")
 SOURCES_HEADING = "From these reports; the command after each writes it again:"
 
 
@@ -59,27 +67,10 @@ def load(name: str) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def assign_rows(names: Iterable[str]) -> dict[tuple[str, str], dict]:
-    """``(workload, assigner) -> row`` of ``assign_bench.py``'s reports (alone or a suite's
-    ``assign`` step); a pair measured in two of them is an error (which one counts would be
-    a guess)."""
-    rows: dict[tuple[str, str], dict] = {}
-    where: dict[tuple[str, str], str] = {}
-    for name in names:
-        report = load(name)
-        for row in report.get("assign", report)["results"]:
-            key = row["workload"], row["assigner"]
-            if key in rows:
-                raise ValueError(f"{key} is in both {where[key]} and {name}")
-            rows[key], where[key] = row, name
-    return rows
-
-
-def with_loop(rows: dict[tuple[str, str], dict]) -> dict[tuple[str, str], dict]:
-    """The rows timed against a PyTorch loop, workloads in the order of `WORKLOADS`."""
-    order = workload_order(w for w, _ in rows)
-    kept = {key: row for key, row in rows.items() if row.get("speedup")}
-    return dict(sorted(kept.items(), key=lambda item: order.index(item[0][0])))
+def with_loop(names: Iterable[str]) -> dict[tuple[str, str], dict]:
+    """``(workload, assigner) -> row`` of the rows of ``assign_bench.py``'s reports ``names``
+    timed against a PyTorch loop, workloads in the order of `WORKLOADS`."""
+    return loop_rows({name: load(name) for name in names}, WORKLOADS)
 
 
 def workload_order(workloads: Iterable[str]) -> list[str]:
@@ -95,22 +86,6 @@ def partial(row: dict) -> bool:
 # --------------------------------------------------------------------------- formatting
 
 
-def digits(value: float) -> str:
-    """About three significant digits, no exponent: ``2085``, ``27.6``, ``5.90``, ``0.464``."""
-    if abs(value) >= 100:
-        return f"{value:.0f}"
-    if abs(value) >= 10:
-        return f"{value:.1f}"
-    if abs(value) >= 1:
-        return f"{value:.2f}"
-    return f"{value:.3f}"
-
-
-def ms(value: float) -> str:
-    """A time given in ms; in seconds from 1000 ms."""
-    return f"{digits(value / 1000)} s" if value >= 1000 else f"{digits(value)} ms"
-
-
 def times(value: float) -> str:
     """A ratio: ``76x``, ``6.1x``."""
     return f"{value:.0f}x" if value >= 10 else f"{value:.1f}x"
@@ -118,13 +93,6 @@ def times(value: float) -> str:
 
 def share(value: float) -> str:
     return f"{100 * value:.2f}%"
-
-
-def size(n: float | None) -> str:
-    """Bytes as MiB or GiB; ``—`` for nothing measured (or too little to register)."""
-    if not n or n <= 0:
-        return "—"
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 def table(header: list[str], rows: list[list[str]], right: int = 0) -> list[str]:
@@ -145,13 +113,25 @@ def block(lines: list[str], *notes: str, sources: list[str]) -> list[str]:
 # --------------------------------------------------------------------------- sources
 
 
-def command(report: dict) -> str:
-    """The command that wrote ``report``, as run from the repository root."""
+def command(report: dict, name: str) -> str:
+    """The command that writes ``report`` again as ``benchmarks/results/<name>``, pasted at
+    the repository root: an output path the run gave elsewhere (a device machine's scratch
+    folder) is the committed one, and a ``--markdown`` path goes (the default puts the
+    markdown beside the JSON, where it is committed)."""
     cmd = report.get("command") or "unknown"
     # Older reports recorded ``<script>.py args``; the scripts now run as modules.
-    if match := re.match(r"(?:benchmarks/)?(\w+)\.py\b(.*)", cmd):
-        return f"python -m benchmarks.{match[1]}{match[2]}"
-    return re.sub(r"python benchmarks/(\w+)\.py", r"python -m benchmarks.\1", cmd)
+    cmd = re.sub(r"^(?:python )?(?:benchmarks/)?(\w+)\.py\b", r"python -m benchmarks.\1", cmd)
+    words, out = shlex.split(cmd), []
+    path = Path("benchmarks/results", name)
+    committed = {"--out": str(path), "--out-dir": str(path.parent)}
+    while words:
+        word = words.pop(0)
+        if word in (*committed, "--markdown") and words:
+            words.pop(0)
+            out += [word, committed[word]] if word in committed else []
+        else:
+            out.append(word)
+    return shlex.join(out)
 
 
 def device_words(report: dict) -> str:
@@ -196,27 +176,26 @@ def source(name: str, *, commit: bool = True, step: str = "assign") -> str:
     if commit:
         words += f"; {commit_words(report)}"
     words += calls_words(report)
-    return f"- `benchmarks/results/{name}` ({words}): `{command(report)}`"
+    return f"- `benchmarks/results/{name}` ({words}): `{command(report, name)}`"
 
 
 def sources(names: Iterable[str], *, commit: bool = True, step: str = "assign") -> list[str]:
     return [source(name, commit=commit, step=step) for name in dict.fromkeys(names)]
 
 
-def source_of_runs(name: str) -> str:
-    """A report of one process per assigner (``runs``): one shell loop over them."""
-    runs = load(name)["runs"]
+def source_of_runs(names: list[str]) -> list[str]:
+    """Reports of one process per assigner, alike but for the assigner: one list item, a
+    shell loop over them (else one item per report)."""
+    runs = [load(name) for name in names]
     assigners = [run["settings"]["assigners"][0] for run in runs]
-    commands = {
-        re.sub(rf"(?<![A-Za-z]){a}(?![A-Za-z])", "$a", command(run))
-        for run, a in zip(runs, assigners, strict=True)
-    }
-    if len(commands) == 1:
-        cmd = f"for a in {' '.join(assigners)}; do {commands.pop()}; done"
-    else:
-        cmd = "; ".join(command(run) for run in runs)
+    one = lambda text, a: re.sub(rf"(?<![A-Za-z]){a}(?![A-Za-z])", "$a", text)
+    commands = {one(command(r, n), a) for r, n, a in zip(runs, names, assigners, strict=True)}
+    paths = {one(name, a) for name, a in zip(names, assigners, strict=True)}
+    if len(commands) > 1 or len(paths) > 1:
+        return sources(names)
+    cmd = f"for a in {' '.join(assigners)}; do {commands.pop()}; done"
     words = f"{device_words(runs[0])}; {commit_words(runs[0])}{calls_words(runs[0])}"
-    return f"- `benchmarks/results/{name}` ({words}), one process per assigner: `{cmd}`"
+    return [f"- `benchmarks/results/{paths.pop()}` ({words}), one process per assigner: `{cmd}`"]
 
 
 # --------------------------------------------------------------------------- blocks
@@ -229,7 +208,7 @@ def readme_speedups() -> list[str]:
         "NVIDIA H200": (H200_SUITE,),
         "2-core CPU": CPU_ASSIGN,
     }
-    found = {title: with_loop(assign_rows(names)) for title, names in devices.items()}
+    found = {title: with_loop(names) for title, names in devices.items()}
     keys = list(dict.fromkeys(key for rows in found.values() for key in rows))
     rows, starred = [], False
     for workload in workload_order(w for w, _ in keys):
@@ -242,7 +221,7 @@ def readme_speedups() -> list[str]:
                 if row is None:
                     cells.append("—")
                     continue
-                cell = f"{ms(row['jax_ms'])}, {times(row['speedup'])}"
+                cell = f"{fmt_ms(row['jax_ms'])}, {times(row['speedup'])}"
                 if partial(row):
                     cell, starred = cell + " *", True
                 cells.append(cell)
@@ -268,7 +247,7 @@ def workload_lines(name: str = H100_SUITE) -> list[str]:
         gts = (
             f"{counts.pop()} gts in every image"
             if len(counts) == 1
-            else f"{digits(w['mean_gt'])} gts an image on average"
+            else f"{fmt_number(w['mean_gt'])} gts an image on average"
         )
         lines.append(
             f"- `{w['name']}`: {height}x{width}, {w['num_anchors']} anchor points, {gts},"
@@ -282,8 +261,8 @@ def assign_table(names: tuple[str, ...], *, gpu: bool) -> list[str]:
     peak = "loop peak" if gpu else "loop peak RSS rise"
     header = ["workload", "assigner", "PyTorch loop", "ota_jax", "speed-up", "same gt", peak]
     rows = []
-    for (workload, assigner), row in with_loop(assign_rows(names)).items():
-        loop = ms(row["torch_ms"])
+    for (workload, assigner), row in with_loop(names).items():
+        loop = fmt_ms(row["torch_ms"])
         if partial(row):
             loop += f" ({row['torch_images']}/{row['batch']})"
         rows.append(
@@ -291,11 +270,11 @@ def assign_table(names: tuple[str, ...], *, gpu: bool) -> list[str]:
                 workload,
                 assigner,
                 loop,
-                ms(row["jax_ms"]),
+                fmt_ms(row["jax_ms"]),
                 times(row["speedup"]),
                 share(row["agreement"]),
-                size(row.get("torch_peak_bytes")),
-                size(row.get("jax_xla_temp_bytes")),
+                fmt_bytes(row.get("torch_peak_bytes")),
+                fmt_bytes(row.get("jax_xla_temp_bytes")),
             ]
         )
     return block(table([*header, "ota_jax XLA temp"], rows), sources=sources(names))
@@ -320,7 +299,7 @@ def alone_h100() -> list[str]:
     header = ["workload"] + [f"{NAMES[a]}{words}" for _, _, words in columns for a in NAMES]
     rows = []
     for workload in workload_order(w for w, _, _, _ in at):
-        cells = [ms(at[workload, a, b, f]) for b, f, _ in columns for a in NAMES]
+        cells = [fmt_ms(at[workload, a, b, f]) for b, f, _ in columns for a in NAMES]
         rows.append([workload, *cells])
     note = f"Medians of {report['repeats']} calls after warm-up, a batch of {report['batch']}."
     return block(table(header, rows, right=len(header) - 1), note, sources=sources([H100_ALONE]))
@@ -342,9 +321,9 @@ def train_step() -> list[str]:
                     report["device"],
                     model,
                     r["assigner"],
-                    ms(r["step_ms"]),
-                    ms(r["fixed_step_ms"]),
-                    ms(r["assign_ms"]),
+                    fmt_ms(r["step_ms"]),
+                    fmt_ms(r["fixed_step_ms"]),
+                    fmt_ms(r["assign_ms"]),
                     f"{100 * r['share_assign_alone']:.1f}%",
                 ]
             )
@@ -363,7 +342,7 @@ def alone_table(names: list[str]) -> list[str]:
                 at.setdefault(r["workload"], {})[r["assigner"]] = r["jax_ms"]
     assigners = list(dict.fromkeys(a for row in at.values() for a in row))
     rows = [
-        [workload] + [digits(at[workload][a]) if a in at[workload] else "—" for a in assigners]
+        [workload] + [fmt_number(at[workload][a]) if a in at[workload] else "—" for a in assigners]
         for workload in workload_order(at)
     ]
     return table(["workload", *assigners], rows, right=len(assigners))
@@ -376,9 +355,10 @@ def baselines_h200() -> list[str]:
 
 
 def cpu_assigners() -> list[str]:
-    names = [f"{CPU}/assigners.json", f"{CPU}/assigners_crowd.json"]
+    crowd = [f"{CPU}/assigners_crowd_{a}.json" for a in CPU_CROWD_ASSIGNERS]
     note = "ota_jax alone, median ms per batch of 16."
-    return block(alone_table(names), note, sources=[*sources(names[:1]), source_of_runs(names[1])])
+    names = [f"{CPU}/assigners.json", *crowd]
+    return block(alone_table(names), note, sources=[*sources(names[:1]), *source_of_runs(crowd)])
 
 
 def compile_table(name: str) -> list[str]:
@@ -395,7 +375,7 @@ def compile_table(name: str) -> list[str]:
                 f"`{r['policy']}`",
                 f"{r['first_call_s']:.1f} s",
                 f"{r['first_call_cpu_s']:.1f} s",
-                ms(r["ms"]),
+                fmt_ms(r["ms"]),
                 "baseline" if base else f"{r['first_call_vs_base']:.2f}x",
                 "baseline" if base else times(r["later_speedup_vs_base"]),
             ]
@@ -419,12 +399,14 @@ def simota_runs() -> list[str]:
     header = ["report", "yolox640: loop, ota_jax, speed-up", "fcos1024: loop, ota_jax, speed-up"]
     rows = []
     for name in names:
-        found = assign_rows([name])
+        found = with_loop([name])
         cells = []
         for workload in ("yolox640", "fcos1024"):
             r = found.get((workload, "simota"))
             cells.append(
-                f"{ms(r['torch_ms'])}, {ms(r['jax_ms'])}, {times(r['speedup'])}" if r else "—"
+                f"{fmt_ms(r['torch_ms'])}, {fmt_ms(r['jax_ms'])}, {times(r['speedup'])}"
+                if r
+                else "—"
             )
         rows.append([f"`{Path(name).name}`", *cells])
     return block(table(header, rows), sources=sources(names))
@@ -447,8 +429,8 @@ def scaling() -> list[str]:
                     report["device"],
                     "gts per image" if factor == "gts" else factor,
                     ", ".join(map(str, values)),
-                    ", ".join(digits(median[v, "ota"]) for v in values),
-                    ", ".join(digits(median[v, "simota"]) for v in values),
+                    ", ".join(fmt_number(median[v, "ota"]) for v in values),
+                    ", ".join(fmt_number(median[v, "simota"]) for v in values),
                     f"{slopes['ota'][factor]:.2f} / {slopes['simota'][factor]:.2f}",
                 ]
             )
@@ -473,7 +455,7 @@ def cpu_crowd() -> list[str]:
 def _speedup_rows() -> list[list[str]]:
     """The CPU target: at least 10x over each loop."""
     rows = []
-    cpu = with_loop(assign_rows(CPU_ASSIGN))
+    cpu = with_loop(CPU_ASSIGN)
     for assigner, name in NAMES.items():
         got = [(w, r["speedup"]) for (w, a), r in cpu.items() if a == assigner]
         low = [f"{times(x)} on {w}" for w, x in got if x < 10]
@@ -498,7 +480,7 @@ def _gpu_time_rows() -> list[list[str]]:
             rows.append(
                 [
                     f"H100, {workload}, {NAMES[assigner]}: at most {limit:g} ms",
-                    f"{ms(t)} (ota_jax alone)",
+                    f"{fmt_ms(t)} (ota_jax alone)",
                     "met" if t <= limit else "not met",
                 ]
             )
@@ -508,7 +490,7 @@ def _gpu_time_rows() -> list[list[str]]:
 def _agreement_rows() -> list[list[str]]:
     """At least 99.9% of the loop's positive anchors with the same gt, on every device."""
     rows = []
-    found = [with_loop(assign_rows(names)) for names in ((H100_SUITE,), (H200_SUITE,), CPU_ASSIGN)]
+    found = [with_loop(names) for names in ((H100_SUITE,), (H200_SUITE,), CPU_ASSIGN)]
     for assigner, name in NAMES.items():
         got = [
             (r["agreement"], w)
@@ -539,14 +521,14 @@ def _agreement_rows() -> list[list[str]]:
 
 def _memory_row() -> list[str]:
     """Memory on the most crowded batch of the H100 suite."""
-    h100 = with_loop(assign_rows([H100_SUITE]))
+    h100 = with_loop([H100_SUITE])
     big = workload_order(w for w, _ in h100)[-1]
     ota, simota = h100[big, "ota"], h100[big, "simota"]
     return [
         f"memory O(B*M*A), never O(B*M*A*C) ({big}, H100)",
-        f"XLA temp {size(ota['jax_xla_temp_bytes'])} (OTA), "
-        f"{size(simota['jax_xla_temp_bytes'])} (SimOTA); the OTA loop's peak "
-        f"{size(ota['torch_peak_bytes'])}",
+        f"XLA temp {fmt_bytes(ota['jax_xla_temp_bytes'])} (OTA), "
+        f"{fmt_bytes(simota['jax_xla_temp_bytes'])} (SimOTA); the OTA loop's peak "
+        f"{fmt_bytes(ota['torch_peak_bytes'])}",
         "met",
     ]
 

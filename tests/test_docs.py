@@ -78,3 +78,66 @@ def test_the_study_page_quotes_only_numbers_of_the_committed_report():
     quoted = re.findall(r"\d+\.\d+", results)
     assert quoted, "the study's results quote no number"
     assert [n for n in quoted if n not in report] == []
+
+
+def _source_commands():
+    """``(report, command)`` for every report a generated block names, a shell loop over
+    assigners expanded (``for a in ota simota; do ... $a ...; done``)."""
+    make_tables = _make_tables()
+    items = []
+    for page in make_tables.PAGES:
+        for block in make_tables.BLOCK.finditer((ROOT / page).read_text(encoding="utf-8")):
+            for line in block["body"].splitlines():
+                if match := re.match(r"- `benchmarks/results/(\S+)` .*: `(.+)`$", line):
+                    items.append(match.groups())
+    pairs = []
+    for report, cmd in dict.fromkeys(items):
+        loop = re.fullmatch(r"for a in ([\w ]+); do (.+); done", cmd)
+        for a in loop[1].split() if loop else [None]:
+            pairs.append(
+                (report.replace("$a", a), loop[2].replace("$a", a)) if loop else (report, cmd)
+            )
+    return pairs
+
+
+# The report a benchmark writes without --out (or the suite without --out-dir), in
+# benchmarks/results/<device>/.
+DEFAULT_REPORT = {
+    "assign_bench": "assign.json",
+    "bucket_ablation": "buckets.json",
+    "compile_bench": "compile.json",
+    "scaling": "scaling.json",
+    "suite": "suite.json",
+    "train_step_bench": "train_step.json",
+}
+
+
+def test_every_source_command_parses_and_writes_its_committed_report():
+    import importlib
+    import shlex
+
+    pairs = _source_commands()
+    assert len(pairs) > 10, pairs
+    for report, cmd in pairs:
+        words = shlex.split(cmd)
+        assert words[:2] == ["python", "-m"] and words[2].startswith("benchmarks."), cmd
+        module = importlib.import_module(words[2])
+        try:
+            args = module.parse_args(words[3:])
+        except SystemExit:
+            pytest.fail(f"{report}: its command does not parse: {cmd}")
+        committed = Path("benchmarks/results", report)
+        name = words[2].removeprefix("benchmarks.")
+        if getattr(args, "out", None):
+            written = Path(args.out)
+        elif getattr(args, "out_dir", None):
+            written = Path(args.out_dir, DEFAULT_REPORT[name])
+        else:  # the default: the folder of the device the report names
+            device = _make_tables().load(report).get("device_slug")
+            written = Path("benchmarks/results", device, DEFAULT_REPORT[name])
+        assert written == committed, f"{cmd} writes {written}, not {committed}"
+        assert getattr(args, "markdown", None) is None, cmd
+        if name == "bucket_ablation":  # XLA flags hold commas: the same variants
+            rows = _make_tables().load(report)["rows"]
+            variants = list(dict.fromkeys(row["variant"] for row in rows))
+            assert module.split_variants(args.variants) == variants, cmd
