@@ -220,9 +220,10 @@ def test_write_metrics(tmp_path):
     assert json.loads((tmp_path / "run" / "eval.json").read_text()) == {"AP": 0.25, "AP50": 0.5}
 
 
-def test_importing_the_library_and_evaluation_does_not_import_tensorflow():
+def test_importing_the_library_detector_and_evaluation_does_not_import_tensorflow():
+    """TensorFlow is the input pipeline's alone (layer 3): not the detector's (layer 2)."""
     code = (
-        "import sys, ota_jax, ota_jax.evaluation, ota_jax.data;"
+        "import sys, ota_jax, ota_jax.detector, ota_jax.evaluation, ota_jax.data;"
         "assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

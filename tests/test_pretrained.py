@@ -159,12 +159,16 @@ def test_features_equal_torchvision_forward(name, size, via_file, tmp_path):
         np.testing.assert_allclose(g, r, rtol=0, atol=1e-4 * scale, err_msg=f"C{level + 3}")
 
 
+def abstract_resnet(name: str, **kwargs) -> ResNet:
+    """A ResNet of shapes only (no initialisation): loading fills every weight, and every
+    error is raised before a weight is copied."""
+    return nnx.eval_shape(lambda: ResNet(name, rngs=nnx.Rngs(0), **kwargs))
+
+
 def test_npz_and_safetensors_load_like_a_mapping(tmp_path):
     """No torch needed: the same weights from .npz, .safetensors and a dict."""
     sd = random_state_dict("resnet18", seed=3)
-    reference = load_torchvision_resnet(
-        ResNet("resnet18", norm="frozen_batch", rngs=nnx.Rngs(0)), sd
-    )
+    reference = load_torchvision_resnet(abstract_resnet("resnet18", norm="frozen_batch"), sd)
     want = _flat(reference)
     np.savez(tmp_path / "w.npz", **sd)
     from safetensors.numpy import save_file  # in the train extra
@@ -172,7 +176,7 @@ def test_npz_and_safetensors_load_like_a_mapping(tmp_path):
     save_file(sd, str(tmp_path / "w.safetensors"))
     sources = [tmp_path / "w.npz", tmp_path / "w.safetensors"]
     for source in sources:
-        resnet = ResNet("resnet18", norm="frozen_batch", rngs=nnx.Rngs(1))
+        resnet = abstract_resnet("resnet18", norm="frozen_batch")
         got = _flat(load_torchvision_resnet(resnet, source))
         assert got.keys() == want.keys()
         for path in want:
@@ -185,7 +189,7 @@ def test_npz_and_safetensors_load_like_a_mapping(tmp_path):
 def test_fcos_backbone_without_c5_skips_layer4():
     """A 2-level FCOS builds no layer4; its weights are skipped, not an error."""
     config = fcos_config("resnet18", num_classes=2, strides=(8, 16), backbone_norm="frozen_batch")
-    model = FCOS(config, rngs=nnx.Rngs(0))
+    model = nnx.eval_shape(lambda: FCOS(config, rngs=nnx.Rngs(0)))  # shapes only
     sd = random_state_dict("resnet18")
     load_torchvision_resnet(model.backbone, sd)
     got = np.asarray(model.backbone.stages[2][1].conv2.kernel[...])
@@ -194,14 +198,9 @@ def test_fcos_backbone_without_c5_skips_layer4():
 
 def test_wrong_weights_or_model_are_clear_errors(tmp_path):
     sd = random_state_dict("resnet18")
-
-    def abstract(name: str, **kwargs) -> ResNet:
-        """Shapes only: every error is raised before a weight is copied."""
-        return nnx.eval_shape(lambda: ResNet(name, rngs=nnx.Rngs(0), **kwargs))
-
     with pytest.raises(ValueError, match="frozen_batch"):
-        load_torchvision_resnet(abstract("resnet18"), sd)
-    resnet = abstract("resnet18", norm="frozen_batch")
+        load_torchvision_resnet(abstract_resnet("resnet18"), sd)
+    resnet = abstract_resnet("resnet18", norm="frozen_batch")
     with pytest.raises(ValueError, match=re.escape("layer2.0.bn1.running_var")):
         load_torchvision_resnet(
             resnet, {k: v for k, v in sd.items() if k != "layer2.0.bn1.running_var"}
@@ -209,6 +208,6 @@ def test_wrong_weights_or_model_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match=re.escape("extra.weight")):
         load_torchvision_resnet(resnet, {**sd, "extra.weight": np.zeros(3, np.float32)})
     with pytest.raises(ValueError, match="shape"):
-        load_torchvision_resnet(abstract("resnet50", norm="frozen_batch"), sd)
+        load_torchvision_resnet(abstract_resnet("resnet50", norm="frozen_batch"), sd)
     with pytest.raises(ValueError, match="format"):
         read_state_dict(tmp_path / "weights.h5")
