@@ -130,8 +130,10 @@ def test_weight_decay_skips_norms_biases_and_scales(name, cvpods):
     By default kernels only; with ``decay_biases_and_scales`` (cvpods' D2SGD) every
     parameter but those of norm layers: conv biases and the per-level scales too.
     """
-    # All ones: a zero parameter (a fresh bias) would not move under decay either.
-    params = jax.tree.map(jnp.ones_like, fresh_state()[1].params)
+    # All ones, in the train state's structure (traced, not initialised): a zero parameter
+    # (a fresh bias) would not move under decay either.
+    shapes = jax.eval_shape(lambda: fresh_state()[1].params)
+    params = jax.tree.map(lambda x: jnp.ones(x.shape, x.dtype), shapes)
     tx = make_optimizer(
         OptimizerConfig(
             name=name,
