@@ -1,6 +1,5 @@
-"""The GPU runbook: the suite's ``gpu`` preset (``python -m benchmarks.gpu_run`` is its
-alias). Its steps fit the time a GPU is lent, ``--device cpu`` keeps every step off a GPU,
-and the runbook runs end to end at smoke-test sizes."""
+"""The GPU runbook, the suite's ``gpu`` preset: its steps fit the time a GPU is lent,
+``--device cpu`` keeps every step off a GPU, and it runs end to end at smoke-test sizes."""
 
 from __future__ import annotations
 
@@ -64,9 +63,10 @@ def test_device_cpu_keeps_every_step_off_a_gpu(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_the_runbook_runs_at_smoke_test_sizes(tmp_path):
-    """``python -m benchmarks.gpu_run``, quick, on the CPU: what a lent GPU would run."""
-    argv = ["--quick", "--device", "cpu", "--steps", "alone,trace", "--out-dir", str(tmp_path)]
-    cmd, env = harness.module_command("gpu_run", *argv)
+    """``python -m benchmarks.suite --preset gpu``, quick, on the CPU: what a lent GPU
+    would run."""
+    argv = ["--preset", "gpu", "--quick", "--device", "cpu", "--steps", "alone,trace"]
+    cmd, env = harness.module_command("suite", *argv, "--out-dir", str(tmp_path))
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "suite.json").read_text())
