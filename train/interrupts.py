@@ -13,6 +13,12 @@ default actions. A watcher thread learns of a signal at once through
   after it again;
 - anywhere else (start-up, the final evaluation) the process exits at once;
 - a second signal exits at once.
+
+In a ``jax.distributed`` run, JAX's preemption service takes SIGTERM instead
+(``jax.distributed.initialize`` replaces the signal's handler): it tells every
+process and picks a step they all reach, where `preempted` says to stop, so
+that they save one checkpoint together. There is no grace deadline then; the
+scheduler's own (SIGKILL) stays. SIGINT still reaches only its own process.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ __all__ = [
     "exit_code",
     "install",
     "leave_loop",
+    "preempted",
     "requested",
 ]
 
@@ -66,6 +73,23 @@ def exit_code(signum: int) -> int:
 def requested() -> int | None:
     """The signal asking training to stop, or None."""
     return _requested
+
+
+def preempted(step: int) -> int | None:
+    """SIGTERM once every process of a ``jax.distributed`` run has reached the step
+    JAX's preemption service agreed on after a SIGTERM (to one of them); else None.
+
+    Call it after every step on every process (the service's protocol). Without
+    ``jax.distributed``, or with its preemption service off, it is always None: SIGTERM
+    then reaches `requested` as any signal does.
+    """
+    from jax.experimental import multihost_utils
+
+    try:
+        reached = multihost_utils.reached_preemption_sync_point(step)
+    except RuntimeError:  # jax_enable_preemption_service is off: Python keeps SIGTERM.
+        return None
+    return signal.SIGTERM if reached else None
 
 
 def acknowledge() -> None:

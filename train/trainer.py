@@ -361,9 +361,12 @@ def _train(
             )
             pending.append((step, metrics))
             bar.update(1)
-            # SIGTERM or SIGINT (see interrupts): save this step, then stop.
+            # SIGTERM or SIGINT (see interrupts): save this step, then stop. Across hosts,
+            # JAX's preemption service picks the step for SIGTERM.
             if stop := interrupts.requested():
                 interrupts.acknowledge()
+            else:
+                stop = interrupts.preempted(step)
             log_now = step % train.log_every == 0 or step == total or bool(stop)
             save_now = step % train.checkpoint_every == 0 or step == total or bool(stop)
             eval_now = bool(train.eval_every) and step % train.eval_every == 0 and step < total

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -82,16 +83,18 @@ def environment(devices: int) -> dict[str, str]:
     )
 
 
-def run_all(
-    commands: dict[str, tuple[list[str], dict[str, str]]], logs: Path, *, expect_success=True
-) -> dict[str, str]:
-    """Runs the commands at once; their logs once all exit (killed on timeout), each
-    with status 0 (``expect_success``) or else 1."""
+def start(commands: dict[str, tuple[list[str], dict[str, str]]], logs: Path) -> dict:
+    """The commands, started at once, each writing ``<logs>/<name>.log``."""
     procs = {}
     for name, (args, env) in commands.items():
         with open(logs / f"{name}.log", "w") as log:
             procs[name] = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + TIMEOUT_S
+    return procs
+
+
+def wait_all(procs: dict, logs: Path, *, expected: int = 0, timeout_s=TIMEOUT_S) -> dict:
+    """Their logs once all exit (killed after ``timeout_s``), each with status ``expected``."""
+    deadline = time.monotonic() + timeout_s
     try:
         while any(p.poll() is None for p in procs.values()) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -101,12 +104,19 @@ def run_all(
                 p.kill()
                 p.wait()
     texts = {name: (logs / f"{name}.log").read_text() for name in procs}
-    expected = 0 if expect_success else 1
     failed = {name: p.returncode for name, p in procs.items() if p.returncode != expected}
     if failed:
         report = "\n".join(f"==== {name}\n{texts[name][-4000:]}" for name in failed)
-        pytest.fail(f"exit codes {failed} (negative: killed after {TIMEOUT_S} s)\n{report}")
+        pytest.fail(f"exit codes {failed} (negative: killed after {timeout_s} s)\n{report}")
     return texts
+
+
+def run_all(
+    commands: dict[str, tuple[list[str], dict[str, str]]], logs: Path, *, expect_success=True
+) -> dict[str, str]:
+    """Runs the commands at once; their logs once all exit (killed on timeout), each
+    with status 0 (``expect_success``) or else 1."""
+    return wait_all(start(commands, logs), logs, expected=0 if expect_success else 1)
 
 
 def pair_commands(tmp_path: Path, *args: str) -> dict[str, tuple[list[str], dict[str, str]]]:
@@ -197,3 +207,32 @@ def test_a_failure_to_generate_the_data_stops_both_processes_with_a_message(tmp_
     assert f"ota-train: Not a directory ({data_dir})" in logs["process0"]
     message = f"ota-train: Process 0 could not generate 'ota_shapes/tiny' in {data_dir}"
     assert message in logs["process1"]
+
+
+def test_sigterm_to_one_process_stops_both_at_one_step_with_one_checkpoint(tmp_path):
+    """JAX's preemption service takes SIGTERM under jax.distributed: both processes save
+    the step it picks, exit 143, and the pair resumes from there."""
+    data_dir, steps = tmp_path / "tfds", 400  # Far more steps than run before the signal.
+    flags = ["--config", "smoke", f"--config.dataset.data_dir={data_dir}"]
+    flags += [f"--config.optimizer.total_steps={steps}", "--config.train.checkpoint_every=1000"]
+    procs = start(pair_commands(tmp_path, *flags, f"--config.train.steps={steps}"), tmp_path)
+    metrics = tmp_path / "pair" / "metrics.jsonl"
+    deadline = time.monotonic() + TIMEOUT_S
+    while not metrics.exists() or metrics.read_text().count('"train/loss"') < 2:
+        assert all(p.poll() is None for p in procs.values()), "a process ended early"
+        assert time.monotonic() < deadline, "no training step in time"
+        time.sleep(0.05)
+    procs["process1"].send_signal(signal.SIGTERM)  # Process 0 is not signalled.
+    logs = wait_all(procs, tmp_path, expected=128 + signal.SIGTERM, timeout_s=120)
+
+    saved = sorted(int(p.name) for p in (tmp_path / "pair" / trainer.CHECKPOINT_DIR).iterdir())
+    assert len(saved) == 1 and 2 <= saved[0] < steps, saved
+    for log in logs.values():
+        assert f"ota-train: SIGTERM at step {saved[0]}: saved checkpoint {saved[0]} in" in log
+
+    more = saved[0] + 2
+    logs = run_all(pair_commands(tmp_path, *flags, f"--config.train.steps={more}"), tmp_path)
+    assert f"Resuming from the checkpoint of step {saved[0]} " in logs["process0"]
+    (p0,) = fingerprints(logs["process0"])
+    (p1,) = fingerprints(logs["process1"])
+    assert p0[2] == p1[2] == more and p0[3] == p1[3]
