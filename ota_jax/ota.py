@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from functools import partial
+from typing import Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -60,7 +61,7 @@ __all__ = ["OTAConfig", "ota_assign", "ota_assign_batch"]
 
 
 # OTAConfig.prior's candidate rules, the official one first.
-PRIORS = ("box_and_clipped_center", "center")
+Prior = Literal["box_and_clipped_center", "center"]
 
 
 @assigner_config
@@ -102,7 +103,7 @@ class OTAConfig:
     """
 
     center_radius: float = 2.5
-    prior: str = "box_and_clipped_center"
+    prior: Prior = "box_and_clipped_center"
     candidate_topk: int = 20
     reg_weight: float = 1.5
     epsilon: float = 0.1
@@ -124,8 +125,8 @@ class OTAConfig:
             raise ValueError("max_columns must be positive or None")
         if not (self.epsilon > 0 and self.center_radius > 0 and self.iou_eps > 0):
             raise ValueError("epsilon, center_radius and iou_eps must be positive")
-        if self.prior not in PRIORS:
-            raise ValueError(f"prior must be one of {PRIORS}, got {self.prior!r}")
+        if self.prior not in get_args(Prior):
+            raise ValueError(f"prior must be one of {get_args(Prior)}, got {self.prior!r}")
 
 
 # ------------------------------------------------------------ the five steps
