@@ -109,6 +109,12 @@ def _torch_image(image: dict):
     return out
 
 
+def _args(image: dict) -> tuple:
+    """The one-image loops' positional arguments, in their order."""
+    keys = ("pred_boxes", "cls_logits", "points", "strides", "gt_boxes", "gt_labels")
+    return tuple(image[key] for key in keys)
+
+
 @pytest.mark.torch
 @pytest.mark.parametrize("shift_rows", [True, False])
 def test_torch_ota_loop_matches_reference(shift_rows):
@@ -116,26 +122,8 @@ def test_torch_ota_loop_matches_reference(shift_rows):
 
     for image in _images():
         t = _torch_image(image)
-        got = torch_loops.ota_assign_image(
-            t["pred_boxes"],
-            t["cls_logits"],
-            t["points"],
-            t["strides"],
-            t["gt_boxes"],
-            t["gt_labels"],
-            iou_eps=1e-6,
-            shift_rows=shift_rows,
-        ).numpy()
-        ref = ota_reference(
-            image["pred_boxes"],
-            image["cls_logits"],
-            image["points"],
-            image["strides"],
-            image["gt_boxes"],
-            image["gt_labels"],
-            iou_eps=1e-6,
-            subtract_row_min=shift_rows,
-        )
+        got = torch_loops.ota_assign_image(*_args(t), iou_eps=1e-6, shift_rows=shift_rows).numpy()
+        ref = ota_reference(*_args(image), iou_eps=1e-6, subtract_row_min=shift_rows)
         if not shift_rows and not ref["candidate_mask"].any(axis=1).all():
             # Unshifted, a candidate-less gt's row sits near 1e6 where float32 is
             # rounding noise (ASSIGNERS.md); compare the other gts' anchors only.
@@ -162,22 +150,10 @@ def test_torch_simota_loop_matches_reference(variant, with_obj):
     for image in _images():
         t = _torch_image(image)
         got = torch_loops.simota_assign_image(
-            t["pred_boxes"],
-            t["cls_logits"],
-            t["points"],
-            t["strides"],
-            t["gt_boxes"],
-            t["gt_labels"],
-            t["obj_logits"] if with_obj else None,
-            variant=variant,
+            *_args(t), t["obj_logits"] if with_obj else None, variant=variant
         ).numpy()
         ref = simota_reference(
-            image["pred_boxes"],
-            image["cls_logits"],
-            image["points"],
-            image["strides"],
-            image["gt_boxes"],
-            image["gt_labels"],
+            *_args(image),
             obj_logits=image["obj_logits"] if with_obj else None,
             **reference_kwargs,
         )
