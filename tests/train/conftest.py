@@ -42,13 +42,13 @@ def smoke_run(tmp_path_factory) -> SmokeRun:
 
     root = _session_dir(tmp_path_factory) / "smoke_run"
     root.mkdir(exist_ok=True)
-    run = SmokeRun(str(root / "tfds"), root / "run", {})
+    data_dir, workdir = str(root / "tfds"), root / "run"
     done = root / "metrics.json"  # written last: the run finished
     with FileLock(str(root / "lock")):
         if not done.exists():
-            metrics = trainer.train_and_evaluate(smoke_config(run.data_dir), str(run.workdir))
+            metrics = trainer.train_and_evaluate(smoke_config(data_dir), str(workdir))
             done.write_text(json.dumps(metrics))
-    return run._replace(metrics=json.loads(done.read_text()))
+    return SmokeRun(data_dir, workdir, json.loads(done.read_text()))
 
 
 @pytest.fixture
