@@ -71,6 +71,22 @@ def test_the_check_fails_on_a_changed_number():
     assert make_tables.stale(changed) == [block["id"]]
 
 
+@pytest.mark.parametrize(
+    ("target", "crowded", "verdict"),
+    [
+        (0.99, 0.98, "not met"),  # a miss on BENCHMARKS.md's workloads, whatever the rest
+        (1.0, 0.98, "met on its workloads; not on crowd1000"),
+        (1.0, 1.0, "met"),
+    ],
+)
+def test_the_agreement_verdict(monkeypatch, target, crowded, verdict):
+    make_tables = _make_tables()
+    agreement = {"yolox640": target, "crowd1000": crowded}
+    rows = {(w, a): {"agreement": x} for w, x in agreement.items() for a in make_tables.NAMES}
+    monkeypatch.setattr(make_tables, "with_loop", lambda names: rows)
+    assert [row[2] for row in make_tables._agreement_rows()] == [verdict] * len(make_tables.NAMES)
+
+
 def test_the_study_page_quotes_only_numbers_of_the_committed_report():
     page = (ROOT / "docs" / "study.md").read_text()
     results = page[page.index("<!-- study-results -->") : page.index("<!-- /study-results -->")]
