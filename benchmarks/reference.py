@@ -197,12 +197,13 @@ def ota_candidate_mask(points, strides, gt_boxes, center_radius, prior="box_and_
     ``prior="center"`` (our opt-in, not the official rule): inside the unclipped centre
     square, all four distances > 0, in the box or not.
     """
+    if prior not in ("box_and_clipped_center", "center"):
+        raise ValueError(f"unknown prior {prior!r}")
     num_gt = gt_boxes.shape[0]
     num_anchors = points.shape[0]
     mask = np.zeros((num_gt, num_anchors), dtype=bool)
     for i in range(num_gt):
         x1, y1, x2, y2 = gt_boxes[i]
-        in_box = min_distance_to_box(points, x1, y1, x2, y2) > 0.01
         cx = (x1 + x2) / 2.0
         cy = (y1 + y2) / 2.0
         radius = center_radius * strides
@@ -212,6 +213,7 @@ def ota_candidate_mask(points, strides, gt_boxes, center_radius, prior="box_and_
                 > 0.0
             )
             continue
+        in_box = min_distance_to_box(points, x1, y1, x2, y2) > 0.01
         c_x1 = np.maximum(cx - radius, x1)
         c_y1 = np.maximum(cy - radius, y1)
         c_x2 = np.minimum(cx + radius, x2)
