@@ -1,7 +1,9 @@
 """The README stays short and every page's links and generated tables hold."""
 
+import importlib
 import importlib.util
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -130,9 +132,7 @@ DEFAULT_REPORT = {
 
 
 def test_every_source_command_parses_and_writes_its_committed_report():
-    import importlib
-    import shlex
-
+    make_tables = _make_tables()
     pairs = _source_commands()
     assert len(pairs) > 10, pairs
     for report, cmd in pairs:
@@ -150,11 +150,11 @@ def test_every_source_command_parses_and_writes_its_committed_report():
         elif getattr(args, "out_dir", None):
             written = Path(args.out_dir, DEFAULT_REPORT[name])
         else:  # the default: the folder of the device the report names
-            device = _make_tables().load(report).get("device_slug")
+            device = make_tables.load(report).get("device_slug")
             written = Path("benchmarks/results", device, DEFAULT_REPORT[name])
         assert written == committed, f"{cmd} writes {written}, not {committed}"
         assert getattr(args, "markdown", None) is None, cmd
         if name == "bucket_ablation":  # XLA flags hold commas: the same variants
-            rows = _make_tables().load(report)["rows"]
+            rows = make_tables.load(report)["rows"]
             variants = list(dict.fromkeys(row["variant"] for row in rows))
             assert module.split_variants(args.variants) == variants, cmd
