@@ -156,6 +156,31 @@ def topq_dynamic_k(ious, candidate_topk):
     return ks
 
 
+def bce_with_logits(logits, targets):
+    """Element-wise ``F.binary_cross_entropy_with_logits`` (soft targets allowed)."""
+    return np.maximum(logits, 0.0) - logits * targets + np.log1p(np.exp(-np.abs(logits)))
+
+
+def _outputs(gt_index, gt_labels, ious, dynamic_k, **extras) -> dict:
+    """The common output dict from ``gt_index [A]`` and the ``[M, A]`` IoU matrix."""
+    num_anchors = gt_index.shape[0]
+    labels = np.full(num_anchors, -1, dtype=np.int64)
+    matched_ious = np.zeros(num_anchors, dtype=np.float64)
+    for a in range(num_anchors):
+        g = gt_index[a]
+        if g >= 0:
+            labels[a] = gt_labels[g]
+            matched_ious[a] = ious[g, a]
+    return {
+        "gt_index": gt_index,
+        "labels": labels,
+        "dynamic_k": np.asarray(dynamic_k, dtype=np.int64),
+        "ious": matched_ious,
+        "fg_mask": gt_index >= 0,
+        **extras,
+    }
+
+
 # --------------------------------------------------------------------------
 # OTA
 # --------------------------------------------------------------------------
@@ -166,7 +191,7 @@ def sigmoid_focal_loss_logits(logits, targets, alpha, gamma):
     ``loss = alpha_t * ce * (1 - p_t) ** gamma``.
     """
     p = expit(logits)
-    ce = np.maximum(logits, 0.0) - logits * targets + np.log1p(np.exp(-np.abs(logits)))
+    ce = bce_with_logits(logits, targets)
     p_t = p * targets + (1.0 - p) * (1.0 - targets)
     loss = ce * (1.0 - p_t) ** gamma
     if alpha >= 0:
@@ -197,12 +222,13 @@ def ota_candidate_mask(points, strides, gt_boxes, center_radius, prior="box_and_
     ``prior="center"`` (our opt-in, not the official rule): inside the unclipped centre
     square, all four distances > 0, in the box or not.
     """
+    if prior not in ("box_and_clipped_center", "center"):
+        raise ValueError(f"unknown prior {prior!r}")
     num_gt = gt_boxes.shape[0]
     num_anchors = points.shape[0]
     mask = np.zeros((num_gt, num_anchors), dtype=bool)
     for i in range(num_gt):
         x1, y1, x2, y2 = gt_boxes[i]
-        in_box = min_distance_to_box(points, x1, y1, x2, y2) > 0.01
         cx = (x1 + x2) / 2.0
         cy = (y1 + y2) / 2.0
         radius = center_radius * strides
@@ -212,6 +238,7 @@ def ota_candidate_mask(points, strides, gt_boxes, center_radius, prior="box_and_
                 > 0.0
             )
             continue
+        in_box = min_distance_to_box(points, x1, y1, x2, y2) > 0.01
         c_x1 = np.maximum(cx - radius, x1)
         c_y1 = np.maximum(cy - radius, y1)
         c_x2 = np.minimum(cx + radius, x2)
@@ -576,28 +603,20 @@ def _float64(points, strides, gt_boxes, gt_labels, pred_boxes):
 
 
 def _result(gt_index, gt_labels, pred_boxes, gt_boxes, ignore_mask=None):
-    """The output dict from ``gt_index [A]``."""
+    """`_outputs` of a rule-based baseline: ``dynamic_k`` the anchors each gt won, and
+    ``ignore_mask`` (of the background anchors only)."""
     num_anchors, num_gt = gt_index.shape[0], gt_boxes.shape[0]
-    labels = np.full(num_anchors, -1, np.int64)
-    ious = np.zeros(num_anchors)
     pred_ious = box_iou(gt_boxes, pred_boxes)
-    won = np.zeros(num_gt, np.int64)
-    for a in range(num_anchors):
-        g = gt_index[a]
-        if g >= 0:
-            labels[a] = gt_labels[g]
-            ious[a] = pred_ious[g, a] if np.isfinite(pred_ious[g, a]) else 0.0
-            won[g] += 1
+    won = np.bincount(gt_index[gt_index >= 0], minlength=num_gt)
     if ignore_mask is None:
         ignore_mask = np.zeros(num_anchors, bool)
-    return {
-        "gt_index": gt_index,
-        "labels": labels,
-        "fg_mask": gt_index >= 0,
-        "ignore_mask": ignore_mask & (gt_index < 0),
-        "dynamic_k": won,
-        "ious": ious,
-    }
+    return _outputs(
+        gt_index,
+        gt_labels,
+        np.where(np.isfinite(pred_ious), pred_ious, 0.0),
+        won,
+        ignore_mask=ignore_mask & (gt_index < 0),
+    )
 
 
 def _anchor_boxes(points, strides, scale):
@@ -742,31 +761,6 @@ def max_iou_reference(
 
 
 # --------------------------------------------------------------------------
-# Prediction-aware baselines: shared helpers
-# --------------------------------------------------------------------------
-
-
-def _outputs(gt_index, gt_labels, ious, dynamic_k, **extras) -> dict:
-    """The common output dict from ``gt_index [A]`` and the ``[M, A]`` IoU matrix."""
-    num_anchors = gt_index.shape[0]
-    labels = np.full(num_anchors, -1, dtype=np.int64)
-    matched_ious = np.zeros(num_anchors, dtype=np.float64)
-    for a in range(num_anchors):
-        g = gt_index[a]
-        if g >= 0:
-            labels[a] = gt_labels[g]
-            matched_ious[a] = ious[g, a]
-    return {
-        "gt_index": gt_index,
-        "labels": labels,
-        "dynamic_k": np.asarray(dynamic_k, dtype=np.int64),
-        "ious": matched_ious,
-        "fg_mask": gt_index >= 0,
-        **extras,
-    }
-
-
-# --------------------------------------------------------------------------
 # Task-aligned (TOOD / YOLOv8)
 # --------------------------------------------------------------------------
 def second_smallest_stride(strides):
@@ -874,11 +868,6 @@ def tal_reference(
 # --------------------------------------------------------------------------
 # Dynamic soft label (RTMDet)
 # --------------------------------------------------------------------------
-def bce_with_logits(logits, targets):
-    """Element-wise ``F.binary_cross_entropy_with_logits`` (soft targets allowed)."""
-    return np.maximum(logits, 0.0) - logits * targets + np.log1p(np.exp(-np.abs(logits)))
-
-
 def class_logits(cls_logits, obj_logits):
     """Logits of `class_probability`: the logits themselves, or with an objectness
     logit those of ``sqrt(sigmoid(cls) * sigmoid(obj))``."""

@@ -36,8 +36,9 @@ def coco_lognormal() -> tuple[float, float]:
 def object_size_histogram(
     configs: list[shapes.OtaShapesConfig], path: str, *, num_images: int = 200
 ) -> dict[str, dict[str, float]]:
-    """One panel per config: its object sizes (density), COCO's log-normal, COCO's
-    S/M/L limits (dashed) and the study's buckets (dotted), saved at ``path`` (PNG).
+    """One panel per config: its object sizes (density per ln(pixels)), COCO's
+    log-normal, COCO's S/M/L limits (dashed) and the study's buckets (dotted), saved at
+    ``path`` (PNG).
 
     Returns:
       ``{config name: shapes.size_shares of the drawn sizes}``.

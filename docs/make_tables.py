@@ -506,9 +506,10 @@ def _agreement_rows() -> list[list[str]]:
             lowest, where = min(g for g in got if g[1] in group)
             words = "100.00%" if lowest == 1 else f"lowest {share(lowest)} ({where})"
             parts.append(f"{', '.join(group)}: {words}")
-            if lowest < 0.999:
-                in_targets = group is not beyond
-                verdict = "not met" if in_targets else f"met on its workloads; not on {where}"
+            if lowest < 0.999 and verdict == "met":  # a miss on BENCHMARKS.md's workloads wins
+                verdict = (
+                    "not met" if group is not beyond else f"met on its workloads; not on {where}"
+                )
         rows.append(
             [
                 f"{name}: at least 99.9% of the loop's positive anchors get the same gt",
@@ -520,16 +521,20 @@ def _agreement_rows() -> list[list[str]]:
 
 
 def _memory_row() -> list[str]:
-    """Memory on the most crowded batch of the H100 suite."""
+    """Memory on the most crowded batch of the H100 suite: met if ota_jax's XLA temp stays
+    below one float32 ``[B, M, A, C]`` tensor of that batch."""
     h100 = with_loop([H100_SUITE])
     big = workload_order(w for w, _ in h100)[-1]
     ota, simota = h100[big, "ota"], h100[big, "simota"]
+    w = next(w for w in load(H100_SUITE)["assign"]["workloads"] if w["name"] == big)
+    bmac = 4 * w["batch"] * w["max_gt"] * w["num_anchors"] * w["num_classes"]
+    temps = [ota["jax_xla_temp_bytes"], simota["jax_xla_temp_bytes"]]
     return [
         f"memory O(B*M*A), never O(B*M*A*C) ({big}, H100)",
-        f"XLA temp {fmt_bytes(ota['jax_xla_temp_bytes'])} (OTA), "
-        f"{fmt_bytes(simota['jax_xla_temp_bytes'])} (SimOTA); the OTA loop's peak "
-        f"{fmt_bytes(ota['torch_peak_bytes'])}",
-        "met",
+        f"XLA temp {fmt_bytes(temps[0])} (OTA), {fmt_bytes(temps[1])} (SimOTA); the OTA"
+        f" loop's peak {fmt_bytes(ota['torch_peak_bytes'])}; one float32 [B, M, A, C]"
+        f" tensor {fmt_bytes(bmac)}",
+        "met" if max(temps) < bmac else "not met",
     ]
 
 
