@@ -6,8 +6,10 @@
 * The run header (`report_header`): device, versions, commit, date, load, command.
 * Reports (`write_report`, `default_out`): ``<name>.json`` (strict JSON) and
   ``<name>.md`` in ``benchmarks/results/<device>/``; read back by `loop_rows` (for
-  plot_speedups and docs/make_tables.py), their numbers formatted by `fmt_ms`,
-  `fmt_number` and `fmt_bytes` (every table, reports' and docs' alike).
+  plot_speedups and docs/make_tables.py). `fmt_ms`, `fmt_number` and `fmt_bytes`
+  format the times and sizes of docs/make_tables.py's tables and of the assign,
+  scaling and train-step reports' (bucket_ablation and compile_bench write bare
+  numbers under ``ms`` and ``s`` headers).
 * Children (`run_child`): ``python -m benchmarks.<name>`` in a fresh process, which
   prints its result as one line of JSON (`print_result`).
 """
@@ -126,8 +128,8 @@ def fmt_number(value: float) -> str:
 
 
 def fmt_ms(value: float | None) -> str:
-    """A time given in ms, for every table (reports and docs): ``27.6 ms``, from 1000 ms in
-    seconds (``2.09 s``); ``n/a`` for none."""
+    """A time given in ms, for a table cell: ``27.6 ms``, from 1000 ms in seconds
+    (``2.09 s``); ``n/a`` for none."""
     if value is None:
         return "n/a"
     return f"{fmt_number(value / 1000)} s" if value >= 1000 else f"{fmt_number(value)} ms"

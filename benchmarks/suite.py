@@ -78,8 +78,9 @@ class Step:
     ``python -m``; its time limit ``limit_s`` (``quick_limit_s`` under ``--quick``); its
     arguments ``args`` (``quick_args`` under ``--quick``), in which ``{out}`` is the
     output folder, ``{tmp}`` a scratch folder and ``{device}`` the suite's ``--device``;
-    and ``report``, the JSON file it writes in the output folder (``--out`` is added),
-    which the suite's report holds under the step's name."""
+    and ``report`` (by keyword, every step has one), the JSON file it writes in the
+    output folder (``--out`` is added), which the suite's report holds under the step's
+    name."""
 
     name: str
     title: str
@@ -87,7 +88,7 @@ class Step:
     limit_s: float
     args: tuple[str, ...] = ()
     quick_args: tuple[str, ...] = ("--quick",)
-    report: str | None = None
+    report: str = dataclasses.field(kw_only=True)
     quick_limit_s: float = 600
 
 
@@ -218,9 +219,7 @@ def step_args(args: argparse.Namespace, step: Step, *, out: Path, tmp: Path) -> 
         if args.torch_budget_s is not None:
             argv += ["--torch-budget-s", str(args.torch_budget_s)]
     argv += shlex.split(getattr(args, f"{step.name}_args", ""))
-    if step.report:
-        argv += ["--out", str(out / step.report)]
-    return argv
+    return [*argv, "--out", str(out / step.report)]
 
 
 def run_limited(cmd: list[str], log, seconds: float, env: dict | None = None) -> tuple[int, bool]:
@@ -302,8 +301,8 @@ def run(args: argparse.Namespace) -> tuple[dict, str]:
             log.write(f"\n$ {line}\n")
             log.flush()
             offset = log.tell()
-            path = out / step.report if step.report else None
-            before = _stamp(path) if path else None
+            path = out / step.report
+            before = _stamp(path)
             began = time.perf_counter()
             code, timed_out = run_limited(cmd, log, limit, env)
             seconds = round(time.perf_counter() - began, 1)
@@ -312,7 +311,7 @@ def run(args: argparse.Namespace) -> tuple[dict, str]:
             entry |= {"command": line, "args": argv}
             if status != "ok":
                 entry["output_tail"] = _tail(out / "suite.log", offset)
-            if path is not None and _stamp(path) not in (None, before):  # written by this run
+            if _stamp(path) not in (None, before):  # written by this run
                 try:
                     reports[step.name] = json.loads(path.read_text())
                     sections[step.name] = path.with_suffix(".md").read_text()

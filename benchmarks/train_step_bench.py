@@ -250,11 +250,11 @@ def markdown_table(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for row in rows:
-        lines.append(
-            f"| {row['assigner']} | {row['step_ms']:.1f} ms | {row['fixed_step_ms']:.1f} ms "
-            f"| {row['assign_ms']:.1f} ms | {100 * row['share_step_minus_fixed']:.1f}% "
-            f"| {100 * row['share_assign_alone']:.1f}% |"
-        )
+        times = [harness.fmt_ms(row[key]) for key in ("step_ms", "fixed_step_ms", "assign_ms")]
+        shares = [
+            f"{100 * row[key]:.1f}%" for key in ("share_step_minus_fixed", "share_assign_alone")
+        ]
+        lines.append("| " + " | ".join([row["assigner"], *times, *shares]) + " |")
     return "\n".join(lines)
 
 
