@@ -608,7 +608,6 @@ def bench_row(
                 row["vs_row_shifted_loop"] = agreement(shifted().cpu().numpy(), jax_index)
     timed = list(timings)
     timings.clear()  # free the results before measuring memory
-    sides.clear()
     for side in timed if args.memory != "none" else ():
         harness.log(f"{prefix}{side} memory ({args.memory}) ...")
         if args.memory == "subprocess":

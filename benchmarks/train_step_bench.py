@@ -102,7 +102,7 @@ def _step_call(state, batch):
         holder["state"] = new_state
         return metrics
 
-    return call, holder
+    return call
 
 
 def _fixed_assigner(assignment):
@@ -170,15 +170,13 @@ def run(args) -> dict:
             "num_fg": int(np.asarray(fixed.num_fg).sum()),
             "num_gt": int(host_batch["gt_mask"].sum()),
         }
-        step_call, _ = _step_call(create_train_state(model, tx, loss_config=loss_config), batch)
+        step_call = _step_call(create_train_state(model, tx, loss_config=loss_config), batch)
         sides[(assigner, "step")] = step_call
         if "fixed" not in sides:
             # One fixed-assignment step serves every assigner: after the assignment the
             # step's work has static shapes, whichever assigner's targets it uses.
             fixed_config = LossConfig(assigner=_fixed_assigner(fixed))
-            fixed_call, _ = _step_call(
-                create_train_state(model, tx, loss_config=fixed_config), batch
-            )
+            fixed_call = _step_call(create_train_state(model, tx, loss_config=fixed_config), batch)
             sides["fixed"] = fixed_call
             fixed_from = assigner
         sides[(assigner, "assign")] = harness.blocking(
