@@ -29,7 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 # The benchmarks run JAX and PyTorch side by side on one GPU and measure peaks: JAX
@@ -162,8 +162,14 @@ def loop_rows(reports: Mapping[str, dict], order: Sequence[str] = ()) -> dict[tu
             if key in rows:
                 raise ValueError(f"{key} is in both {where[key]} and {name}")
             rows[key], where[key] = row, name
+    workloads = in_order((workload for workload, _ in rows), order)
+    return dict(sorted(rows.items(), key=lambda item: workloads.index(item[0][0])))
+
+
+def in_order(workloads: Iterable[str], order: Sequence[str]) -> list[str]:
+    """``workloads`` once each: those in ``order`` in its order, then the others by name."""
     rank = lambda w: (order.index(w) if w in order else len(order), w)
-    return dict(sorted(rows.items(), key=lambda item: rank(item[0][0])))
+    return sorted(dict.fromkeys(workloads), key=rank)
 
 
 # --------------------------------------------------------------------------- the run header

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: the benchmarks package of this tree
 
-from benchmarks.harness import fmt_bytes, fmt_ms, fmt_number, loop_rows  # noqa: E402
+from benchmarks.harness import fmt_bytes, fmt_ms, fmt_number, in_order, loop_rows  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 PAGES = ("README.md", "docs/performance.md")  # the files with generated blocks
@@ -74,8 +74,7 @@ def with_loop(names: Iterable[str]) -> dict[tuple[str, str], dict]:
 
 
 def workload_order(workloads: Iterable[str]) -> list[str]:
-    seen = list(dict.fromkeys(workloads))
-    return sorted(seen, key=lambda w: (WORKLOADS.index(w) if w in WORKLOADS else 99, w))
+    return in_order(workloads, WORKLOADS)
 
 
 def partial(row: dict) -> bool:
